@@ -1,0 +1,75 @@
+"""rltuner: refine a trained sequence model with RL while keeping what it learned from data.
+
+The flagship use is RL Tuner (Jaques, Gu, Turner, Eck, "Tuning Recurrent Neural Networks with Reinforcement
+Learning", https://arxiv.org/abs/1611.02796): a Note RNN trained on melodies is fine-tuned with Q-learning
+with log-prior augmentation, generalized Psi-learning or G-learning against a music-theory reward.
+
+The public API is importable from the package root; heavy modules (torch, music21) load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # encoding
+    "Melody": "rltuner.encoding",
+    "Note": "rltuner.encoding",
+    "NUM_CLASSES": "rltuner.encoding",
+    "NOTE_OFF": "rltuner.encoding",
+    "NO_EVENT": "rltuner.encoding",
+    "classes_to_notes": "rltuner.encoding",
+    "notes_to_classes": "rltuner.encoding",
+    "normalize_notes": "rltuner.encoding",
+    "key_set_classes": "rltuner.encoding",
+    # errors
+    "RLTunerError": "rltuner.errors",
+    "InvalidMelodyError": "rltuner.errors",
+    "MelodyRangeError": "rltuner.errors",
+    "MidiReadError": "rltuner.errors",
+    "DatasetError": "rltuner.errors",
+    "CheckpointError": "rltuner.errors",
+    "ConfigError": "rltuner.errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rltuner' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from rltuner.encoding import (
+        NO_EVENT,
+        NOTE_OFF,
+        NUM_CLASSES,
+        Melody,
+        Note,
+        classes_to_notes,
+        key_set_classes,
+        normalize_notes,
+        notes_to_classes,
+    )
+    from rltuner.errors import (
+        CheckpointError,
+        ConfigError,
+        DatasetError,
+        InvalidMelodyError,
+        MelodyRangeError,
+        MidiReadError,
+        RLTunerError,
+    )

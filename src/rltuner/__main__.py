@@ -1,0 +1,3 @@
+from rltuner.cli.main import main
+
+main()

@@ -1,0 +1,88 @@
+"""Entry point of the ``rltuner`` command.
+
+Sub-commands live in their own modules and are imported lazily, so ``rltuner --help`` is instant and one
+sub-command never pays for another's imports (torch, music21).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from typing import Any
+
+import click
+
+from rltuner.errors import RLTunerError
+
+# name -> ("module:attribute", one-line help). Each attribute is a click command or group.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("rltuner.cli.run:run", "The main job: tune, evaluate and write a report (make demo)."),
+    "data": ("rltuner.cli.data:data", "Build a melody dataset from music21's folk corpus or MIDI files."),
+    "render": ("rltuner.cli.render:render", "Write melodies (.mid/.npy) as MIDI, WAV and piano-roll PNG."),
+    "pretrain": ("rltuner.cli.pretrain:pretrain", "Train a Note RNN prior by maximum likelihood."),
+    "generate": ("rltuner.cli.generate:generate", "Sample melodies from a prior or a tuned model."),
+    "score": ("rltuner.cli.score:score", "Music-theory reward and Table 1 statistics of melodies."),
+    "tune": ("rltuner.cli.tune:tune", "RL-tune a prior: Q, Psi, G-learning or RL-only."),
+    "evaluate": ("rltuner.cli.evaluate:evaluate", "Sample from models and compare them (Table 1, KL...)."),
+    "study": ("rltuner.cli.study:study", "Listening study: make blind A/B pairs, analyse ratings."),
+    "bench": ("rltuner.cli.bench:bench", "Measure every speed figure and rewrite BENCHMARKS.md."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose sub-commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        target, _ = COMMANDS[cmd_name]
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                return None  # not built yet in this version
+            raise
+        command: click.Command = getattr(module, attr)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, short) for name, (_, short) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(
+    cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
+@click.version_option(package_name="rltuner")
+@click.option("-v", "--verbose", is_flag=True, help="Log debugging details.")
+def cli(verbose: bool) -> None:
+    """rltuner: tune a trained melody model with reinforcement learning (RL Tuner, Jaques et al.)."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s")
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Run the CLI; user errors become one line on stderr and exit status 2 (1 for an interruption)."""
+    try:
+        return cli.main(args=argv, prog_name="rltuner", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except RLTunerError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted: what was done is saved", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Frozen, typed configuration trees: parsed once at the edge (CLI or API call), then passed down.
+
+Each concern defines its own ``@dataclass(frozen=True)`` with a one-line ``help`` in each field's metadata
+and a ``validate()`` method that raises :class:`~rltuner.errors.ConfigError`. This module turns dicts and
+``name=value`` overrides into such trees and back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from rltuner.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def field(default: Any, help: str, **kwargs: Any) -> Any:
+    """A dataclass field with a help text (shown by ``--help`` and the docs)."""
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(
+            default_factory=lambda: type(default)(default), metadata={"help": help}, **kwargs
+        )
+    return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A config tree as plain JSON-able dicts."""
+    return dataclasses.asdict(cfg)
+
+
+def _coerce(value: Any, tp: Any, name: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        if is_none and type(None) in typing.get_args(tp):
+            return None
+        for arg in args:
+            try:
+                return _coerce(value, arg, name)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{name}: cannot read {value!r} as {tp}")
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{name}: {value!r} is not one of {', '.join(map(repr, choices))}")
+        return value
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{name}: expected a mapping for {tp.__name__}")
+        return from_dict(tp, value, prefix=f"{name}.")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}: expected true or false, got {value!r}")
+    if tp in (int, float, str):
+        try:
+            if tp is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            if tp is int and isinstance(value, str):
+                return int(float(value)) if float(value).is_integer() else int(value)
+            return tp(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected {tp.__name__}, got {value!r}") from None
+    if origin in (tuple, list):
+        items = value.split(",") if isinstance(value, str) else list(value)
+        args: tuple[Any, ...] = typing.get_args(tp)
+        inner = args[0] if args else str
+        coerced = [_coerce(v, inner, name) for v in items]
+        return tuple(coerced) if origin is tuple else coerced
+    return value
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], *, prefix: str = "") -> T:
+    """Build a config dataclass from a (possibly partial) dict; unknown keys are an error."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s) {', '.join(prefix + u for u in sorted(unknown))}; "
+            f"known: {', '.join(sorted(prefix + n for n in names))}"
+        )
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    cfg = cls(**kwargs)
+    validate = getattr(cfg, "validate", None)
+    if callable(validate):
+        validate()
+    return cfg
+
+
+def apply_overrides(cfg: T, overrides: Mapping[str, Any]) -> T:
+    """Return a copy of ``cfg`` with dotted ``name=value`` overrides applied and validated."""
+    data = to_dict(cfg)
+    for key, value in overrides.items():
+        node = data
+        parts = key.replace("-", "_").split(".")
+        for part in parts[:-1]:
+            if part not in node or not isinstance(node[part], dict):
+                raise ConfigError(f"unknown setting {key!r}")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"unknown setting {key!r}; known: {', '.join(sorted(node))}")
+        node[parts[-1]] = value
+    return from_dict(type(cfg), data)
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """``"gamma=0.5"`` -> ``("gamma", "0.5")``."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like name=value")
+    key, value = text.split("=", 1)
+    return key.strip(), value.strip()
+
+
+def help_texts(cls: type) -> dict[str, str]:
+    """Field name -> help text of a config dataclass."""
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
