@@ -75,8 +75,8 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             raise ConfigError(f"{name}: expected {tp.__name__}, got {value!r}") from None
     if origin in (tuple, list):
         items = value.split(",") if isinstance(value, str) else list(value)
-        args: tuple[Any, ...] = typing.get_args(tp)
-        inner = args[0] if args else str
+        type_args = typing.get_args(tp)
+        inner = type_args[0] if type_args else str
         coerced = [_coerce(v, inner, name) for v in items]
         return tuple(coerced) if origin is tuple else coerced
     return value
