@@ -69,7 +69,10 @@ def cli(verbose: bool) -> None:
 def main(argv: list[str] | None = None) -> Any:
     """Run the CLI; user errors become one line on stderr and exit status 2 (1 for an interruption)."""
     try:
-        return cli.main(args=argv, prog_name="rltuner", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="rltuner", standalone_mode=False)
+        if isinstance(rv, int) and not isinstance(rv, bool) and rv != 0:
+            sys.exit(rv)  # ctx.exit(code) in a sub-command
+        return rv
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
         sys.exit(130)

@@ -1,0 +1,44 @@
+"""``rltuner bench``: measure every speed figure named in the issues and rewrite BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.option(
+    "--only",
+    multiple=True,
+    help="Run only these topics (corpus, rewards, prior, rl, evaluation); repeatable. Default: all.",
+)
+@click.option("--quick", is_flag=True, help="Tiny sizes: checks that the benchmarks run.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("BENCHMARKS.md"),
+    show_default=True,
+    help="Markdown file to (re)write.",
+)
+def bench(only: tuple[str, ...], quick: bool, out: Path) -> None:
+    """Run the benchmark suite in one process and write the results with machine, date and command."""
+    from rltuner.benchmarks.suite import TOPICS, run_topics, write_benchmarks
+
+    unknown = [t for t in only if t not in TOPICS]
+    if unknown:
+        raise click.BadParameter(f"unknown topic(s) {', '.join(unknown)}; choose from {', '.join(TOPICS)}")
+    topics = list(only) or list(TOPICS)
+    results = run_topics(topics, quick=quick)
+    command = "rltuner " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "rltuner bench"
+    write_benchmarks(out, results, command=command)
+    click.echo(f"wrote {out}")
+    for topic, items in results.items():
+        if isinstance(items, str):
+            click.echo(f"{topic}: {items}", err=True)
+            continue
+        for r in items:
+            met = "" if r["met"] is None else (" [met]" if r["met"] else " [NOT MET]")
+            click.echo(f"{topic}: {r['name']}: {r['value']:.4g} {r['unit']} (goal {r['goal'] or '-'}){met}")

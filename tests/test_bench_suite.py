@@ -1,0 +1,55 @@
+import sys
+import types
+
+from click.testing import CliRunner
+
+from rltuner.benchmarks import suite
+from rltuner.cli.main import cli
+
+
+def _fake_module(monkeypatch):
+    mod = types.ModuleType("fake_bench")
+
+    def measure(quick=False):
+        return [
+            {
+                "name": "speed",
+                "value": 1234567.0,
+                "unit": "steps/s",
+                "goal": ">= 1",
+                "met": True,
+                "detail": "d",
+            },
+            {"name": "slow", "value": 0.5, "unit": "s", "goal": "<= 0.1 s", "met": False, "detail": ""},
+        ]
+
+    mod.measure = measure
+    broken = types.ModuleType("broken_bench")
+
+    def fail(quick=False):
+        raise RuntimeError("boom")
+
+    broken.measure = fail
+    monkeypatch.setitem(sys.modules, "fake_bench", mod)
+    monkeypatch.setitem(sys.modules, "broken_bench", broken)
+    monkeypatch.setattr(suite, "TOPICS", {"fake": "fake_bench", "broken": "broken_bench"})
+
+
+def test_suite_records_figures_goals_and_failures(monkeypatch, tmp_path):
+    _fake_module(monkeypatch)
+    results = suite.run_topics(["fake", "broken"])
+    assert isinstance(results["broken"], str) and "boom" in results["broken"]
+    text = suite.render_markdown(results, command="rltuner bench", machine="test machine")
+    assert "| speed | 1,234,567 steps/s | >= 1 | yes | d |" in text
+    assert "| slow | 0.5 s | <= 0.1 s | **no** |" in text
+    assert "failed: RuntimeError: boom" in text and "test machine" in text
+
+
+def test_bench_cli_writes_file_and_rejects_unknown_topic(monkeypatch, tmp_path):
+    _fake_module(monkeypatch)
+    out = tmp_path / "B.md"
+    result = CliRunner().invoke(cli, ["bench", "--only", "fake", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "## fake" in out.read_text() and "## broken" not in out.read_text()
+    result = CliRunner().invoke(cli, ["bench", "--only", "nope", "--out", str(out)])
+    assert result.exit_code != 0 and "unknown topic" in result.output
