@@ -70,7 +70,9 @@ def parse_key(key: str) -> tuple[int, str]:
     try:
         return pitch_class_of(text), mode
     except InvalidMelodyError:
-        raise ConfigError(f"unknown key {key!r}: use a note name with an optional mode, e.g. G, Bb, F#m, D minor") from None
+        raise ConfigError(
+            f"unknown key {key!r}: use a note name with an optional mode, e.g. G, Bb, F#m, D minor"
+        ) from None
 
 
 def key_shift(key: str | None) -> int:
@@ -108,7 +110,7 @@ def melody_to_notes(classes: MelodyLike, *, transpose: int = 0, key: str | None 
     return notes
 
 
-def _check_options(tempo: float, program: int, velocity: int) -> None:
+def check_output_options(tempo: float, program: int, velocity: int) -> None:
     if not (math.isfinite(tempo) and 1.0 <= tempo <= 1000.0):
         raise ConfigError(f"tempo must be between 1 and 1000 quarter notes per minute, got {tempo}")
     if not 0 <= int(program) <= 127:
@@ -158,7 +160,7 @@ def write_midi(
     """
     import mido
 
-    _check_options(tempo, program, velocity)
+    check_output_options(tempo, program, velocity)
     notes = melody_to_notes(classes, transpose=transpose, key=key)
     length = len(validate_classes(classes, allow_empty=True))
 
@@ -213,7 +215,7 @@ def write_midi_batch(
     Returns:
         The paths written, in the order of ``melodies``.
     """
-    items = _as_melody_list(melodies)
+    items = as_melody_list(melodies)
     width = max(3, len(str(len(items) - 1))) if items else 3
     return [
         write_midi(
@@ -229,7 +231,7 @@ def write_midi_batch(
     ]
 
 
-def _as_melody_list(melodies: npt.NDArray[np.integer] | Sequence[MelodyLike]) -> list[ClassArray]:
+def as_melody_list(melodies: npt.NDArray[np.integer] | Sequence[MelodyLike]) -> list[ClassArray]:
     if isinstance(melodies, np.ndarray):
         arr = validate_classes(melodies, allow_empty=True)
         if arr.ndim == 1:
@@ -310,7 +312,7 @@ def midi_to_melody(path: PathLike, length: int | None = None, *, fit_range: bool
     source = Path(path)
     raw, end_quarters = _read_midi_notes(source)
     if length is None:
-        length = int(round(end_quarters * STEPS_PER_QUARTER))
+        length = round(end_quarters * STEPS_PER_QUARTER)
         if raw:
             last_end = max(round(e * STEPS_PER_QUARTER) for _, e, _ in raw)
             length = max(length, int(last_end))
@@ -320,13 +322,11 @@ def midi_to_melody(path: PathLike, length: int | None = None, *, fit_range: bool
         raise MidiReadError(f"{source} holds no notes and has zero length")
 
     # Quantize to the step grid; a note keeps at least one step.
-    grid = sorted(
-        (
-            (int(round(s * STEPS_PER_QUARTER)), max(int(round(e * STEPS_PER_QUARTER)), int(round(s * 4)) + 1), p)
-            for s, e, p in raw
-        ),
-        key=lambda n: (n[0], -n[2]),
-    )
+    grid: list[tuple[int, int, int]] = []
+    for s, e, p in raw:
+        start = round(s * STEPS_PER_QUARTER)
+        grid.append((start, max(round(e * STEPS_PER_QUARTER), start + 1), p))
+    grid.sort(key=lambda n: (n[0], -n[2]))
     kept: list[list[int]] = []  # [start, end, pitch]
     for start, end, pitch in grid:
         if kept and kept[-1][0] == start:

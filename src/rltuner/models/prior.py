@@ -43,7 +43,7 @@ _REGISTRY: dict[str, str] = {
 class ModelConfig:
     """Architecture of a prior. The defaults are the paper's Note RNN (one LSTM layer of 100 cells)."""
 
-    arch: Arch = field("lstm", "Model kind: lstm (the paper's Note RNN), gru, or transformer.")
+    arch: Arch = field("lstm", "Model kind: lstm (the paper's Note RNN), gru, or transformer.")  # noqa: RUF009
     vocab_size: int = field(NUM_CLASSES, "Number of classes in and out (38 for the melody grid).")
     hidden_size: int = field(100, "LSTM/GRU cells per layer, or the Transformer's model width.")
     num_layers: int = field(1, "Recurrent layers, or Transformer blocks.")

@@ -1,0 +1,159 @@
+"""RL tuning speed: acting + reward, the full budget per algorithm, peak memory, and where the time goes.
+
+Run with ``rltuner bench`` (all benchmarks) or ``python -m rltuner.benchmarks.rl [--quick]``.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import pstats
+import resource
+import sys
+import time
+from typing import Any
+
+from rltuner.benchmarks import BenchResult
+
+ALGORITHM_NAMES = ("q", "psi", "g", "rl-only")
+
+
+def _prior() -> tuple[Any, str]:
+    from rltuner.errors import CheckpointError
+    from rltuner.models.checkpoint import load_default_prior
+    from rltuner.models.prior import build_prior
+
+    try:
+        return load_default_prior(), "shipped Note RNN"
+    except CheckpointError:  # same size and speed as the Note RNN, untrained
+        import torch
+
+        torch.manual_seed(0)
+        return build_prior({"arch": "lstm", "hidden_size": 100}).eval(), "untrained LSTM-100 (no shipped prior)"
+
+
+def _acting(quick: bool, prior: Any, prior_name: str) -> list[BenchResult]:
+    import numpy as np
+    import torch
+
+    from rltuner.rl.config import preset
+    from rltuner.rl.env import BatchedEnv
+    from rltuner.rl.music import music_domain
+    from rltuner.rl.targets import get_algorithm
+    from rltuner.rl.tuner import make_actor
+
+    domain = music_domain(prior)
+    results: list[BenchResult] = []
+    for n_envs in (16,) if quick else (256, 1024):
+        cfg = preset("fast", n_envs=n_envs)
+        env = BatchedEnv(prior, prior, domain.make_reward(), domain.sample_primers, 32, n_envs)
+        rng = np.random.default_rng(0)
+        act = make_actor(get_algorithm("q"), cfg, torch.Generator().manual_seed(0), 0, n_envs)
+        env.rollout(act, rng)  # warm-up
+        rounds = 1 if quick else max(2, 200_000 // (n_envs * 32))
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            env.rollout(act, rng)
+        rate = rounds * n_envs * 32 / (time.perf_counter() - t0)
+        results.append(
+            BenchResult(
+                name=f"acting + reward, no learning, {n_envs} envs", value=rate, unit="env steps/s",
+                goal=">= 200,000 env steps/s", met=rate >= 200_000 if not quick else None,
+                detail=f"{prior_name}, epsilon-greedy, Q-net + Reward RNN step + music-theory reward, "
+                f"{torch.get_num_threads()} threads",
+            )  # fmt: skip
+        )
+    return results
+
+
+def _full_budget(quick: bool, prior: Any, prior_name: str) -> tuple[list[BenchResult], float]:
+    from rltuner.rl.config import preset
+    from rltuner.rl.music import music_domain
+    from rltuner.rl.tuner import tune
+
+    domain = music_domain(prior)
+    results: list[BenchResult] = []
+    overrides: dict[str, Any] = {"progress": False, "tensorboard": False}
+    if quick:
+        overrides.update(total_steps=2048, n_envs=32, batch_size=256, train_every=256, eval_every=0)
+    last_r_mt = 0.0
+    for name in ALGORITHM_NAMES[:1] if quick else ALGORITHM_NAMES:
+        cfg = preset("fast", algorithm=name, **overrides)
+        t0 = time.perf_counter()
+        result = tune(cfg, domain)
+        wall = time.perf_counter() - t0
+        last = result.metrics[-1]
+        last_r_mt = last["mean_r_mt"]
+        results.append(
+            BenchResult(
+                name=f"{name}: fast preset, {result.env_steps:,} env steps, {result.sample_updates:,} sample-updates",
+                value=wall, unit="s", goal="<= 120 s (1,000,000 env steps, >= 6,400,000 sample-updates)",
+                met=(wall <= 120 and result.env_steps >= 1_000_000 and result.sample_updates >= 6_400_000)
+                if not quick else None,
+                detail=f"{result.env_steps / wall:,.0f} env steps/s, {result.sample_updates / wall:,.0f} "
+                f"sample-updates/s, {result.gradient_steps} gradient steps; final eval mean log p "
+                f"{last['mean_log_p']:.3f}, mean r_MT {last['mean_r_mt']:.3f}; {prior_name}",
+            )  # fmt: skip
+        )
+    return results, last_r_mt
+
+
+def _profile(quick: bool, prior: Any) -> BenchResult:
+    from rltuner.rl.config import preset
+    from rltuner.rl.music import music_domain
+    from rltuner.rl.tuner import tune
+
+    steps = 4096 if quick else 131_072
+    cfg = preset("fast", algorithm="q", total_steps=steps, eval_every=0, progress=False, tensorboard=False)
+    if quick:
+        cfg = cfg.with_overrides(n_envs=32, batch_size=256, train_every=256)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    tune(cfg, music_domain(prior))
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    total = max(sum(v[3] for k, v in stats.stats.items() if k[2] == "tune"), 1e-9)  # type: ignore[attr-defined]
+
+    def cumulative(func: str, file_part: str) -> float:
+        return sum(
+            v[3] for k, v in stats.stats.items() if k[2] == func and file_part in k[0]  # type: ignore[attr-defined]
+        )
+
+    parts = {
+        "acting (rollout)": cumulative("rollout", "env.py"),
+        "  music-theory reward": cumulative("step", "music_theory.py"),
+        "  network steps": cumulative("step", "rnn.py"),
+        "learning (gradient steps)": cumulative("step", "tuner.py"),
+        "evaluation": cumulative("evaluate_policy", "tuner.py"),
+    }
+    detail = "; ".join(f"{k.strip()} {100 * v / total:.0f}%" for k, v in parts.items())
+    return BenchResult(
+        name=f"where the time goes (cProfile, q, {steps:,} env steps)", value=total, unit="s", goal="",
+        met=None, detail=detail,
+    )  # fmt: skip
+
+
+def measure(quick: bool = False) -> list[BenchResult]:
+    """Acting speed, the full fast-preset budget per algorithm, peak memory and a profile."""
+    import torch
+
+    torch.set_num_threads(min(2, torch.get_num_threads()) if not quick else 1)
+    prior, prior_name = _prior()
+    results = _acting(quick, prior, prior_name)
+    budget, _ = _full_budget(quick, prior, prior_name)
+    results += budget
+    results.append(_profile(quick, prior))
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_mb = peak_kb / 1024 if sys.platform != "darwin" else peak_kb / 1024 / 1024
+    results.append(
+        BenchResult(
+            name="peak memory of the RL benchmarks (process max RSS)", value=peak_mb, unit="MB",
+            goal="<= 1,024 MB", met=peak_mb <= 1024 if not quick else None,
+            detail="resource.getrusage ru_maxrss over the whole process (torch and numpy included)",
+        )  # fmt: skip
+    )
+    return results
+
+
+if __name__ == "__main__":
+    for row in measure(quick="--quick" in sys.argv):
+        print(f"{row['name']}: {row['value']:,.3f} {row['unit']} (goal {row['goal']}; met {row['met']}) {row['detail']}")

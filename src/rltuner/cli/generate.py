@@ -1,0 +1,137 @@
+"""``rltuner generate``: sample melodies from a prior or a tuned model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rltuner.errors import CheckpointError, InvalidMelodyError
+
+
+@click.command("generate")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Checkpoint (.safetensors), or a tuning run folder holding model.safetensors [default: the shipped prior].",
+)
+@click.option("-n", "--num", "n", type=int, default=10, show_default=True, help="Number of melodies.")
+@click.option("--length", type=int, default=32, show_default=True, help="Steps (sixteenths) per melody.")
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="Sampling temperature (> 0).")
+@click.option("--greedy", is_flag=True, help="Take the most likely class at each step instead of sampling.")
+@click.option(
+    "--primer", default="random", show_default=True,
+    help="First input: 'random' (one random note per melody), a note name (e.g. C4), or a .mid file.",
+)  # fmt: skip
+@click.option(
+    "--primer-steps", type=int, default=16, show_default=True,
+    help="With a .mid primer: how many of its last steps to feed.",
+)  # fmt: skip
+@click.option("--seed", type=int, default=None, help="Random seed (same seed, same melodies).")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("generated"), show_default=True,
+    help="Output folder.",
+)  # fmt: skip
+@click.option("--midi/--no-midi", default=True, show_default=True, help="Write one MIDI file per melody.")
+@click.option("--wav/--no-wav", default=True, show_default=True, help="Render one WAV file per melody.")
+@click.option(
+    "--png/--no-png", default=True, show_default=True, help="Draw a piano roll of the first melodies."
+)
+@click.option(
+    "--render-max", type=int, default=16, show_default=True,
+    help="Write MIDI/WAV for at most this many melodies (all of them are in melodies.npy).",
+)  # fmt: skip
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda", "auto"]),
+    default="cpu",
+    show_default=True,
+    help="Where to run.",
+)
+def generate(
+    model_path: Path | None,
+    n: int,
+    length: int,
+    temperature: float,
+    greedy: bool,
+    primer: str,
+    primer_steps: int,
+    seed: int | None,
+    out: Path,
+    midi: bool,
+    wav: bool,
+    png: bool,
+    render_max: int,
+    device: str,
+) -> None:
+    """Sample melodies and write melodies.npy (classes, shape n x length) plus MIDI, WAV and a piano roll."""
+    import numpy as np
+
+    from rltuner.encoding import class_name
+    from rltuner.fileio import atomic_path, ensure_writable_dir
+    from rltuner.models.checkpoint import default_prior_path, load_model
+    from rltuner.models.sampling import sample
+    from rltuner.models.train import resolve_device
+
+    if n < 1:
+        raise click.BadParameter("must be at least 1", param_hint="-n")
+    path = _resolve_model_path(model_path) if model_path is not None else default_prior_path()
+    model = load_model(path, resolve_device(device))
+    primer_value = _parse_primer(primer, primer_steps)
+    folder = ensure_writable_dir(out)
+    melodies = sample(
+        model, n, length, temperature=temperature, greedy=greedy, primer=primer_value, seed=seed
+    )
+    with atomic_path(folder / "melodies.npy") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, melodies)
+    written = [folder / "melodies.npy"]
+    shown = melodies[: max(render_max, 0)]
+    if midi and len(shown):
+        from rltuner.data.midi_io import write_midi_batch
+
+        written += write_midi_batch(shown, folder)
+    if wav and len(shown):
+        from rltuner.data.audio import render_wav_batch
+
+        written += render_wav_batch(shown, folder)
+    if png and len(shown):
+        from rltuner.data.pianoroll import plot_piano_roll
+
+        written.append(plot_piano_roll(shown, folder / "piano_roll.png", title=f"{path.name}"))
+    for i, mel in enumerate(melodies[:3]):
+        click.echo(f"melody {i}: " + " ".join(class_name(int(c)) for c in mel))
+    click.echo(f"wrote {len(written)} file(s) to {folder} ({n} melodies in melodies.npy)")
+
+
+def _resolve_model_path(path: Path) -> Path:
+    if path.is_dir():
+        inner = path / "model.safetensors"
+        if not inner.is_file():
+            raise CheckpointError(f"{path} is a folder without model.safetensors; pass a checkpoint file")
+        return inner
+    return path
+
+
+def _parse_primer(text: str, steps: int) -> Any:
+    """'random' -> None; a note name -> its class; a .mid file -> the last ``steps`` classes of its melody."""
+    from rltuner.encoding import note_name_to_class
+
+    value = text.strip()
+    if value.lower() == "random":
+        return None
+    if value.lower().endswith((".mid", ".midi")):
+        from rltuner.data.midi_io import midi_to_melody
+
+        if steps < 1:
+            raise InvalidMelodyError(f"--primer-steps must be at least 1, got {steps}")
+        melody = midi_to_melody(value)
+        if len(melody) == 0:
+            raise InvalidMelodyError(f"primer file {value} holds no notes")
+        return melody[-steps:]
+    try:
+        return note_name_to_class(value)
+    except InvalidMelodyError as exc:
+        raise InvalidMelodyError(f"--primer: {exc} (or use 'random' or a .mid file)") from None

@@ -1,0 +1,692 @@
+"""Compare models the way the paper does (Table 1, Figure 2's two curves) plus what it did not measure.
+
+For each model we sample ``n`` melodies from its stochastic policy (temperature 1, each primed with one
+uniformly random note-on class), then compute:
+
+- Table 1 (``rewards.statistics.melody_statistics``), printed beside the paper's numbers;
+- mean ``log p(a|s)`` of the sampled steps under the Note RNN (the Reward RNN) and mean ``r_MT`` per step;
+- mean per-step ``KL(pi || p)`` between the model's policy and the Note RNN, exact over the 38 classes on the
+  states the model visited;
+- diversity: the share of distinct 16-step windows among all 16-step windows of the samples (every offset),
+  and the share of distinct whole melodies;
+- copying: the share of melodies holding a run of >= 16 steps that occurs somewhere in the training corpus;
+- muspy's standard metrics on a subsample, as an outside cross-check of our own detectors.
+
+Everything is batched: one forward pass of the Note RNN and one of the model score all sampled steps.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from rltuner.encoding import FIRST_NOTE_CLASS, NUM_CLASSES, classes_to_notes, validate_classes
+from rltuner.errors import ConfigError, InvalidMelodyError
+from rltuner.fileio import write_json_atomic, write_text_atomic
+
+if TYPE_CHECKING:
+    import torch
+
+    from rltuner.models.prior import Prior
+
+DEFAULT_SAMPLES = 100_000
+DEFAULT_MUSPY_SAMPLES = 1_000
+COPY_WINDOW = 16  # one 4/4 bar of sixteenths
+_HASH_MULT = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit multiplier of the rolling window hash
+_SEPARATOR = NUM_CLASSES  # a value no melody holds: corpus windows that span two songs never match
+
+# the order of models in tables: the paper's columns first
+PAPER_COLUMNS = {"note_rnn": "Note RNN", "q": "Q", "psi": "Psi", "g": "G"}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# diversity and copying (pure numpy)
+
+
+def window_hashes(sequences: npt.NDArray[np.int64], window: int = COPY_WINDOW) -> npt.NDArray[np.uint64]:
+    """64-bit hashes of every ``window``-step run of each sequence.
+
+    Args:
+        sequences: (N, T) int array.
+        window: run length.
+
+    Returns:
+        (N, max(T - window + 1, 0)) uint64 array; equal runs give equal hashes. Distinct runs collide with
+        probability about 2**-64 per pair (a polynomial hash modulo 2**64), negligible at our sizes.
+    """
+    arr = np.asarray(sequences)
+    if arr.ndim != 2:
+        raise InvalidMelodyError(f"expected a (N, T) batch of melodies, got shape {arr.shape}")
+    n, t = arr.shape
+    if t < window:
+        return np.zeros((n, 0), dtype=np.uint64)
+    # (+1 so that class 0 also moves the hash); uint64 arithmetic wraps modulo 2**64 on purpose
+    vals = arr.astype(np.uint64) + np.uint64(1)
+    h = np.zeros((n, t - window + 1), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for k in range(window):
+            h = h * _HASH_MULT + vals[:, k : t - window + 1 + k]
+    return h
+
+
+def corpus_window_index(
+    corpus: Sequence[npt.ArrayLike] | npt.NDArray[np.int64], window: int = COPY_WINDOW
+) -> npt.NDArray[np.uint64]:
+    """Sorted unique hashes of every ``window``-step run in a corpus of (ragged) melodies.
+
+    Args:
+        corpus: a list of 1-D class arrays (any lengths) or an (N, T) array.
+        window: run length.
+
+    Returns:
+        sorted 1-D uint64 array, for :func:`copying_share`.
+    """
+    pieces: list[npt.NDArray[np.int64]] = []
+    sep = np.full(window - 1, _SEPARATOR, dtype=np.int64)
+    for seq in corpus:
+        pieces.append(np.asarray(seq, dtype=np.int64).ravel())
+        pieces.append(sep)  # windows across two songs contain the separator and so never match a melody
+    if not pieces:
+        return np.zeros(0, dtype=np.uint64)
+    flat = np.concatenate(pieces)
+    return np.unique(window_hashes(flat[None, :], window).ravel())
+
+
+def copying_flags(
+    melodies: npt.NDArray[np.int64], index: npt.NDArray[np.uint64], window: int = COPY_WINDOW
+) -> npt.NDArray[np.bool_]:
+    """(N,) bool: whether each melody holds a ``window``-step run found in the corpus ``index``."""
+    h = window_hashes(melodies, window)
+    if h.size == 0 or index.size == 0:
+        return np.zeros(len(melodies), dtype=bool)
+    pos = np.searchsorted(index, h.ravel())
+    pos = np.minimum(pos, index.size - 1)
+    found = (index[pos] == h.ravel()).reshape(h.shape)
+    return np.asarray(found.any(axis=1))
+
+
+def copying_share(
+    melodies: npt.NDArray[np.int64], index: npt.NDArray[np.uint64], window: int = COPY_WINDOW
+) -> float:
+    """Share of melodies that reproduce a run of ``window`` steps from the corpus (see :func:`copying_flags`)."""
+    flags = copying_flags(melodies, index, window)
+    return float(flags.mean()) if flags.size else math.nan
+
+
+def diversity(melodies: npt.NDArray[np.int64], window: int = COPY_WINDOW) -> dict[str, float]:
+    """Distinctness of a batch of samples.
+
+    Returns:
+        ``distinct_windows``: distinct ``window``-step runs / all runs (every offset of every melody);
+        ``distinct_melodies``: distinct whole melodies / N. Both are 1.0 when nothing repeats.
+    """
+    arr = np.asarray(melodies)
+    h = window_hashes(arr, window).ravel()
+    whole = window_hashes(arr, arr.shape[1]).ravel() if arr.shape[1] else np.zeros(0, np.uint64)
+    return {
+        "distinct_windows": float(np.unique(h).size / h.size) if h.size else math.nan,
+        "distinct_melodies": float(np.unique(whole).size / whole.size) if whole.size else math.nan,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# log p, KL (torch)
+
+
+def policy_inputs(melodies: npt.NDArray[np.int64], primers: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """The inputs a policy saw while producing ``melodies``: (N, T) = primer, then each melody shifted by one."""
+    return np.concatenate([primers.reshape(-1, 1), melodies[:, :-1]], axis=1)
+
+
+def _log_probs(model: Prior, tokens: torch.Tensor) -> torch.Tensor:
+    logits, _ = model(tokens)  # (B, T, V)
+    return logits.float().log_softmax(-1)
+
+
+def score_policy(
+    model: Prior | None,
+    prior: Prior,
+    melodies: npt.NDArray[np.int64],
+    primers: npt.NDArray[np.int64],
+    *,
+    batch_size: int = 8192,
+    device: str | None = None,
+) -> dict[str, float]:
+    """Mean log p(a|s) under ``prior`` and mean KL(pi || p) per step, over sampled melodies.
+
+    Args:
+        model: the policy that produced the melodies (its logits are the sampling policy's logits); ``None``
+            means the prior itself (KL = 0 without a second pass).
+        prior: the Note RNN (the Reward RNN).
+        melodies: (N, T) sampled classes.
+        primers: (N,) the primer each melody was sampled after.
+        batch_size: melodies scored per forward pass.
+        device: torch device (default CPU).
+
+    Returns:
+        ``{"mean_log_p": ..., "mean_kl": ...}``, both averaged over all N * T steps.
+    """
+    import torch
+
+    melodies = validate_classes(melodies)
+    inputs = policy_inputs(melodies, np.asarray(primers, dtype=np.int64))
+    dev = torch.device(device or "cpu")
+    total_log_p = 0.0
+    total_kl = 0.0
+    with torch.inference_mode():
+        for start in range(0, len(melodies), batch_size):
+            x = torch.from_numpy(inputs[start : start + batch_size]).to(dev)
+            a = torch.from_numpy(melodies[start : start + batch_size]).to(dev)
+            log_p = _log_probs(prior, x)  # (B, T, V)
+            total_log_p += float(log_p.gather(-1, a.unsqueeze(-1)).sum(dtype=torch.float64))
+            if model is not None and model is not prior:
+                log_pi = _log_probs(model, x)  # (B, T, V)
+                pi = log_pi.exp()
+                # classes the policy never plays contribute 0 (not 0 * -inf = NaN)
+                kl = torch.where(pi > 0, pi * (log_pi - log_p), 0.0).sum(-1)  # (B, T)
+                total_kl += float(kl.sum(dtype=torch.float64))
+    steps = melodies.size
+    return {"mean_log_p": total_log_p / steps, "mean_kl": total_kl / steps}
+
+
+def step_probabilities(
+    model: Prior, melody: npt.ArrayLike, primer: int, device: str | None = None
+) -> npt.NDArray[np.float64]:
+    """The policy's distribution before each step of one melody (for Figure 4).
+
+    Returns:
+        (T, 38) float array: row t is pi(. | primer, melody[:t]).
+    """
+    import torch
+
+    mel = validate_classes(melody).reshape(1, -1)
+    inputs = policy_inputs(mel, np.array([primer], dtype=np.int64))
+    with torch.inference_mode():
+        x = torch.from_numpy(inputs).to(torch.device(device or "cpu"))
+        probs = _log_probs(model, x).exp()[0]  # (T, V)
+    return np.asarray(probs.double().cpu().numpy())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# muspy cross-check
+
+MUSPY_METRICS = (
+    "pitch_class_entropy",
+    "pitch_entropy",
+    "scale_consistency",
+    "pitch_in_scale_rate_c_major",
+    "pitch_range",
+    "n_pitches_used",
+    "n_pitch_classes_used",
+    "empty_beat_rate",
+)
+
+
+def melody_to_muspy(melody: npt.ArrayLike) -> Any:
+    """One melody as a ``muspy.Music`` (resolution 4 steps per quarter, 120 bpm, one piano track)."""
+    import muspy
+
+    notes = [
+        muspy.Note(time=n.start, pitch=n.pitch, duration=n.duration, velocity=80)
+        for n in classes_to_notes(np.asarray(melody))
+    ]
+    return muspy.Music(
+        resolution=4, tempos=[muspy.Tempo(time=0, qpm=120.0)], tracks=[muspy.Track(program=0, notes=notes)]
+    )
+
+
+def muspy_metrics(melodies: npt.NDArray[np.int64]) -> dict[str, float]:
+    """muspy's metrics averaged over melodies (NaN results, e.g. of a silent melody, ignored)."""
+    import warnings
+
+    import muspy
+
+    funcs: dict[str, Callable[[Any], float]] = {
+        "pitch_class_entropy": muspy.pitch_class_entropy,
+        "pitch_entropy": muspy.pitch_entropy,
+        "scale_consistency": muspy.scale_consistency,
+        "pitch_in_scale_rate_c_major": lambda m: muspy.pitch_in_scale_rate(m, 0, "major"),
+        "pitch_range": muspy.pitch_range,
+        "n_pitches_used": muspy.n_pitches_used,
+        "n_pitch_classes_used": muspy.n_pitch_classes_used,
+        "empty_beat_rate": muspy.empty_beat_rate,
+    }
+    values: dict[str, list[float]] = {k: [] for k in funcs}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # muspy warns on empty melodies; they give NaN, skipped below
+        for mel in melodies:
+            music = melody_to_muspy(mel)
+            for name, fn in funcs.items():
+                values[name].append(float(fn(music)))
+    return {k: float(np.nanmean(v)) if np.isfinite(v).any() else math.nan for k, v in values.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the music-theory side (other people's modules, adapted here)
+
+
+def _table1(melodies: npt.NDArray[np.int64]) -> tuple[dict[str, float], dict[str, float]]:
+    """Table 1 rows (fractions) and the raw counts and per-melody interval counts behind them."""
+    from rltuner.rewards.statistics import TABLE1_ROWS, melody_statistics
+
+    stats = melody_statistics(melodies)
+    rows = {row: float(stats[row]) for row in TABLE1_ROWS}
+    counts: dict[str, float] = {"n_melodies": float(stats["n_melodies"]), "n_steps": float(stats["n_steps"])}
+    counts.update({k: float(v) for k, v in stats["counts"].items()})
+    counts.update({f"intervals_per_melody.{k}": float(v) for k, v in stats["intervals_per_melody"].items()})
+    return rows, counts
+
+
+def mean_music_theory_reward(melodies: npt.NDArray[np.int64]) -> float:
+    """Mean r_MT per step (the sum of the nine rules, default weights) over all N * T steps."""
+    from rltuner.rewards.music_theory import music_theory_rewards
+
+    rewards = np.asarray(music_theory_rewards(melodies), dtype=np.float64)  # (N, T)
+    return float(rewards.mean())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# results
+
+
+@dataclass
+class ModelEvaluation:
+    """Everything measured for one model. Fractions are in 0..1 (tables print them as percentages)."""
+
+    name: str
+    table1: dict[str, float]
+    counts: dict[str, float]
+    mean_log_p: float
+    mean_r_mt: float
+    mean_kl: float
+    diversity: dict[str, float]
+    copying: float
+    muspy: dict[str, float]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def flat(self) -> dict[str, float]:
+        """All figures in one flat ``metric -> value`` dict (the CSV's rows)."""
+        out: dict[str, float] = {}
+        out.update({f"table1.{k}": v for k, v in self.table1.items()})
+        out["mean_log_p"] = self.mean_log_p
+        out["mean_r_mt"] = self.mean_r_mt
+        out["mean_kl"] = self.mean_kl
+        out.update({f"diversity.{k}": v for k, v in self.diversity.items()})
+        out["copying.share_16_step_run"] = self.copying
+        out.update({f"muspy.{k}": v for k, v in self.muspy.items()})
+        out.update({f"counts.{k}": v for k, v in self.counts.items()})
+        out.update({f"seconds.{k}": v for k, v in self.seconds.items()})
+        return out
+
+
+@dataclass
+class EvaluationResult:
+    """The evaluation of several models on the same settings.
+
+    Attributes:
+        models: name -> :class:`ModelEvaluation`, in evaluation order (the Note RNN first).
+        settings: n, length, seed, muspy subsample, corpus size.
+        samples: name -> (n, length) sampled melodies (kept in memory, not written to JSON).
+        primers: name -> (n,) primers of those melodies.
+    """
+
+    models: dict[str, ModelEvaluation]
+    settings: dict[str, Any]
+    samples: dict[str, npt.NDArray[np.int64]] = field(default_factory=dict, repr=False)
+    primers: dict[str, npt.NDArray[np.int64]] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary (no samples)."""
+        return {
+            "settings": self.settings,
+            "models": {k: dataclasses.asdict(v) for k, v in self.models.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvaluationResult:
+        """Rebuild a result written by :meth:`write` (without samples)."""
+        models = {k: ModelEvaluation(**v) for k, v in data["models"].items()}
+        return cls(models=models, settings=dict(data.get("settings", {})))
+
+    def to_csv(self) -> str:
+        """One row per metric, one column per model."""
+        names = list(self.models)
+        flats = {n: self.models[n].flat() for n in names}
+        metrics: list[str] = []
+        for n in names:
+            metrics.extend(m for m in flats[n] if m not in metrics)
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["metric", *names])
+        for m in metrics:
+            writer.writerow([m, *(_csv_value(flats[n].get(m, math.nan)) for n in names)])
+        return buf.getvalue()
+
+    def table_rows(self) -> list[tuple[str, list[str]]]:
+        """Rows of the summary table: (label, one formatted cell per model, then the paper's columns)."""
+        paper = _paper_table()
+        names = list(self.models)
+        keys: list[str] = []
+        for m in self.models.values():
+            keys.extend(k for k in m.table1 if k not in keys)
+        rows: list[tuple[str, list[str]]] = []
+        for key in keys:
+            label, paper_cells = paper.get(key, (key, {}))
+            cells = [_pct(self.models[n].table1.get(key, math.nan), key) for n in names]
+            cells += [paper_cells.get(col, "") for col in PAPER_COLUMNS]
+            rows.append((label, cells))
+        blank = [""] * len(PAPER_COLUMNS)
+        for label, getter, fmt in (
+            ("Mean log p(a|s) under Note RNN", lambda m: m.mean_log_p, "{:.3f}"),
+            ("Mean r_MT per step", lambda m: m.mean_r_mt, "{:.3f}"),
+            ("Mean KL(pi || p) per step", lambda m: m.mean_kl, "{:.3f}"),
+            ("Distinct 16-step runs", lambda m: m.diversity.get("distinct_windows", math.nan), "{:.1%}"),
+            ("Distinct melodies", lambda m: m.diversity.get("distinct_melodies", math.nan), "{:.1%}"),
+            ("Melodies copying a 16-step corpus run", lambda m: m.copying, "{:.2%}"),
+        ):
+            rows.append((label, [_fmt(getter(self.models[n]), fmt) for n in names] + blank))
+        for key in MUSPY_METRICS:
+            rows.append(
+                (
+                    f"muspy {key}",
+                    [_fmt(self.models[n].muspy.get(key, math.nan), "{:.3f}") for n in names] + blank,
+                )
+            )
+        return rows
+
+    def header(self) -> list[str]:
+        return ["metric", *self.models, *(f"paper {c}" for c in PAPER_COLUMNS.values())]
+
+    def format_table(self) -> str:
+        """A plain-text table for the terminal: our models, then the paper's Table 1 columns."""
+        header = self.header()
+        rows = [[label, *cells] for label, cells in self.table_rows()]
+        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+        lines = [_line(header, widths), "  ".join("-" * w for w in widths)]
+        lines.extend(_line(r, widths) for r in rows)
+        s = self.settings
+        lines.append(
+            f"({s.get('n')} melodies of {s.get('length')} steps per model, seed {s.get('seed')}; muspy on "
+            f"{s.get('muspy_samples')} of them; paper: 100,000 melodies, their Note RNN and data)"
+        )
+        return "\n".join(lines)
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        """Write ``evaluation.json``, ``evaluation.csv`` and ``evaluation.txt`` atomically into ``out_dir``."""
+        out = Path(out_dir)
+        paths = {
+            "json": write_json_atomic(out / "evaluation.json", _jsonable(self.to_dict())),
+            "csv": write_text_atomic(out / "evaluation.csv", self.to_csv()),
+            "txt": write_text_atomic(out / "evaluation.txt", self.format_table() + "\n"),
+        }
+        return paths
+
+
+def _paper_table() -> dict[str, tuple[str, dict[str, str]]]:
+    """Table 1 row key -> (the paper's row name, our model key -> the paper's value, formatted)."""
+    from rltuner.rewards.statistics import PAPER_TABLE1, ROW_LABELS
+
+    out: dict[str, tuple[str, dict[str, str]]] = {}
+    for key, label in ROW_LABELS.items():
+        cells = {ours: _pct(PAPER_TABLE1[theirs][key], key) for ours, theirs in PAPER_COLUMNS.items()}
+        out[key] = (label, cells)
+    return out
+
+
+def _line(cells: Sequence[str], widths: Sequence[int]) -> str:
+    # first column (labels) left-aligned, numbers right-aligned
+    return "  ".join(
+        c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+    )
+
+
+def _pct(value: float, key: str) -> str:
+    # the paper's style: autocorrelations as signed coefficients, the rest as percentages (3 significant digits)
+    if "autocorrelation" in key:
+        return _fmt(value, "{:+.2f}")
+    return "n/a" if math.isnan(value) else f"{100 * value:.3g}%"
+
+
+def _fmt(value: float, fmt: str) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)
+
+
+def _csv_value(v: float) -> str:
+    return "" if isinstance(v, float) and math.isnan(v) else repr(float(v))
+
+
+def _jsonable(obj: Any) -> Any:
+    # NaN is not JSON: write null
+    if isinstance(obj, float):
+        return None if math.isnan(obj) else obj
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the driver
+
+
+def random_primers(n: int, rng: np.random.Generator) -> npt.NDArray[np.int64]:
+    """(n,) uniformly random note-on classes (2..37), the paper's priming note."""
+    return rng.integers(FIRST_NOTE_CLASS, NUM_CLASSES, size=n, dtype=np.int64)
+
+
+def sample_policy(
+    model: Prior,
+    n: int,
+    length: int,
+    primers: npt.NDArray[np.int64],
+    *,
+    seed: int,
+    chunk: int = 25_000,
+    progress: Callable[[int], None] | None = None,
+) -> npt.NDArray[np.int64]:
+    """(n, length) melodies from the model's stochastic policy at temperature 1, after the given primers.
+
+    The model samples on its own device; ``chunk`` melodies at a time (one progress tick each).
+    """
+    from rltuner.models.sampling import sample
+
+    out = np.empty((n, length), dtype=np.int64)
+    for i, start in enumerate(range(0, n, chunk)):
+        stop = min(start + chunk, n)
+        # (n, 1): one primer token per melody (a 1-D primer would be one sequence shared by all)
+        block = primers[start:stop].reshape(-1, 1)
+        out[start:stop] = np.asarray(
+            sample(model, stop - start, length, temperature=1.0, primer=block, seed=seed + i)
+        )
+        if progress is not None:
+            progress(stop - start)
+    return out
+
+
+def measure_samples(
+    name: str,
+    melodies: npt.NDArray[np.int64],
+    primers: npt.NDArray[np.int64],
+    model: Prior | None,
+    prior: Prior,
+    *,
+    index: npt.NDArray[np.uint64] | None = None,
+    muspy_index: npt.NDArray[np.int64] | None = None,
+    device: str | None = None,
+) -> ModelEvaluation:
+    """Every measure of one model's samples (the part of :func:`evaluate_models` after sampling).
+
+    Args:
+        name: the model's name.
+        melodies: (N, T) its samples; primers: (N,) the primer of each.
+        model: the model (None: the samples are the prior's own, KL = 0).
+        prior: the Note RNN that log p and KL refer to.
+        index: :func:`corpus_window_index` of the training corpus (None: copying is NaN).
+        muspy_index: which melodies muspy scores (None or empty: none).
+        device: torch device of the scoring.
+
+    Returns:
+        a :class:`ModelEvaluation` whose ``seconds`` hold each part's time.
+    """
+    sec: dict[str, float] = {}
+    t0 = time.perf_counter()
+    scores = score_policy(model, prior, melodies, primers, device=device)
+    sec["log_p_kl"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    table1, counts = _table1(melodies)
+    r_mt = mean_music_theory_reward(melodies)
+    sec["music_theory"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    div = diversity(melodies)
+    copy = copying_share(melodies, index) if index is not None else math.nan
+    sec["diversity_copying"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    use_muspy = muspy_index is not None and len(muspy_index) > 0
+    mus = muspy_metrics(melodies[muspy_index]) if use_muspy else {}
+    sec["muspy"] = time.perf_counter() - t0
+    return ModelEvaluation(
+        name=name,
+        table1=table1,
+        counts=counts,
+        mean_log_p=scores["mean_log_p"],
+        mean_r_mt=r_mt,
+        mean_kl=scores["mean_kl"],
+        diversity=div,
+        copying=copy,
+        muspy=mus,
+        seconds=sec,
+    )
+
+
+def _load(model: Prior | str | Path) -> Prior:
+    if isinstance(model, (str, Path)):
+        from rltuner.models.checkpoint import load_model
+
+        return load_model(model)
+    return model
+
+
+def evaluate_models(
+    models: Mapping[str, Prior | str | Path],
+    n: int = DEFAULT_SAMPLES,
+    length: int = 32,
+    seed: int = 0,
+    corpus: Sequence[npt.ArrayLike] | npt.NDArray[np.int64] | None = None,
+    *,
+    prior: Prior | str | Path | None = None,
+    muspy_samples: int = DEFAULT_MUSPY_SAMPLES,
+    device: str | None = None,
+    show_progress: bool = True,
+) -> EvaluationResult:
+    """Sample from each model and measure it against the Note RNN.
+
+    Args:
+        models: name -> a Prior or a checkpoint path (a prior or a tuned model). The Note RNN is evaluated
+            too: under the name ``note_rnn`` unless ``models`` already names it.
+        n: melodies sampled per model (the paper: 100,000).
+        length: steps per melody (32).
+        seed: seeds the primers and the sampling; every model gets the same primers.
+        corpus: training melodies for the copying measure (list of 1-D class arrays); ``None``: not measured.
+        prior: the Note RNN (the Reward RNN) that ``log p`` and KL refer to; default the shipped one.
+        muspy_samples: how many of the n melodies muspy scores (it is a Python loop: ~1 ms per melody).
+        device: torch device for sampling and scoring (default CPU).
+        show_progress: a tqdm bar on stderr.
+
+    Returns:
+        an :class:`EvaluationResult` (with the samples kept in memory).
+
+    Raises:
+        ConfigError: n, length or muspy_samples out of range.
+        CheckpointError: a checkpoint path cannot be loaded.
+    """
+    from tqdm import tqdm
+
+    if n < 1 or length < 1 or muspy_samples < 0:
+        raise ConfigError(
+            f"n ({n}) and length ({length}) must be >= 1 and muspy_samples ({muspy_samples}) >= 0"
+        )
+    if prior is None:
+        from rltuner.models.checkpoint import load_default_prior
+
+        prior_model = load_default_prior()
+    else:
+        prior_model = _load(prior)
+    loaded: dict[str, Prior] = {}
+    if "note_rnn" not in models:
+        loaded["note_rnn"] = prior_model
+    for name, m in models.items():
+        loaded[name] = _load(m)
+    for m in loaded.values():
+        m.eval()
+        if device is not None:
+            m.to(device)
+
+    rng = np.random.default_rng(seed)
+    primers = random_primers(n, rng)
+    index = corpus_window_index(corpus) if corpus is not None else None
+    n_mus = min(muspy_samples, n)
+    mus_idx = np.sort(rng.choice(n, size=n_mus, replace=False)).astype(np.int64)
+
+    results: dict[str, ModelEvaluation] = {}
+    samples: dict[str, npt.NDArray[np.int64]] = {}
+    bar = tqdm(
+        total=n * len(loaded), unit="mel", desc="evaluate", disable=not show_progress, dynamic_ncols=True
+    )
+    try:
+        for i, (name, model) in enumerate(loaded.items()):
+            bar.set_postfix_str(name)
+            t0 = time.perf_counter()
+            mel = sample_policy(model, n, length, primers, seed=seed * 1000 + i, progress=bar.update)
+            results[name] = measure_samples(
+                name,
+                mel,
+                primers,
+                None if model is prior_model else model,
+                prior_model,
+                index=index,
+                muspy_index=mus_idx,
+                device=device,
+            )
+            results[name].seconds = {"sample": time.perf_counter() - t0, **results[name].seconds}
+            samples[name] = mel
+    finally:
+        bar.close()
+    settings = {
+        "n": n,
+        "length": length,
+        "seed": seed,
+        "muspy_samples": n_mus,
+        "corpus_melodies": None if corpus is None else len(corpus),
+        "copy_window": COPY_WINDOW,
+        "policy": "stochastic, temperature 1, primed with one uniformly random note-on class",
+    }
+    return EvaluationResult(
+        models=results, settings=settings, samples=samples, primers={k: primers for k in samples}
+    )
+
+
+def load_result(path: str | Path) -> EvaluationResult:
+    """Read an ``evaluation.json`` written by :meth:`EvaluationResult.write`."""
+    data = json.loads(Path(path).read_text())
+
+    def nan(obj: Any) -> Any:
+        if obj is None:
+            return math.nan
+        if isinstance(obj, dict):
+            return {k: nan(v) for k, v in obj.items()}
+        return obj
+
+    models = {k: nan(v) for k, v in data["models"].items()}
+    return EvaluationResult.from_dict({"settings": data.get("settings", {}), "models": models})

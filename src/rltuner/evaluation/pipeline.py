@@ -1,0 +1,358 @@
+"""The main job (``rltuner run``, ``make demo``) as one API function: tune, evaluate, draw, report.
+
+Stages, each keeping its outputs in the run folder so that a re-run with the same folder skips what is done:
+
+1. ``tune/<algorithm>``: RL-tune the shipped Note RNN with each algorithm (``fast`` preset) into
+   ``RUN/tune/<algorithm>/`` (model.safetensors, config.json, metrics.jsonl);
+2. ``evaluate``: sample every model (the Note RNN included) and measure it -> ``RUN/evaluation.{json,csv,txt}``
+   and ``RUN/samples.npz``;
+3. ``media``: MIDI and WAV files of a few melodies per model, piano rolls -> ``RUN/midi``, ``RUN/audio``,
+   ``RUN/figures``;
+4. ``figures``: Figure 2, Figure 4, interval histograms -> ``RUN/figures``;
+5. ``report``: ``RUN/report.html`` (self-contained) and ``RUN/run.json`` (command, settings, versions, timings).
+
+A stage is finished when ``RUN/stages.json`` records it (written atomically after the stage's own files), so
+an interrupted run resumes at the first unfinished stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from rltuner.config import field, to_dict
+from rltuner.errors import ConfigError, RLTunerError
+from rltuner.fileio import atomic_path, ensure_writable_dir, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+ALGORITHMS = ("q", "psi", "g", "rl-only")
+QUICK_STEPS = 8_192
+QUICK_SAMPLES = 1_000
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Settings of the main job. ``None`` means "the preset's value" (``fast``, or the quick smoke version)."""
+
+    out: str = field("", "run folder (created; finished stages found there are skipped)")
+    algorithms: tuple[str, ...] = field(ALGORITHMS, "algorithms to tune: q, psi, g, rl-only")
+    samples: int | None = field(
+        None, "melodies sampled per model for evaluation (default 100,000; quick 1,000)"
+    )
+    steps: int | None = field(
+        None, "environment steps per tuning run (default the fast preset's; quick 8,192)"
+    )
+    prior: str | None = field(None, "Note RNN checkpoint to tune and compare against (None: the shipped one)")
+    seed: int = field(0, "seed of tuning, sampling and evaluation")
+    device: str = field("cpu", "torch device: cpu, cuda or auto")
+    quick: bool = field(False, "a ~1-minute smoke version: few steps, few samples")
+    length: int = field(32, "melody length in steps")
+    muspy_samples: int = field(1_000, "melodies per model scored by muspy (a Python loop, ~1 ms each)")
+    audio_per_model: int = field(3, "sample melodies per model rendered to WAV for the report")
+    midi_per_model: int = field(8, "sample melodies per model written as MIDI files")
+    copying: bool = field(True, "measure copying against the training corpus (builds it once if needed)")
+    force: bool = field(False, "redo every stage even where its outputs exist")
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` on nonsense settings, before any work starts."""
+        if not self.out:
+            raise ConfigError("out: a run folder is needed")
+        if not self.algorithms:
+            raise ConfigError("algorithms: name at least one of " + ", ".join(ALGORITHMS))
+        for a in self.algorithms:
+            if a not in ALGORITHMS:
+                raise ConfigError(f"algorithms: unknown algorithm {a!r}; choose from {', '.join(ALGORITHMS)}")
+        if len(set(self.algorithms)) != len(self.algorithms):
+            raise ConfigError("algorithms: an algorithm is named twice")
+        for name in ("samples", "steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}")
+        if self.length < 2:
+            raise ConfigError(f"length must be at least 2, got {self.length}")
+        for name in ("muspy_samples", "audio_per_model", "midi_per_model"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise ConfigError(f"device must be cpu, cuda or auto, not {self.device!r}")
+
+    @property
+    def n_samples(self) -> int:
+        return self.samples if self.samples is not None else (QUICK_SAMPLES if self.quick else 100_000)
+
+
+def model_key(algorithm: str) -> str:
+    """Model name used in tables and files (``rl-only`` -> ``rl_only``)."""
+    return algorithm.replace("-", "_")
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, torch, numpy, muspy and rltuner, and the platform."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("rltuner", "torch", "numpy", "muspy", "matplotlib"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+class _Stages:
+    """The record of finished stages (``stages.json``): name -> seconds it took."""
+
+    def __init__(self, run_dir: Path, force: bool) -> None:
+        self.path = run_dir / "stages.json"
+        self.done: dict[str, float] = {}
+        if self.path.is_file() and not force:
+            try:
+                self.done = {k: float(v) for k, v in json.loads(self.path.read_text()).items()}
+            except (ValueError, AttributeError):
+                log.warning("ignoring the unreadable %s: every stage runs again", self.path)
+
+    def run(self, name: str, fn: Callable[[], None]) -> bool:
+        """Run ``fn`` unless ``name`` is finished; returns whether it ran."""
+        if name in self.done:
+            log.info("stage %s: done already (%.1f s), skipped", name, self.done[name])
+            return False
+        log.info("stage %s ...", name)
+        start = time.perf_counter()
+        fn()
+        self.done[name] = round(time.perf_counter() - start, 3)
+        write_json_atomic(self.path, self.done)
+        return True
+
+
+def _tune_config(cfg: PipelineConfig, algorithm: str) -> Any:
+    from rltuner.rl.config import preset
+
+    overrides: dict[str, Any] = {
+        "algorithm": algorithm,
+        "seed": cfg.seed,
+        "device": cfg.device,
+        "tensorboard": False,
+    }
+    steps = cfg.steps if cfg.steps is not None else (QUICK_STEPS if cfg.quick else None)
+    if steps is not None:
+        overrides["total_steps"] = steps
+        overrides["eval_every"] = max(steps // 8, 1)
+        base = preset("fast")
+        # a short run explores for the same share of its steps as the full preset does
+        share = base.epsilon_steps / base.total_steps
+        overrides["epsilon_steps"] = int(steps * share)
+    if cfg.quick:
+        overrides["eval_episodes"] = 32
+    return preset("fast", **overrides)
+
+
+def _load_corpus() -> list[npt.NDArray[np.int64]] | None:
+    from rltuner.data.dataset import load_default_dataset
+
+    try:
+        dataset = load_default_dataset()
+    except RLTunerError as exc:
+        log.warning("copying not measured: the training corpus is unavailable (%s)", exc)
+        return None
+    return [np.asarray(m, dtype=np.int64) for m in dataset.train]
+
+
+def _save_samples(path: Path, samples: dict[str, Any], primers: dict[str, Any]) -> None:
+    arrays = {f"samples_{k}": v for k, v in samples.items()}
+    arrays.update({f"primers_{k}": v for k, v in primers.items()})
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
+
+
+def load_samples(path: Path) -> tuple[dict[str, npt.NDArray[np.int64]], dict[str, npt.NDArray[np.int64]]]:
+    """Read ``samples.npz``: (model -> (n, T) melodies, model -> (n,) primers)."""
+    with np.load(path) as data:
+        samples = {k[len("samples_") :]: data[k] for k in data.files if k.startswith("samples_")}
+        primers = {k[len("primers_") :]: data[k] for k in data.files if k.startswith("primers_")}
+    return samples, primers
+
+
+def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
+    """Tune, evaluate, draw and report in one run folder; returns the path of ``report.html``.
+
+    Args:
+        config: the job's settings (validated here).
+        command: the command line to record in the report (default: ``sys.argv``).
+
+    Raises:
+        ConfigError: bad settings. CheckpointError: no shipped Note RNN. RLTunerError: unwritable folder.
+    """
+    from rltuner.evaluation import figures
+    from rltuner.evaluation.evaluate import evaluate_models, load_result, step_probabilities
+    from rltuner.evaluation.report import ReportData, write_report
+    from rltuner.models.checkpoint import load_model
+    from rltuner.models.checkpoint import load_default_prior, load_prior
+    from rltuner.rl.music import music_domain
+
+    config.validate()
+    device = _device(config.device)
+    prior = load_default_prior(device) if config.prior is None else load_prior(config.prior, device)[0]
+    prior.eval()
+    run_dir = ensure_writable_dir(config.out)
+    fig_dir = run_dir / "figures"
+    stages = _Stages(run_dir, config.force)
+    domain = music_domain(prior, length=config.length, device=device)
+    tune_dirs = {model_key(a): run_dir / "tune" / model_key(a) for a in config.algorithms}
+    tune_cfgs = {model_key(a): _tune_config(config, a) for a in config.algorithms}
+
+    # 1. tuning
+    for key, folder in tune_dirs.items():
+        stages.run(f"tune/{key}", _bind_tune(tune_cfgs[key], domain, folder, config.force))
+
+    # 2. evaluation
+    eval_json = run_dir / "evaluation.json"
+    samples_npz = run_dir / "samples.npz"
+
+    def evaluate() -> None:
+        models = {key: load_model(folder / "model.safetensors", device) for key, folder in tune_dirs.items()}
+        corpus = _load_corpus() if config.copying else None
+        result = evaluate_models(
+            models,
+            n=config.n_samples,
+            length=config.length,
+            seed=config.seed,
+            corpus=corpus,
+            prior=prior,
+            muspy_samples=config.muspy_samples,
+            device=device,
+        )
+        _save_samples(samples_npz, result.samples, result.primers)
+        result.write(run_dir)
+        print(result.format_table(), file=sys.stderr)
+
+    stages.run("evaluate", evaluate)
+    samples, primers = load_samples(samples_npz)
+
+    # 3. media: MIDI, WAV, piano rolls
+    def media() -> None:
+        from rltuner.data.audio import render_wav_batch
+        from rltuner.data.midi_io import write_midi_batch
+
+        for key, mel in samples.items():
+            if config.midi_per_model:
+                write_midi_batch(mel[: config.midi_per_model], run_dir / "midi" / key, prefix=key)
+            if config.audio_per_model:
+                render_wav_batch(mel[: config.audio_per_model], run_dir / "audio" / key, prefix=key)
+        figures.piano_rolls(samples, fig_dir)
+
+    stages.run("media", media)
+
+    # 4. figures
+    def draw() -> None:
+        figures.figure2(tune_dirs, fig_dir / "figure2.png")
+        melody, primer = samples["note_rnn"][0], int(primers["note_rnn"][0])
+        models = {"note_rnn": prior}
+        models.update({k: load_model(f / "model.safetensors", device) for k, f in tune_dirs.items()})
+        probs = {k: step_probabilities(m, melody, primer, device) for k, m in models.items()}
+        figures.figure4(probs, melody, fig_dir / "figure4.png", primer=primer)
+        figures.interval_histograms(samples, fig_dir / "intervals.png")
+
+    stages.run("figures", draw)
+
+    # 5. report (always rebuilt: it is cheap and reflects the timings of this invocation too)
+    result = load_result(eval_json)
+    cmd = command if command is not None else " ".join(["rltuner", *sys.argv[1:]])
+    settings = {
+        "pipeline": _jsonable_config(config),
+        "tuning": {k: to_dict(c) for k, c in tune_cfgs.items()},
+        "evaluation": result.settings,
+    }
+    info: dict[str, Any] = {
+        "command": cmd,
+        "finished": dt.datetime.now().isoformat(timespec="seconds"),
+        "settings": settings,
+        "versions": versions(),
+        "timings_s": stages.done,
+    }
+    write_json_atomic(run_dir / "run.json", info)
+    n_table1 = len(next(iter(result.models.values())).table1) if result.models else 0
+    data = ReportData(
+        title=f"rltuner run: {run_dir.name}",
+        summary=_summary(config, result.settings),
+        table_header=result.header(),
+        table_rows=result.table_rows(),
+        metric_rows_from=n_table1,
+        figure2=fig_dir / "figure2.png",
+        figure4=fig_dir / "figure4.png",
+        intervals=fig_dir / "intervals.png",
+        pianorolls={k: fig_dir / f"pianoroll_{k}.png" for k in samples},
+        audio={k: sorted((run_dir / "audio" / k).glob("*.wav")) for k in samples},
+        midi={k: sorted((run_dir / "midi" / k).glob("*.mid")) for k in samples},
+        command=cmd,
+        config=settings,
+        versions=versions(),
+        timings=stages.done,
+        labels={k: figures.model_label(k) for k in samples},
+    )
+    report = write_report(run_dir / "report.html", data)
+    log.info("report: %s", report)
+    return report
+
+
+def _device(device: str) -> str:
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _bind_tune(tune_config: Any, domain: Any, folder: Path, force: bool) -> Callable[[], None]:
+    def stage() -> None:
+        _tune(tune_config, domain, folder, force)
+
+    return stage
+
+
+def _tune(tune_config: Any, domain: Any, folder: Path, force: bool) -> None:
+    """One tuning run; an earlier interrupted run in ``folder`` is resumed (or discarded with ``force``)."""
+    import shutil
+
+    from rltuner.rl.tuner import RESUME_FILE, tune
+
+    if force and folder.exists():
+        shutil.rmtree(folder)
+    resume = (folder / RESUME_FILE).is_file()
+    if resume:
+        log.info("resuming the interrupted tuning run in %s", folder)
+    result = tune(tune_config, domain, out_dir=folder, resume=resume)
+    if result.interrupted:
+        # the tuner saved what it did; stop here so the stage is not recorded as finished
+        raise KeyboardInterrupt
+
+
+def _jsonable_config(config: PipelineConfig) -> dict[str, Any]:
+    data = dataclasses.asdict(config)
+    data["algorithms"] = list(config.algorithms)
+    return data
+
+
+def _summary(config: PipelineConfig, settings: dict[str, Any]) -> str:
+    algos = ", ".join(config.algorithms)
+    return (
+        f"The shipped Note RNN was tuned with {algos} (fast preset{', quick smoke version' if config.quick else ''}"
+        f"), then every model, the Note RNN included, sampled {settings.get('n')} melodies of "
+        f"{settings.get('length')} steps from its stochastic policy (temperature 1, one random priming note). "
+        "Table 1 compares them with the paper's numbers (shaded columns; the paper's Note RNN was trained on "
+        "other data, so they are a reference, not a target). log p(a|s) is under the Note RNN; higher means "
+        "closer to the data. r_MT is the music-theory reward per step; KL measures how far each policy moved "
+        "from the Note RNN."
+    )

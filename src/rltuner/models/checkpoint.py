@@ -1,0 +1,229 @@
+"""Self-describing checkpoints in safetensors: weights plus JSON metadata, loaded without unpickling.
+
+File layout: a plain safetensors file. Its string metadata holds ``"format": "rltuner-checkpoint"``,
+``"format_version"`` and one entry per metadata key, each value encoded as JSON (``kind``, ``model``: the
+model config, ``step``, ``dataset_hash``, ``metrics``, ``rltuner_version``, ...). Anything that goes wrong when
+reading one becomes a single :class:`~rltuner.errors.CheckpointError` that says what and where.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from importlib import resources
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from torch import Tensor
+
+from rltuner.errors import CheckpointError, ConfigError
+from rltuner.fileio import write_bytes_atomic
+from rltuner.models.prior import Prior, build_prior
+
+FORMAT = "rltuner-checkpoint"
+FORMAT_VERSION = 1
+DEFAULT_PRIOR_FILE = "note_rnn.safetensors"
+_RESERVED = ("format", "format_version")
+
+
+def _version() -> str:
+    from rltuner import __version__
+
+    return __version__
+
+
+def save_checkpoint(path: str | os.PathLike[str], tensors: dict[str, Tensor], meta: dict[str, Any]) -> Path:
+    """Write tensors and JSON-able metadata to ``path`` atomically (a half-written file never replaces it).
+
+    Args:
+        path: output file (``.safetensors`` by convention); parent folders are created.
+        tensors: name -> tensor (moved to the CPU and made contiguous; shared storage is copied).
+        meta: JSON-able values; must contain ``"kind"``. ``rltuner_version`` is added when absent.
+
+    Returns:
+        The path written.
+    """
+    from safetensors.torch import save
+
+    if "kind" not in meta:
+        raise ValueError("checkpoint metadata needs a 'kind'")
+    clash = [k for k in meta if k in _RESERVED]
+    if clash:
+        raise ValueError(f"metadata keys {clash} are reserved")
+    full = {"rltuner_version": _version(), **meta}
+    strings = {k: json.dumps(v, sort_keys=True, default=_json_default) for k, v in full.items()}
+    strings["format"] = FORMAT
+    strings["format_version"] = str(FORMAT_VERSION)
+    cpu = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    return write_bytes_atomic(path, save(cpu, metadata=strings))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Returns:
+        (tensors, meta): CPU tensors by name, and the decoded metadata.
+
+    Raises:
+        CheckpointError: missing, unreadable, corrupt or truncated file, or not an rltuner checkpoint.
+    """
+    from safetensors.torch import load
+
+    p = Path(path)
+    if p.is_dir():
+        raise CheckpointError(f"{p} is a folder, not a checkpoint file")
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {p} does not exist") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {p}: {exc.strerror or exc}") from None
+    raw_meta = _header_metadata(data, p)
+    if raw_meta.get("format") != FORMAT:
+        raise CheckpointError(f"{p} is a safetensors file but not an rltuner checkpoint (no format marker)")
+    if raw_meta.get("format_version") != str(FORMAT_VERSION):
+        raise CheckpointError(
+            f"{p} has checkpoint format version {raw_meta.get('format_version')}; this rltuner reads "
+            f"version {FORMAT_VERSION}"
+        )
+    try:
+        tensors = load(data)
+    except Exception as exc:  # safetensors raises its own error types for corrupt data
+        raise CheckpointError(f"checkpoint {p} is corrupt ({exc})") from None
+    meta: dict[str, Any] = {}
+    for key, value in raw_meta.items():
+        if key in _RESERVED:
+            continue
+        try:
+            meta[key] = json.loads(value)
+        except json.JSONDecodeError:
+            raise CheckpointError(f"checkpoint {p} has unreadable metadata entry {key!r}") from None
+    return tensors, meta
+
+
+def _header_metadata(data: bytes, path: Path) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors header, checked enough to tell junk from a checkpoint."""
+    not_ckpt = f"{path} is not a checkpoint (not a safetensors file, or corrupt or truncated)"
+    if len(data) < 8:
+        raise CheckpointError(not_ckpt)
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > len(data) - 8 or header_len > 100_000_000:
+        raise CheckpointError(not_ckpt)
+    try:
+        header = json.loads(data[8 : 8 + header_len].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CheckpointError(not_ckpt) from None
+    if not isinstance(header, dict):
+        raise CheckpointError(not_ckpt)
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict):
+        raise CheckpointError(not_ckpt)
+    return {str(k): str(v) for k, v in meta.items()}
+
+
+def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Only the metadata of a checkpoint (cheap: reads the header)."""
+    return read_checkpoint(path)[1]
+
+
+def save_prior(path: str | os.PathLike[str], model: Prior, **meta: Any) -> Path:
+    """Save a prior's weights with its model config (kind ``"prior"``) and any extra metadata.
+
+    Typical extras: ``step``, ``dataset_hash``, ``metrics`` (dict), ``train_config`` (dict).
+    """
+    full = {"kind": "prior", "model": model.model_config(), **meta}
+    return save_checkpoint(path, dict(model.state_dict()), full)
+
+
+def prior_from_tensors(tensors: dict[str, Tensor], model_config: Any, source: str) -> Prior:
+    """Rebuild a prior from its config and weights; any mismatch is a :class:`CheckpointError`."""
+    try:
+        model = build_prior(model_config)
+    except ConfigError as exc:
+        raise CheckpointError(f"{source} has an invalid model config: {exc}") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source} does not fit a {model_config.get('arch', '?')} model: "
+            f"missing weights {missing[:5]}, unexpected weights {unexpected[:5]}"
+        )
+    for name, tensor in tensors.items():
+        if tensor.shape != expected[name].shape:
+            raise CheckpointError(
+                f"{source}: weight {name} has shape {tuple(tensor.shape)}, the model config needs "
+                f"{tuple(expected[name].shape)}"
+            )
+    model.load_state_dict(tensors)
+    return model.eval()
+
+
+def load_prior(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> tuple[Prior, dict[str, Any]]:
+    """Load a prior saved by :func:`save_prior` (in eval mode, on ``device``).
+
+    Returns:
+        (model, meta).
+
+    Raises:
+        CheckpointError: unreadable file, a checkpoint of another kind, or weights that do not fit the config.
+    """
+    tensors, meta = read_checkpoint(path)
+    kind = meta.get("kind")
+    if kind != "prior":
+        hint = " (a tuned model: use load_model)" if kind == "tuned" else ""
+        raise CheckpointError(f"{path} is a checkpoint of kind {kind!r}, not a prior{hint}")
+    if not isinstance(meta.get("model"), dict):
+        raise CheckpointError(f"{path} has no model config")
+    model = prior_from_tensors(tensors, meta["model"], str(path))
+    return model.to(device), meta
+
+
+def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Prior:
+    """Load any samplable model: a prior, or a tuned model (dispatched on the checkpoint's ``kind``).
+
+    Raises:
+        CheckpointError: as :func:`load_prior`, or an unknown kind.
+    """
+    meta = read_meta(path)
+    kind = meta.get("kind")
+    if kind == "prior":
+        return load_prior(path, device)[0]
+    if kind == "tuned":
+        from rltuner.rl.policy import load_policy  # lazy: the RL package is not needed to sample a prior
+
+        # A TunedPolicy follows the Prior interface without subclassing Prior.
+        return cast(Prior, load_policy(Path(path)).to(device))
+    raise CheckpointError(f"{path} is a checkpoint of unknown kind {kind!r} (expected 'prior' or 'tuned')")
+
+
+def default_prior_path() -> Path:
+    """Path of the pretrained Note RNN shipped inside the package.
+
+    Raises:
+        CheckpointError: this install has no shipped prior.
+    """
+    path = Path(str(resources.files("rltuner").joinpath("assets", DEFAULT_PRIOR_FILE)))
+    if not path.is_file():
+        raise CheckpointError(
+            f"no pretrained prior shipped with this install ({path} is missing); train one with "
+            "`rltuner pretrain --out note_rnn.safetensors` and pass it with --model"
+        )
+    return path
+
+
+def load_default_prior(device: str | torch.device = "cpu") -> Prior:
+    """The shipped pretrained Note RNN (LSTM, 100 cells), in eval mode."""
+    return load_prior(default_prior_path(), device)[0]

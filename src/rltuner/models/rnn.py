@@ -1,0 +1,172 @@
+"""LSTM and GRU Note RNNs (the paper's Note RNN: one LSTM layer of 100 cells, a linear layer to 38 logits).
+
+The weights are those of ``torch.nn.LSTM`` / ``torch.nn.GRU`` over a one-hot input, so a checkpoint holds the
+usual parameter names. Two paths compute the same maths:
+
+* ``forward`` runs the fused ``torch.nn.LSTM`` kernel over the one-hot sequence (fast for training);
+* ``step`` is a hand-written cell: a one-hot input times ``W_ih`` is just a column of ``W_ih``, so the input
+  projection (plus both biases) is one row lookup in a (V, 4H) table instead of a matmul, followed by one
+  ``addmm`` for the recurrent part and a few element-wise kernels. This is the RL environment's hot path.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rltuner.models.prior import ModelConfig, Prior, State
+
+
+class _RNNPrior(Prior):
+    """Shared parts of the LSTM and GRU priors: config, output layer, input lookup table."""
+
+    _gates: int  # 4 for the LSTM, 3 for the GRU
+    rnn: torch.nn.LSTM | torch.nn.GRU
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.vocab_size = config.vocab_size
+        self.hidden_size = config.hidden_size
+        self.num_layers = config.num_layers
+        self.out = torch.nn.Linear(config.hidden_size, config.vocab_size)
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        dev = self.device if device is None else torch.device(device)
+        dtype = self.out.weight.dtype
+        zeros = torch.zeros(self.num_layers, batch_size, self.hidden_size, device=dev, dtype=dtype)
+        return (zeros,) if self._gates == 3 else (zeros, zeros.clone())
+
+    def _one_hot(self, tokens: Tensor) -> Tensor:
+        return F.one_hot(tokens, self.vocab_size).to(self.out.weight.dtype)
+
+    def _input_table(self, with_hh_bias: bool) -> Tensor:
+        """(V, G*H): row v = W_ih[:, v] + b_ih (+ b_hh), the layer-0 input projection of one-hot class v.
+
+        Rebuilt on every call (one small kernel, V x G*H): caching it would go stale when a caller updates
+        the weights in place through ``.data`` (which bypasses the version counters), e.g. a soft target update.
+        """
+        w_ih = cast(Tensor, self.rnn.weight_ih_l0)
+        bias = cast(Tensor, self.rnn.bias_ih_l0)
+        if with_hh_bias:
+            bias = bias + cast(Tensor, self.rnn.bias_hh_l0)
+        return w_ih.t() + bias
+
+    def _check_tokens(self, tokens: Tensor, ndim: int) -> None:
+        if tokens.dim() != ndim:
+            shape = "(B, T)" if ndim == 2 else "(B,)"
+            raise ValueError(f"tokens must have shape {shape}, got {tuple(tokens.shape)}")
+
+
+class LSTMPrior(_RNNPrior):
+    """The Note RNN: ``num_layers`` LSTM layers of ``hidden_size`` cells, then a linear layer to V logits.
+
+    State: ``(h, c)``, each (num_layers, B, hidden_size).
+    """
+
+    _gates = 4
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.rnn = torch.nn.LSTM(
+            config.vocab_size,
+            config.hidden_size,
+            num_layers=config.num_layers,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+            batch_first=True,
+        )
+
+    def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        self._check_tokens(tokens, 2)
+        if state is None:
+            state = self.initial_state(tokens.shape[0], tokens.device)
+        h, (h_n, c_n) = self.rnn(self._one_hot(tokens), (state[0], state[1]))  # h: (B, T, H)
+        return self.out(h), (h_n, c_n)
+
+    def step(self, tokens: Tensor, state: State) -> tuple[Tensor, State]:
+        self._check_tokens(tokens, 1)
+        h_prev, c_prev = state
+        rnn = self.rnn
+        hs: list[Tensor] = []
+        cs: list[Tensor] = []
+        x: Tensor | None = None
+        for layer in range(self.num_layers):
+            w_hh = getattr(rnn, f"weight_hh_l{layer}")
+            if layer == 0:
+                table = self._input_table(with_hh_bias=True)
+                gates = torch.addmm(table[tokens], h_prev[0], w_hh.t())  # (B, 4H)
+            else:
+                bias = getattr(rnn, f"bias_ih_l{layer}") + getattr(rnn, f"bias_hh_l{layer}")
+                w_ih = getattr(rnn, f"weight_ih_l{layer}")
+                assert x is not None
+                gates = torch.addmm(bias, x, w_ih.t()).addmm_(h_prev[layer], w_hh.t())
+            # PyTorch's gate order: input, forget, cell (g), output.
+            hsz = self.hidden_size
+            sig = torch.sigmoid(gates)
+            g = torch.tanh(gates[:, 2 * hsz : 3 * hsz])
+            c = torch.addcmul(sig[:, hsz : 2 * hsz] * c_prev[layer], sig[:, :hsz], g)
+            x = sig[:, 3 * hsz :] * torch.tanh(c)
+            hs.append(x)
+            cs.append(c)
+        assert x is not None
+        logits = torch.addmm(self.out.bias, x, self.out.weight.t())  # (B, V)
+        return logits, (_stack(hs), _stack(cs))
+
+
+class GRUPrior(_RNNPrior):
+    """A GRU variant of the Note RNN. State: ``(h,)`` of shape (num_layers, B, hidden_size)."""
+
+    _gates = 3
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.rnn = torch.nn.GRU(
+            config.vocab_size,
+            config.hidden_size,
+            num_layers=config.num_layers,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+            batch_first=True,
+        )
+
+    def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        self._check_tokens(tokens, 2)
+        if state is None:
+            state = self.initial_state(tokens.shape[0], tokens.device)
+        h, h_n = self.rnn(self._one_hot(tokens), state[0])  # h: (B, T, H)
+        return self.out(h), (h_n,)
+
+    def step(self, tokens: Tensor, state: State) -> tuple[Tensor, State]:
+        self._check_tokens(tokens, 1)
+        (h_prev,) = state
+        rnn = self.rnn
+        hsz = self.hidden_size
+        hs: list[Tensor] = []
+        x: Tensor | None = None
+        for layer in range(self.num_layers):
+            w_hh = getattr(rnn, f"weight_hh_l{layer}")
+            b_hh = getattr(rnn, f"bias_hh_l{layer}")
+            if layer == 0:
+                gi = self._input_table(with_hh_bias=False)[tokens]  # (B, 3H)
+            else:
+                assert x is not None
+                gi = torch.addmm(
+                    getattr(rnn, f"bias_ih_l{layer}"), x, getattr(rnn, f"weight_ih_l{layer}").t()
+                )
+            gh = torch.addmm(b_hh, h_prev[layer], w_hh.t())  # (B, 3H)
+            # PyTorch's gate order: reset, update, new; the reset gate scales only the recurrent part of "new".
+            rz = torch.sigmoid(gi[:, : 2 * hsz] + gh[:, : 2 * hsz])
+            n = torch.tanh(torch.addcmul(gi[:, 2 * hsz :], rz[:, :hsz], gh[:, 2 * hsz :]))
+            z = rz[:, hsz:]
+            x = torch.lerp(n, h_prev[layer], z)  # (1 - z) * n + z * h
+            hs.append(x)
+        assert x is not None
+        logits = torch.addmm(self.out.bias, x, self.out.weight.t())
+        return logits, (_stack(hs),)
+
+
+def _stack(layers: list[Tensor]) -> Tensor:
+    """(L, B, H) from L tensors (B, H); a view, not a copy, for the usual single layer."""
+    return layers[0].unsqueeze(0) if len(layers) == 1 else torch.stack(layers)

@@ -1,0 +1,191 @@
+"""Batched sampling from a prior (or any model behind the Prior interface), and scoring of melodies.
+
+Thousands of melodies advance in lockstep through ``model.step``; the next token is drawn by inverting the
+cumulative distribution of ``softmax(logits / T)`` with one uniform number per melody (a softmax, a cumsum and a
+comparison: cheaper than ``torch.multinomial`` or the Gumbel-max trick on the CPU). Randomness comes from one ``torch.Generator`` seeded by
+``seed``, so a seed gives the same melodies for the same model, batch size and device.
+
+Primers are fed as input and are not part of the output:
+
+* ``None`` or ``"random"``: one uniformly random note-on class (2..37) per melody (the paper's setting);
+* an ``int``: that class for every melody;
+* a 1-D sequence: the same primer sequence for every melody (e.g. the end of a MIDI melody);
+* a 2-D array (n, k): one primer sequence per melody (k = 1: one token per melody).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from rltuner.encoding import FIRST_NOTE_CLASS, validate_classes
+from rltuner.errors import ConfigError, InvalidMelodyError
+
+Primer = int | str | Sequence[int] | np.ndarray | None
+DEFAULT_BATCH = 8192
+
+
+def _generator(device: torch.device, seed: int | None) -> torch.Generator:
+    gen = torch.Generator(device=device)
+    if seed is None:
+        gen.seed()  # fresh entropy
+    else:
+        gen.manual_seed(int(seed))
+    return gen
+
+
+def primer_tokens(
+    primer: Primer, n: int, vocab_size: int, gen: torch.Generator | None = None
+) -> torch.Tensor:
+    """The primer as int64 (n, k) on the CPU (see the module docstring for the accepted forms).
+
+    Raises:
+        InvalidMelodyError: a class outside the vocabulary, an empty primer, or a 2-D primer with a row count
+            other than ``n``.
+    """
+    if primer is None or (isinstance(primer, str) and primer == "random"):
+        device = gen.device if gen is not None else None
+        return torch.randint(FIRST_NOTE_CLASS, vocab_size, (n, 1), generator=gen, device=device).cpu()
+    if isinstance(primer, str):
+        raise InvalidMelodyError(f"primer {primer!r}: expected 'random', a class, or a sequence of classes")
+    arr = validate_classes(np.asarray(primer))
+    if arr.max() >= vocab_size:
+        raise InvalidMelodyError(
+            f"primer class {int(arr.max())} is outside the model's vocabulary ({vocab_size})"
+        )
+    if arr.ndim == 0:
+        arr = np.full((n, 1), int(arr))
+    elif arr.ndim == 1:
+        arr = np.broadcast_to(arr, (n, len(arr)))
+    elif arr.ndim == 2:
+        if arr.shape[0] != n:
+            raise InvalidMelodyError(f"a 2-D primer needs one row per melody ({n}), got {arr.shape[0]} rows")
+    else:
+        raise InvalidMelodyError(f"a primer has at most 2 dimensions, got shape {arr.shape}")
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.int64))
+
+
+def _check_args(n: int, length: int, temperature: float, batch_size: int) -> None:
+    if n < 0:
+        raise ConfigError(f"the number of melodies must not be negative, got {n}")
+    if length < 1:
+        raise ConfigError(f"length must be at least 1 step, got {length}")
+    if not temperature > 0:
+        raise ConfigError(f"temperature must be positive, got {temperature}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+
+
+@torch.inference_mode()
+def sample(
+    model: Any,
+    n: int,
+    length: int = 32,
+    *,
+    temperature: float = 1.0,
+    greedy: bool = False,
+    primer: Primer = None,
+    seed: int | None = None,
+    batch_size: int = DEFAULT_BATCH,
+) -> np.ndarray:
+    """Sample ``n`` melodies of ``length`` steps.
+
+    Args:
+        model: a Prior (or a tuned policy behind the same interface); its outputs are read as logits.
+        n: number of melodies.
+        length: steps per melody (the primer not included).
+        temperature: divides the logits (< 1: safer, > 1: wilder).
+        greedy: take the most likely class at each step instead of sampling.
+        primer: see the module docstring (default: one random note-on per melody).
+        seed: seeds the sampler's generator (None: fresh randomness).
+        batch_size: melodies advanced in lockstep (memory vs. speed).
+
+    Returns:
+        int64 array (n, length) of classes.
+    """
+    _check_args(n, length, temperature, batch_size)
+    device = next(model.parameters()).device
+    gen = _generator(device, seed)
+    primers = primer_tokens(primer, n, model.vocab_size, gen)  # (n, k)
+    was_training = model.training
+    model.eval()
+    out = torch.empty((n, length), dtype=torch.int64)
+    try:
+        for lo in range(0, n, batch_size):
+            hi = min(lo + batch_size, n)
+            out[lo:hi] = _sample_batch(
+                model, primers[lo:hi].to(device), length, temperature, greedy, gen
+            ).cpu()
+    finally:
+        model.train(was_training)
+    return out.numpy()
+
+
+def _sample_batch(
+    model: Any, primer: torch.Tensor, length: int, temperature: float, greedy: bool, gen: torch.Generator
+) -> torch.Tensor:
+    """primer (B, k) -> sampled tokens (B, length)."""
+    b = primer.shape[0]
+    logits, state = model(primer, model.initial_state(b, primer.device))
+    logits = logits[:, -1]  # (B, V): the distribution of the first sampled step
+    out = torch.empty((b, length), dtype=torch.int64, device=primer.device)
+    inv_t = 1.0 / temperature
+    for t in range(length):
+        if greedy:
+            token = logits.argmax(-1)
+        else:
+            # Inverse-CDF draw: the first class whose cumulative probability reaches u ~ U(0, total).
+            cdf = torch.softmax(logits * inv_t if inv_t != 1.0 else logits, dim=-1).cumsum_(-1)  # (B, V)
+            u = torch.rand((b, 1), generator=gen, device=logits.device).mul_(cdf[:, -1:])
+            token = (cdf < u).sum(-1).clamp_(max=logits.shape[-1] - 1)
+        out[:, t] = token
+        if t + 1 < length:
+            logits, state = model.step(token, state)
+    return out
+
+
+@torch.inference_mode()
+def score(
+    model: Any,
+    melodies: np.ndarray | Sequence[Sequence[int]],
+    primers: Primer,
+    *,
+    batch_size: int = DEFAULT_BATCH,
+) -> np.ndarray:
+    """Log-probability the model gives each step of each melody, after its primer.
+
+    Args:
+        model: a Prior (outputs read as logits).
+        melodies: int64 (n, length) classes.
+        primers: the primer each melody was generated from (same forms as :func:`sample`; ``None`` is not
+            allowed here because a random primer would not be the one used).
+
+    Returns:
+        float64 (n, length): ``log p(melodies[i, t] | primer_i, melodies[i, :t])``.
+    """
+    arr = validate_classes(melodies)
+    if arr.ndim != 2:
+        raise InvalidMelodyError(f"melodies must be a 2-D array (n, length), got shape {arr.shape}")
+    if primers is None or isinstance(primers, str):
+        raise InvalidMelodyError("score() needs the primers the melodies were sampled from (not random ones)")
+    n, length = arr.shape
+    prim = primer_tokens(primers, n, model.vocab_size)
+    k = prim.shape[1]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = np.empty((n, length), dtype=np.float64)
+    try:
+        for lo in range(0, n, batch_size):
+            hi = min(lo + batch_size, n)
+            mel = torch.from_numpy(arr[lo:hi])
+            tokens = torch.cat([prim[lo:hi], mel[:, :-1]], dim=1).to(device)  # (B, k + length - 1)
+            logits, _ = model(tokens, model.initial_state(hi - lo, device))
+            logp = torch.log_softmax(logits[:, k - 1 :].double(), dim=-1)  # (B, length, V)
+            out[lo:hi] = logp.gather(-1, mel.to(device).unsqueeze(-1)).squeeze(-1).cpu().numpy()
+    finally:
+        model.train(was_training)
+    return out

@@ -1,0 +1,108 @@
+"""TuneConfig: every setting of an RL-tuning run, with the presets ``fast`` (default) and ``paper``."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from rltuner.config import apply_overrides, field
+from rltuner.errors import ConfigError
+
+EXPLORATIONS = ("epsilon", "boltzmann")
+DEVICES = ("cpu", "cuda", "auto")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """Hyperparameters of one tuning run. Steps are environment steps (one token played in one episode)."""
+
+    algorithm: str = field("q", "q | psi | g | rl-only (see docs/tuning.md)")
+    total_steps: int = field(1_000_000, "environment steps to play (one token of one episode each)")
+    n_envs: int = field(256, "episodes composed in lockstep (one batched forward per step)")
+    batch_size: int = field(8192, "transitions per gradient step; a multiple of the episode length")
+    train_every: int = field(1280, "environment steps per gradient step (fractions carry over)")
+    learning_starts: int = field(0, "environment steps before the first gradient step")
+    learning_rate: float = field(1e-3, "Adam learning rate")
+    grad_clip: float = field(5.0, "clip the gradient's L2 norm to this (0 = no clipping)")
+    gamma: float = field(0.5, "discount factor, in [0, 1)")
+    target_update_rate: float = field(0.1, "eta of the soft target update theta- <- (1-eta) theta- + eta theta")
+    reward_scale: float = field(0.5, "c: the reward is log p(a|s) + r_MT / c (r_MT / c for g and rl-only)")
+    double_q: bool = field(False, "double Q-learning (q and rl-only only)")
+    exploration: str = field("epsilon", "epsilon (epsilon-greedy on the policy) | boltzmann (sample it)")
+    epsilon_start: float = field(1.0, "epsilon at step 0")
+    epsilon_end: float = field(0.1, "epsilon after the exploration period")
+    epsilon_steps: int = field(250_000, "environment steps over which epsilon falls linearly")
+    replay_size: int = field(131_072, "replay memory in transitions (whole episodes are kept)")
+    terminal_last_step: bool = field(True, "the last step of an episode is terminal (false: bootstrap on)")
+    eval_every: int = field(100_000, "environment steps between evaluations (0 = only at the end)")
+    eval_episodes: int = field(100, "episodes sampled from the stochastic policy per evaluation")
+    seed: int = field(0, "random seed (a seeded CPU run is exactly reproducible, resumed or not)")
+    device: str = field("cpu", "cpu | cuda | auto")
+    tensorboard: bool = field(True, "also write TensorBoard event files to RUN_DIR/tb")
+    progress: bool = field(True, "show a progress bar on stderr")
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` on nonsense settings, before any work starts."""
+        from rltuner.rl.targets import get_algorithm
+
+        algo = get_algorithm(self.algorithm)
+        positive = ("total_steps", "n_envs", "batch_size", "train_every", "replay_size", "eval_episodes")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("learning_starts", "epsilon_steps", "eval_every", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
+        if not 0 <= self.gamma < 1:
+            raise ConfigError(f"gamma must be in [0, 1), got {self.gamma}")
+        if not 0 < self.target_update_rate <= 1:
+            raise ConfigError(f"target_update_rate (eta) must be in (0, 1], got {self.target_update_rate}")
+        if not self.reward_scale > 0:
+            raise ConfigError(f"reward_scale (c) must be positive, got {self.reward_scale}")
+        for name in ("epsilon_start", "epsilon_end"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.exploration not in EXPLORATIONS:
+            raise ConfigError(f"exploration must be one of {', '.join(EXPLORATIONS)}, not {self.exploration!r}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
+        if self.double_q and not algo.supports_double_q:
+            raise ConfigError(f"double_q applies to q and rl-only, not to {self.algorithm}")
+
+    def validate_for_episode_length(self, length: int) -> None:
+        """Checks that need the domain's episode length."""
+        if self.batch_size % length:
+            raise ConfigError(
+                f"batch_size ({self.batch_size}) must be a multiple of the episode length ({length}): "
+                f"whole episodes are replayed"
+            )
+        if self.replay_size < self.batch_size:
+            raise ConfigError(f"replay_size ({self.replay_size}) must hold at least one batch ({self.batch_size})")
+
+    def with_overrides(self, **overrides: Any) -> TuneConfig:
+        """A validated copy with some fields changed (``name=value``, values may be strings)."""
+        return apply_overrides(self, overrides)
+
+
+PRESETS: dict[str, TuneConfig] = {
+    # The paper's schedule (Jaques et al. 2017, section 5 and the original code's defaults).
+    "paper": TuneConfig(
+        total_steps=1_000_000, n_envs=1, batch_size=32, train_every=5, learning_rate=5e-4, gamma=0.5,
+        target_update_rate=0.01, reward_scale=0.5, epsilon_start=1.0, epsilon_end=0.1, epsilon_steps=500_000,
+        replay_size=100_000, eval_every=100_000,
+    ),
+    # Many environments and big batches: the same 1,000,000 environment steps and >= 6,400,000 sample-updates
+    # in far fewer, larger gradient steps (see docs/tuning.md for how eta and epsilon were rescaled).
+    "fast": TuneConfig(),
+}  # fmt: skip
+
+
+def preset(name: str, **overrides: Any) -> TuneConfig:
+    """The preset ``name`` (``fast`` or ``paper``) with ``overrides`` applied and validated."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    cfg = PRESETS[name]
+    return cfg.with_overrides(**overrides) if overrides else dataclasses.replace(cfg)

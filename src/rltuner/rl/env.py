@@ -1,0 +1,87 @@
+"""A batched environment: B episodes composed in lockstep, fully vectorised.
+
+The state of each episode is the previous token plus the recurrent states of the Q-network and of the frozen
+Reward RNN (the prior); the task reward's per-episode state lives in the reward object. One call of
+:meth:`BatchedEnv.rollout` plays a whole batch of episodes; the next call restarts them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from rltuner.rl.domain import PrimerSampler, SequenceReward
+from rltuner.rl.replay import EpisodeBatch
+
+ActFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``act(outputs (B, V), prior_log_p (B, V)) -> actions (B,) int64``: the network's outputs at the current
+states and the prior's log-probabilities there."""
+
+
+class BatchedEnv:
+    """``n_envs`` episodes of ``episode_length`` actions, stepped together.
+
+    Args:
+        q_net: the acting network (Prior interface); its outputs are handed to ``act``.
+        reward_rnn: the frozen prior; supplies ``log p(a|s)``.
+        reward: the task reward (``reset`` / ``step`` protocol), e.g. the music-theory reward.
+        sample_primers: draws the first input token of each episode.
+        episode_length: L.
+        n_envs: B.
+        device: where the networks run (the task reward runs on the CPU in numpy).
+    """
+
+    def __init__(
+        self,
+        q_net: Any,
+        reward_rnn: Any,
+        reward: SequenceReward,
+        sample_primers: PrimerSampler,
+        episode_length: int,
+        n_envs: int,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.q_net = q_net
+        self.reward_rnn = reward_rnn
+        self.reward = reward
+        self.sample_primers = sample_primers
+        self.episode_length = episode_length
+        self.n_envs = n_envs
+        self.device = torch.device(device)
+
+    @torch.no_grad()
+    def rollout(self, act: ActFn, rng: np.random.Generator) -> EpisodeBatch:
+        """Play one batch of complete episodes.
+
+        Args:
+            act: the behaviour policy (exploration included).
+            rng: draws the primers.
+
+        Returns:
+            The episodes (on the CPU): tokens (B, L+1) with the primer first, r_mt (B, L), log_p (B, L).
+        """
+        B, L = self.n_envs, self.episode_length
+        primers = torch.as_tensor(np.asarray(self.sample_primers(B, rng), dtype=np.int64))
+        tokens = torch.empty(B, L + 1, dtype=torch.int64)
+        tokens[:, 0] = primers
+        r_mt = np.empty((B, L), dtype=np.float64)
+        log_p = torch.empty(B, L, dtype=torch.float32, device=self.device)
+        q_state = self.q_net.initial_state(B, device=self.device)
+        p_state = self.reward_rnn.initial_state(B, device=self.device)
+        reward_state = self.reward.reset(B)
+        prev = primers.to(self.device)
+        for t in range(L):
+            # Both networks read the previous token: their outputs are the values at state s_t.
+            outputs, q_state = self.q_net.step(prev, q_state)  # (B, V)
+            prior_logits, p_state = self.reward_rnn.step(prev, p_state)  # (B, V)
+            prior_log_p = torch.log_softmax(prior_logits.float(), dim=-1)
+            actions = act(outputs, prior_log_p)  # (B,)
+            log_p[:, t] = prior_log_p.gather(1, actions[:, None]).squeeze(1)
+            actions_cpu = actions.cpu()
+            r_mt[:, t] = self.reward.step(reward_state, actions_cpu.numpy())
+            tokens[:, t + 1] = actions_cpu
+            prev = actions
+        return EpisodeBatch(tokens, torch.from_numpy(r_mt).float(), log_p.cpu())

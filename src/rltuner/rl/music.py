@@ -1,0 +1,113 @@
+"""The music domain: the Note RNN prior, the music-theory reward, melody primers, 32-step melodies."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rltuner.encoding import DEFAULT_MELODY_LENGTH, FIRST_NOTE_CLASS, NUM_CLASSES
+from rltuner.errors import ConfigError, InvalidMelodyError
+from rltuner.rl.domain import Domain, PrimerSampler
+
+
+def random_note_primers(n: int, rng: np.random.Generator) -> np.ndarray:
+    """One uniformly random note-on class (2..37) per melody, as in the paper. (n,) int64."""
+    return rng.integers(FIRST_NOTE_CLASS, NUM_CLASSES, size=n, dtype=np.int64)
+
+
+def fixed_primer(token: int) -> PrimerSampler:
+    """Every melody is primed with the same class ``token`` (0..37)."""
+    if not 0 <= token < NUM_CLASSES:
+        raise ConfigError(f"primer class {token} is outside 0..{NUM_CLASSES - 1}")
+
+    def sample(n: int, rng: np.random.Generator) -> np.ndarray:
+        return np.full(n, token, dtype=np.int64)
+
+    return sample
+
+
+def midi_primer_token(path: str | os.PathLike[str]) -> int:
+    """The last note (note-on class) of the melody in a MIDI file, to prime melodies that continue it.
+
+    Raises:
+        MidiReadError: the file cannot be read.
+        InvalidMelodyError: the file holds no note.
+    """
+    from rltuner.data.midi_io import midi_to_melody
+
+    melody = np.asarray(midi_to_melody(path), dtype=np.int64)
+    notes = melody[melody >= FIRST_NOTE_CLASS]
+    if notes.size == 0:
+        raise InvalidMelodyError(f"{path} holds no note to prime melodies with")
+    return int(notes[-1])
+
+
+def primer_sampler(primer: str | int | None) -> tuple[PrimerSampler, str]:
+    """Parse a primer setting: ``None``/``"random"``, a class number, or a MIDI file path.
+
+    Returns:
+        The sampler and a description for logs and checkpoints.
+    """
+    if primer is None or primer == "random":
+        return random_note_primers, "random"
+    if isinstance(primer, int) or (isinstance(primer, str) and primer.strip().isdigit()):
+        token = int(primer)
+        return fixed_primer(token), f"fixed:{token}"
+    path = Path(str(primer))
+    if path.suffix.lower() not in (".mid", ".midi"):
+        raise ConfigError(f"primer {primer!r} is neither 'random', a class number (0..37) nor a .mid file")
+    token = midi_primer_token(path)
+    return fixed_primer(token), f"midi:{path.name}:{token}"
+
+
+def music_domain(
+    prior: Any = None,
+    *,
+    primer: str | int | None = "random",
+    length: int = DEFAULT_MELODY_LENGTH,
+    reward_config: Any = None,
+    device: str = "cpu",
+) -> Domain:
+    """The melody domain of the paper.
+
+    Args:
+        prior: a Prior module, a checkpoint path, or None for the shipped Note RNN.
+        primer: ``"random"`` (one uniformly random note-on per melody, fed as the first input and not part
+            of the melody), a class number, or a MIDI file whose last note primes every melody.
+        length: melody length in sixteenth steps (32 in the paper).
+        reward_config: a ``RewardConfig`` of the music-theory reward (None: the paper's rules).
+        device: where to load a prior given by path.
+
+    Raises:
+        ConfigError: a prior whose vocabulary is not the 38 melody classes, or a bad primer.
+        CheckpointError: the prior checkpoint cannot be loaded.
+    """
+    from rltuner.models.checkpoint import load_default_prior, load_prior
+
+    if prior is None:
+        model = load_default_prior(device)
+    elif isinstance(prior, (str, os.PathLike)):
+        model = load_prior(prior, device)[0]
+    else:
+        model = prior
+    sampler, primer_desc = primer_sampler(primer)
+
+    def make_reward() -> Any:
+        from rltuner.rewards.music_theory import MusicTheoryReward, RewardConfig
+
+        cfg = reward_config if reward_config is not None else RewardConfig()
+        if cfg.length != length:  # the tonic and extremes rules depend on the melody length
+            import dataclasses
+
+            cfg = dataclasses.replace(cfg, length=length)
+        return MusicTheoryReward(cfg)
+
+    domain = Domain(
+        name="music", vocab_size=NUM_CLASSES, prior=model, make_reward=make_reward, sample_primers=sampler,
+        episode_length=length, meta={"primer": primer_desc, "melody_length": length},
+    )  # fmt: skip
+    domain.validate()
+    return domain

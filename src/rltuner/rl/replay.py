@@ -1,0 +1,95 @@
+"""Whole-episode replay memory.
+
+The original RL Tuner stored each transition with the LSTM state it was taken in and trained one step from
+that state, so stored states went stale as the network changed. Episodes are short (33 tokens with the
+primer), so we store WHOLE episodes and recompute every network over the whole sequence when learning.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+
+class EpisodeBatch(NamedTuple):
+    """Complete episodes. ``tokens[:, 0]`` is the primer (an input, not an action); actions are ``tokens[:, 1:]``.
+
+    Attributes:
+        tokens: (B, L+1) int64.
+        r_mt: (B, L) float32 task reward of each action.
+        log_p: (B, L) float32 ``log p(a_t|s_t)`` of each action under the frozen prior (Reward RNN).
+    """
+
+    tokens: torch.Tensor
+    r_mt: torch.Tensor
+    log_p: torch.Tensor
+
+    @property
+    def n_transitions(self) -> int:
+        return int(self.r_mt.numel())
+
+
+class EpisodeReplay:
+    """A ring buffer of whole episodes with uniform sampling.
+
+    Args:
+        capacity_transitions: memory size in transitions; it keeps ``capacity // episode_length`` episodes.
+        episode_length: L, the number of actions per episode.
+    """
+
+    def __init__(self, capacity_transitions: int, episode_length: int) -> None:
+        self.episode_length = episode_length
+        self.capacity = max(1, capacity_transitions // episode_length)
+        self.tokens = torch.zeros(self.capacity, episode_length + 1, dtype=torch.int64)
+        self.r_mt = torch.zeros(self.capacity, episode_length, dtype=torch.float32)
+        self.log_p = torch.zeros(self.capacity, episode_length, dtype=torch.float32)
+        self.size = 0
+        self.cursor = 0  # next slot to write
+
+    def __len__(self) -> int:
+        """Number of episodes held."""
+        return self.size
+
+    @property
+    def n_transitions(self) -> int:
+        return self.size * self.episode_length
+
+    def add(self, batch: EpisodeBatch) -> None:
+        """Store episodes, overwriting the oldest when full."""
+        n = batch.tokens.shape[0]
+        if n > self.capacity:  # only the newest fit
+            batch = EpisodeBatch(*(t[n - self.capacity :] for t in batch))
+            n = self.capacity
+        slots = (self.cursor + torch.arange(n)) % self.capacity
+        self.tokens[slots] = batch.tokens.cpu()
+        self.r_mt[slots] = batch.r_mt.cpu().float()
+        self.log_p[slots] = batch.log_p.cpu().float()
+        self.cursor = int((self.cursor + n) % self.capacity)
+        self.size = min(self.capacity, self.size + n)
+
+    def sample(self, n_episodes: int, generator: torch.Generator) -> EpisodeBatch:
+        """``n_episodes`` episodes drawn uniformly with replacement."""
+        if self.size == 0:
+            raise RuntimeError("cannot sample from an empty replay memory")
+        idx = torch.randint(self.size, (n_episodes,), generator=generator)
+        return EpisodeBatch(self.tokens[idx], self.r_mt[idx], self.log_p[idx])
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors only (safe to load with ``torch.load(weights_only=True)``)."""
+        return {
+            "tokens": self.tokens[: self.size].clone(),
+            "r_mt": self.r_mt[: self.size].clone(),
+            "log_p": self.log_p[: self.size].clone(),
+            "cursor": torch.tensor(self.cursor),
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        size = int(state["tokens"].shape[0])
+        if size > self.capacity or state["tokens"].shape[1] != self.episode_length + 1:
+            raise ValueError("replay state does not fit this memory's capacity or episode length")
+        self.tokens[:size] = state["tokens"]
+        self.r_mt[:size] = state["r_mt"]
+        self.log_p[:size] = state["log_p"]
+        self.size = size
+        self.cursor = int(state["cursor"])

@@ -1,0 +1,456 @@
+"""The training loop: act in B environments, store whole episodes, learn, soft-update the target, evaluate.
+
+One round = one batch of ``n_envs`` complete episodes played with fixed weights, then the gradient steps that
+fell due (one per ``train_every`` environment steps), then evaluation and checkpoints when due. Counting:
+an environment step is one token played in one episode; a sample-update is one transition's TD error in a
+gradient step (a gradient step on ``batch_size`` transitions is ``batch_size`` sample-updates).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import io
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rltuner.config import to_dict
+from rltuner.errors import ConfigError, RLTunerError
+from rltuner.fileio import ensure_writable_dir, write_json_atomic, write_text_atomic
+from rltuner.rl.config import PRESETS, TuneConfig
+from rltuner.rl.domain import Domain
+from rltuner.rl.env import ActFn, BatchedEnv
+from rltuner.rl.policy import TunedPolicy, policy_checkpoint
+from rltuner.rl.replay import EpisodeBatch, EpisodeReplay
+from rltuner.rl.targets import Algorithm, get_algorithm, td_target
+
+METRIC_COLUMNS = ("env_step", "sample_updates", "wall_s", "mean_log_p", "mean_r_mt", "epsilon", "loss")
+RESUME_FILE = "resume.pt"
+MODEL_FILE = "model.safetensors"
+
+
+@dataclass
+class TuneResult:
+    """What :func:`tune` returns.
+
+    Attributes:
+        policy: the tuned model as a samplable Prior (its logits are the policy's).
+        metrics: one dict per evaluation, keys :data:`METRIC_COLUMNS` (Figure 2's data).
+        env_steps / sample_updates / gradient_steps: honest counts of the work done.
+        wall_s: seconds of training (this session plus earlier ones when resumed).
+        run_dir: the run folder, or None when nothing was written.
+        interrupted: True when Ctrl-C stopped the run early (what was done is saved).
+    """
+
+    policy: TunedPolicy
+    algorithm: str
+    metrics: list[dict[str, Any]]
+    env_steps: int
+    sample_updates: int
+    gradient_steps: int
+    wall_s: float
+    run_dir: Path | None = None
+    interrupted: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def epsilon_at(step: int, cfg: TuneConfig) -> float:
+    """Linearly annealed epsilon: ``epsilon_start`` at step 0 to ``epsilon_end`` at ``epsilon_steps``, then flat."""
+    if cfg.epsilon_steps == 0 or step >= cfg.epsilon_steps:
+        return cfg.epsilon_end
+    frac = step / cfg.epsilon_steps
+    return cfg.epsilon_start + frac * (cfg.epsilon_end - cfg.epsilon_start)
+
+
+@torch.no_grad()
+def soft_update(target: torch.nn.Module, online: torch.nn.Module, eta: float) -> None:
+    """``theta- <- (1 - eta) theta- + eta theta`` for every parameter (in place)."""
+    for t, o in zip(target.parameters(), online.parameters(), strict=True):
+        t.lerp_(o, eta)
+
+
+def select_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``auto`` (cuda when available) as a device; a clear error if cuda is missing."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda was asked for but no CUDA GPU is available (use --device cpu or auto)")
+    return torch.device(name)
+
+
+def make_actor(
+    algo: Algorithm, cfg: TuneConfig, generator: torch.Generator, first_step: int, n_envs: int
+) -> ActFn:
+    """The behaviour policy: epsilon-greedy on the policy logits, or sampling from them (Boltzmann)."""
+    step = [first_step]
+
+    def act(outputs: torch.Tensor, prior_log_p: torch.Tensor) -> torch.Tensor:
+        logits = algo.policy_logits(outputs, prior_log_p)  # (B, V)
+        B, V = logits.shape
+        if cfg.exploration == "boltzmann":
+            probs = torch.softmax(logits.float(), dim=-1).cpu()
+            actions = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        else:
+            eps = epsilon_at(step[0], cfg)
+            greedy = logits.argmax(dim=-1).cpu()
+            explore = torch.rand(B, generator=generator) < eps
+            random_actions = torch.randint(V, (B,), generator=generator)
+            actions = torch.where(explore, random_actions, greedy)
+        step[0] += n_envs
+        return actions.to(logits.device)
+
+    return act
+
+
+def sampling_actor(algo: Algorithm, generator: torch.Generator) -> ActFn:
+    """The stochastic policy itself (temperature 1): what evaluation and ``generate`` sample from."""
+
+    def act(outputs: torch.Tensor, prior_log_p: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(algo.policy_logits(outputs, prior_log_p).float(), dim=-1).cpu()
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1).to(outputs.device)
+
+    return act
+
+
+def evaluate_policy(
+    q_net: Any, domain: Domain, algorithm: str, n_episodes: int, seed: int, device: torch.device | str = "cpu"
+) -> dict[str, float]:
+    """Sample ``n_episodes`` from the stochastic policy and score them (Figure 2's two quantities).
+
+    Pass the prior itself as ``q_net`` with ``algorithm="q"`` to score the untuned prior.
+
+    Returns:
+        ``{"mean_log_p": mean log p(a|s) under the prior per step, "mean_r_mt": mean task reward per step}``.
+    """
+    algo = get_algorithm(algorithm)
+    env = BatchedEnv(
+        q_net, domain.prior, domain.make_reward(), domain.sample_primers, domain.episode_length, n_episodes, device
+    )
+    generator = torch.Generator().manual_seed(seed)
+    batch = env.rollout(sampling_actor(algo, generator), np.random.default_rng(seed))
+    return {"mean_log_p": float(batch.log_p.mean()), "mean_r_mt": float(batch.r_mt.mean())}
+
+
+class _Learner:
+    """The networks, the optimiser and one gradient step: the loss of Eq. 4 / 11 / 13 via the target table."""
+
+    def __init__(self, prior: torch.nn.Module, algo: Algorithm, cfg: TuneConfig, device: torch.device) -> None:
+        self.algo = algo
+        self.cfg = cfg
+        self.device = device
+        self.reward_rnn = copy.deepcopy(prior).to(device).eval()  # the caller's prior stays untouched
+        for p in self.reward_rnn.parameters():
+            p.requires_grad_(False)
+        self.q_net = copy.deepcopy(self.reward_rnn).train()
+        for p in self.q_net.parameters():
+            p.requires_grad_(True)
+        self.target_net = copy.deepcopy(self.reward_rnn)
+        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=cfg.learning_rate)
+
+    def step(self, batch: EpisodeBatch) -> float:
+        """One gradient step on whole episodes; returns the loss."""
+        cfg, algo = self.cfg, self.algo
+        tokens = batch.tokens.to(self.device)  # (E, L+1): primer, a_0 .. a_{L-1}
+        actions = tokens[:, 1:]  # (E, L)
+        # One forward over the whole sequence gives Q(s_t, .) for t = 0..L (position t has read token t).
+        online, _ = self.q_net(tokens)  # (E, L+1, V)
+        q_taken = online[:, :-1].gather(-1, actions[..., None]).squeeze(-1)  # (E, L)
+        with torch.no_grad():
+            target_next = self.target_net(tokens)[0][:, 1:]  # (E, L, V): values at s_{t+1}
+            prior_next = None
+            if algo.needs_prior_values:
+                prior_next = torch.log_softmax(self.reward_rnn(tokens)[0][:, 1:].float(), dim=-1)
+            reward = algo.reward(batch.log_p.to(self.device), batch.r_mt.to(self.device), cfg.reward_scale)
+            next_value = algo.next_value(target_next, online[:, 1:].detach(), prior_next, cfg.double_q)
+            not_done = torch.ones_like(reward)
+            if cfg.terminal_last_step:
+                not_done[:, -1] = 0.0  # the melody is over: no bootstrap from the last step
+            y = td_target(reward, next_value, cfg.gamma, not_done)
+        loss = torch.nn.functional.mse_loss(q_taken, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.q_net.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        soft_update(self.target_net, self.q_net, cfg.target_update_rate)
+        return float(loss.detach())
+
+
+@contextlib.contextmanager
+def _stop_on_sigint() -> Iterator[list[bool]]:
+    """First Ctrl-C asks the loop to stop at the end of the current round (then it saves); a second one aborts."""
+    flag = [False]
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag[0]:
+            raise KeyboardInterrupt
+        flag[0] = True
+        print("\nstopping after this round and saving (Ctrl-C again to abort)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _default_domain() -> Domain:
+    from rltuner.rl.music import music_domain
+
+    return music_domain()
+
+
+def tune(
+    config: TuneConfig | None = None,
+    domain: Domain | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+) -> TuneResult:
+    """RL-tune a prior with Q-learning, Psi-learning, G-learning or RL-only.
+
+    Args:
+        config: the run's settings (default: the ``fast`` preset).
+        domain: the prior, reward and primers (default: the music domain with the shipped Note RNN).
+        out_dir: the run folder (config.json, metrics.jsonl/csv, tb/, model.safetensors, resume.pt);
+            None writes nothing.
+        resume: continue the run saved in ``out_dir`` (its replay, optimiser, RNG states and counters); with
+            the same seed and settings the result equals that of an uninterrupted run (exactly, on CPU).
+            ``total_steps`` may be raised to train longer.
+
+    Returns:
+        A :class:`TuneResult`.
+
+    Raises:
+        ConfigError: nonsense settings or a domain whose parts do not fit, before any work starts.
+        RLTunerError: the run folder cannot be written, or ``resume`` finds no run there.
+    """
+    cfg = config if config is not None else PRESETS["fast"]
+    cfg.validate()
+    algo = get_algorithm(cfg.algorithm)
+    domain = domain if domain is not None else _default_domain()
+    domain.validate()
+    cfg.validate_for_episode_length(domain.episode_length)
+    device = select_device(cfg.device)
+    run_dir = Path(out_dir) if out_dir is not None else None
+    if resume and run_dir is None:
+        raise RLTunerError("resume needs the run folder (out_dir)")
+    if run_dir is not None:
+        ensure_writable_dir(run_dir)
+        if resume and not (run_dir / RESUME_FILE).exists():
+            raise RLTunerError(f"{run_dir} holds no run to resume ({RESUME_FILE} is missing)")
+        if not resume and (run_dir / RESUME_FILE).exists():
+            raise RLTunerError(f"{run_dir} already holds a run: resume it or choose another folder")
+
+    L, n_envs = domain.episode_length, cfg.n_envs
+    learner = _Learner(domain.prior, algo, cfg, device)
+    env = BatchedEnv(
+        learner.q_net, learner.reward_rnn, domain.make_reward(), domain.sample_primers, L, n_envs, device
+    )
+    replay = EpisodeReplay(cfg.replay_size, L)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    np_rng = np.random.default_rng(cfg.seed)
+    counters = {"env_steps": 0, "gradient_steps": 0, "sample_updates": 0, "wall_s": 0.0, "next_eval": 0}
+    metrics: list[dict[str, Any]] = []
+    if resume:
+        assert run_dir is not None
+        _load_resume(run_dir / RESUME_FILE, learner, replay, generator, np_rng, counters, metrics, cfg)
+    if run_dir is not None:
+        write_json_atomic(run_dir / "config.json", {**to_dict(cfg), "domain": domain.name, **(domain.meta or {})})
+    writer = _tensorboard(run_dir, cfg)
+
+    def evaluate_now(loss: float) -> None:
+        seed = cfg.seed * 1_000_003 + counters["env_steps"]  # independent of the training streams
+        learner.q_net.eval()
+        ev = evaluate_policy(learner.q_net, domain, cfg.algorithm, cfg.eval_episodes, seed, device)
+        learner.q_net.train()
+        row = {
+            "env_step": counters["env_steps"], "sample_updates": counters["sample_updates"],
+            "wall_s": round(counters["wall_s"] + time.perf_counter() - t0, 3), **ev,
+            "epsilon": epsilon_at(counters["env_steps"], cfg), "loss": None if math.isnan(loss) else loss,
+        }  # fmt: skip
+        metrics.append(row)
+        if writer is not None:
+            for key in ("mean_log_p", "mean_r_mt", "epsilon", "loss"):
+                if row[key] is not None:
+                    writer.add_scalar(f"eval/{key}", row[key], counters["env_steps"])
+            writer.flush()
+        counters["next_eval"] = counters["env_steps"] + (cfg.eval_every or cfg.total_steps)
+
+    def save() -> None:
+        if run_dir is None:
+            return
+        counters_now = {**counters, "wall_s": counters["wall_s"] + time.perf_counter() - t0}
+        _write_metrics(run_dir, metrics)
+        _save_model(run_dir / MODEL_FILE, learner, cfg, domain, counters_now)
+        _save_resume(run_dir / RESUME_FILE, learner, replay, generator, np_rng, counters_now, metrics)
+
+    t0 = time.perf_counter()
+    loss = float("nan")
+    interrupted = False
+    if counters["env_steps"] == 0 and not metrics:
+        evaluate_now(loss)  # step 0: the prior-initialised network (Figure 2's first point)
+    bar = _progress(cfg, counters["env_steps"])
+    rates = {"t": time.perf_counter(), "steps": counters["env_steps"], "updates": counters["gradient_steps"]}
+    with _stop_on_sigint() as stop:
+        while counters["env_steps"] < cfg.total_steps and not stop[0]:
+            act = make_actor(algo, cfg, generator, counters["env_steps"], n_envs)
+            learner.q_net.eval()
+            batch = env.rollout(act, np_rng)
+            learner.q_net.train()
+            replay.add(batch)
+            counters["env_steps"] += n_envs * L
+            learned = max(0, counters["env_steps"] - cfg.learning_starts)
+            due = learned // cfg.train_every - counters["gradient_steps"]
+            for _ in range(due):
+                loss = learner.step(replay.sample(cfg.batch_size // L, generator))
+                counters["gradient_steps"] += 1
+                counters["sample_updates"] += cfg.batch_size
+            if counters["env_steps"] >= counters["next_eval"] or counters["env_steps"] >= cfg.total_steps:
+                evaluate_now(loss)
+                save()
+            _update_progress(bar, rates, counters, batch, cfg, loss)
+    if stop[0] and counters["env_steps"] < cfg.total_steps:
+        interrupted = True
+        save()
+    if bar is not None:
+        bar.close()
+    if writer is not None:
+        writer.close()
+    wall = counters["wall_s"] + time.perf_counter() - t0
+    policy = TunedPolicy(learner.q_net.eval(), learner.reward_rnn, cfg.algorithm)
+    return TuneResult(
+        policy=policy, algorithm=cfg.algorithm, metrics=metrics, env_steps=int(counters["env_steps"]),
+        sample_updates=int(counters["sample_updates"]), gradient_steps=int(counters["gradient_steps"]),
+        wall_s=wall, run_dir=run_dir, interrupted=interrupted,
+    )  # fmt: skip
+
+
+def _progress(cfg: TuneConfig, start: int) -> Any:
+    if not cfg.progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(
+        total=cfg.total_steps, initial=start, unit="step", unit_scale=True, file=sys.stderr,
+        desc=f"tune {cfg.algorithm}", dynamic_ncols=True,
+    )  # fmt: skip
+
+
+def _update_progress(
+    bar: Any, rates: dict[str, float], counters: dict[str, Any], batch: EpisodeBatch, cfg: TuneConfig, loss: float
+) -> None:
+    if bar is None:
+        return
+    now = time.perf_counter()
+    dt = max(now - rates["t"], 1e-9)
+    upd_s = (counters["gradient_steps"] - rates["updates"]) * cfg.batch_size / dt
+    reward = get_algorithm(cfg.algorithm).reward(batch.log_p, batch.r_mt, cfg.reward_scale)
+    bar.set_postfix(
+        {
+            "upd/s": f"{upd_s:.3g}", "r": f"{float(reward.mean()):.3f}", "logp": f"{float(batch.log_p.mean()):.3f}",
+            "r_mt": f"{float(batch.r_mt.mean()):.3f}", "eps": f"{epsilon_at(counters['env_steps'], cfg):.3f}",
+            "loss": f"{loss:.3g}",
+        },
+        refresh=False,
+    )  # fmt: skip
+    bar.update(min(counters["env_steps"], cfg.total_steps) - bar.n)
+    rates.update(t=now, steps=counters["env_steps"], updates=counters["gradient_steps"])
+
+
+def _tensorboard(run_dir: Path | None, cfg: TuneConfig) -> Any:
+    if run_dir is None or not cfg.tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional for the core
+        return None
+    return SummaryWriter(log_dir=str(run_dir / "tb"))
+
+
+def _write_metrics(run_dir: Path, metrics: list[dict[str, Any]]) -> None:
+    write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in metrics))
+    buf = io.StringIO()
+    out = csv.DictWriter(buf, fieldnames=list(METRIC_COLUMNS), extrasaction="ignore", lineterminator="\n")
+    out.writeheader()
+    out.writerows(metrics)
+    write_text_atomic(run_dir / "metrics.csv", buf.getvalue())
+
+
+def _save_model(path: Path, learner: _Learner, cfg: TuneConfig, domain: Domain, counters: dict[str, Any]) -> None:
+    from rltuner.models.checkpoint import save_checkpoint
+
+    tensors, meta = policy_checkpoint(
+        learner.q_net, learner.reward_rnn, cfg.algorithm,
+        {"config": to_dict(cfg), "domain": domain.name, "step": int(counters["env_steps"]),
+         "sample_updates": int(counters["sample_updates"])},
+    )  # fmt: skip
+    save_checkpoint(path, tensors, meta)
+
+
+def _save_resume(
+    path: Path,
+    learner: _Learner,
+    replay: EpisodeReplay,
+    generator: torch.Generator,
+    np_rng: np.random.Generator,
+    counters: dict[str, Any],
+    metrics: list[dict[str, Any]],
+) -> None:
+    from rltuner.fileio import atomic_path
+
+    state = {
+        "q_net": learner.q_net.state_dict(),
+        "target_net": learner.target_net.state_dict(),
+        "optimizer": learner.optimizer.state_dict(),
+        "replay": replay.state_dict(),
+        "torch_rng": generator.get_state(),
+        "numpy_rng": json.dumps(np_rng.bit_generator.state),  # 128-bit ints: kept as text
+        "counters": json.dumps(counters),
+        "metrics": json.dumps(metrics),
+        "algorithm": learner.cfg.algorithm,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_resume(
+    path: Path,
+    learner: _Learner,
+    replay: EpisodeReplay,
+    generator: torch.Generator,
+    np_rng: np.random.Generator,
+    counters: dict[str, Any],
+    metrics: list[dict[str, Any]],
+    cfg: TuneConfig,
+) -> None:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state["algorithm"] != cfg.algorithm:
+            raise RLTunerError(f"the run in {path.parent} used algorithm {state['algorithm']}, not {cfg.algorithm}")
+        learner.q_net.load_state_dict(state["q_net"])
+        learner.target_net.load_state_dict(state["target_net"])
+        learner.optimizer.load_state_dict(state["optimizer"])
+        replay.load_state_dict(state["replay"])
+        generator.set_state(state["torch_rng"])
+        np_rng.bit_generator.state = json.loads(state["numpy_rng"])
+        counters.update(json.loads(state["counters"]))
+        metrics.extend(json.loads(state["metrics"]))
+    except RLTunerError:
+        raise
+    except Exception as exc:  # corrupt file, other format, other network size
+        raise RLTunerError(f"cannot resume from {path}: {exc}") from None

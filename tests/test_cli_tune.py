@@ -1,0 +1,88 @@
+"""``rltuner tune`` through click's test runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from test_rl_support import tiny_prior, toy_domain
+
+from rltuner.cli.main import cli
+
+FAST = ["--steps", "512", "--n-envs", "16", "--batch-size", "64", "--train-every", "32", "--eval-every", "256",
+        "--quiet", "--set", "tensorboard=false", "--set", "eval_episodes=20"]  # fmt: skip
+
+
+@pytest.fixture
+def toy_music(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Replace the music domain by the toy one (the CLI path is the same); records the arguments."""
+    calls: list[dict[str, Any]] = []
+
+    def fake(prior: Any = None, **kwargs: Any) -> Any:
+        calls.append({"prior": prior, **kwargs})
+        return toy_domain(tiny_prior(5))
+
+    monkeypatch.setattr("rltuner.rl.music.music_domain", fake)
+    return calls
+
+
+def test_tune_then_resume(tmp_path: Path, toy_music: list[dict[str, Any]]) -> None:
+    run = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["tune", "-a", "psi", "--out", str(run), "--seed", "3", *FAST])
+    assert result.exit_code == 0, result.output
+    assert "psi: 512 env steps, 1,024 sample-updates" in result.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["algorithm"] == "psi" and config["seed"] == 3 and config["n_envs"] == 16
+    assert (run / "model.safetensors").is_file()
+    assert toy_music[0]["primer"] == "random"
+    more = CliRunner().invoke(cli, ["tune", "--resume", str(run), "--steps", "1024", "--quiet"])
+    assert more.exit_code == 0, more.output
+    assert "psi: 1,024 env steps" in more.output
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "256", "512", "768", "1024"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--gamma", "1.5"], "gamma must be in [0, 1)"),
+        (["--c", "0"], "reward_scale (c) must be positive"),
+        (["--lr", "-1"], "learning_rate must be positive"),
+        (["--set", "nonsense=1"], "unknown setting"),
+        (["--set", "gamma"], "must look like name=value"),
+        (["-a", "g", "--double-q"], "double_q applies to q and rl-only"),
+    ],
+)
+def test_bad_settings_give_one_clear_error(
+    tmp_path: Path,
+    toy_music: list[dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    message: str,
+) -> None:
+    from rltuner.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["tune", "--out", str(tmp_path / "x"), *args])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not toy_music  # rejected before the domain (and the prior) was even loaded
+
+
+def test_bad_settings_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rltuner.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["tune", "--gamma", "1.5", "--out", str(tmp_path)])
+    assert capsys.readouterr().err.strip() == "error: gamma must be in [0, 1), got 1.5"
+
+
+def test_resume_of_an_empty_folder_is_an_error(tmp_path: Path) -> None:
+    from rltuner.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["tune", "--resume", str(tmp_path)])
+    assert exc.value.code == 2

@@ -1,0 +1,238 @@
+"""Evaluation: diversity, copying, log p / KL on tiny priors, the result table and files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rltuner.encoding import NUM_CLASSES
+from rltuner.evaluation.evaluate import (
+    EvaluationResult,
+    measure_samples,
+    ModelEvaluation,
+    copying_flags,
+    copying_share,
+    corpus_window_index,
+    diversity,
+    load_result,
+    policy_inputs,
+    score_policy,
+    step_probabilities,
+    window_hashes,
+)
+
+
+class ConstPrior(torch.nn.Module):
+    """A stand-in Prior whose logits are the same fixed vector at every step, whatever the input."""
+
+    vocab_size = NUM_CLASSES
+
+    def __init__(self, logits: list[float] | torch.Tensor) -> None:
+        super().__init__()
+        self.logits = torch.as_tensor(logits, dtype=torch.float32)
+
+    def forward(self, tokens: torch.Tensor, state: object = None) -> tuple[torch.Tensor, tuple[()]]:
+        b, t = tokens.shape
+        return self.logits.expand(b, t, NUM_CLASSES).clone(), ()
+
+
+class EchoPrior(torch.nn.Module):
+    """Puts all mass on repeating its input token: log p of the input class is 0, others -inf."""
+
+    vocab_size = NUM_CLASSES
+
+    def forward(self, tokens: torch.Tensor, state: object = None) -> tuple[torch.Tensor, tuple[()]]:
+        out = torch.full((*tokens.shape, NUM_CLASSES), -1e9)
+        out.scatter_(-1, tokens.unsqueeze(-1), 0.0)
+        return out, ()
+
+
+def uniform() -> ConstPrior:
+    return ConstPrior(torch.zeros(NUM_CLASSES))
+
+
+# --- window hashes, diversity, copying -------------------------------------------------------------------
+
+
+def test_window_hashes_equal_runs_equal_hashes() -> None:
+    a = np.array([[2, 3, 4, 5, 2, 3, 4]])
+    h = window_hashes(a, window=3)
+    assert h.shape == (1, 5)
+    assert h[0, 0] == h[0, 4]  # [2,3,4] at offsets 0 and 4
+    assert len(set(h[0, :4].tolist())) == 4
+
+
+def test_window_hashes_short_melodies_have_none() -> None:
+    assert window_hashes(np.zeros((3, 5), dtype=np.int64), window=16).shape == (3, 0)
+
+
+@pytest.mark.parametrize(
+    ("melodies", "window", "windows_share", "melody_share"),
+    [
+        ([[2, 3, 4, 5], [2, 3, 4, 5]], 2, 3 / 6, 1 / 2),  # identical melodies: 3 distinct of 6 windows
+        ([[2, 3, 4, 5], [5, 4, 3, 2]], 2, 6 / 6, 2 / 2),
+        ([[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]], 4, 1 / 3, 1 / 3),
+        ([[7, 7, 7, 8]], 2, 2 / 3, 1.0),  # [7,7] twice, [7,8] once
+    ],
+)
+def test_diversity_hand_built(melodies, window, windows_share, melody_share) -> None:
+    d = diversity(np.array(melodies), window=window)
+    assert d["distinct_windows"] == pytest.approx(windows_share)
+    assert d["distinct_melodies"] == pytest.approx(melody_share)
+
+
+def test_copying_finds_runs_of_the_window_length_only() -> None:
+    corpus = [np.arange(2, 22), np.array([30, 31, 32, 33, 34])]  # ragged songs
+    index = corpus_window_index(corpus, window=4)
+    melodies = np.array(
+        [
+            [1, 1, 5, 6, 7, 8, 1, 1],  # holds 5..8, a run of the first song
+            [1, 1, 5, 6, 7, 9, 1, 1],  # 5,6,7 only: three steps in common, not four
+            [33, 34, 2, 3, 1, 1, 1, 1],  # spans the end of song 2 and the start of song 1: not in the corpus
+            [30, 31, 32, 33, 0, 0, 0, 0],
+        ]
+    )
+    assert copying_flags(melodies, index, window=4).tolist() == [True, False, False, True]
+    assert copying_share(melodies, index, window=4) == pytest.approx(0.5)
+
+
+def test_copying_of_the_corpus_itself_is_total_and_empty_corpus_is_none() -> None:
+    rng = np.random.default_rng(1)
+    corpus = rng.integers(0, NUM_CLASSES, size=(50, 32))
+    assert copying_share(corpus, corpus_window_index(corpus)) == 1.0
+    assert copying_share(corpus, corpus_window_index([])) == 0.0
+
+
+# --- log p and KL -----------------------------------------------------------------------------------------
+
+
+def test_policy_inputs_prepend_primer() -> None:
+    mel = np.array([[5, 6, 7], [8, 9, 10]])
+    assert policy_inputs(mel, np.array([2, 3])).tolist() == [[2, 5, 6], [3, 8, 9]]
+
+
+def test_log_p_under_uniform_prior_and_kl_of_model_with_itself() -> None:
+    mel = np.random.default_rng(0).integers(0, NUM_CLASSES, size=(7, 5))
+    primers = np.full(7, 14)
+    prior = uniform()
+    scores = score_policy(None, prior, mel, primers)
+    assert scores["mean_log_p"] == pytest.approx(-math.log(NUM_CLASSES), abs=1e-6)
+    assert scores["mean_kl"] == 0.0
+    same = score_policy(prior, prior, mel, primers)
+    assert same["mean_kl"] == 0.0
+    copy = score_policy(uniform(), prior, mel, primers)
+    assert copy["mean_kl"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_kl_hand_computed() -> None:
+    # pi puts 1/2 on OFF and 1/2 on HOLD; p is uniform: KL = sum pi log(pi / p) = log(38 / 2)
+    logits = torch.full((NUM_CLASSES,), -float("inf"))
+    logits[:2] = 0.0
+    scores = score_policy(ConstPrior(logits), uniform(), np.ones((3, 4), dtype=np.int64), np.full(3, 2))
+    assert scores["mean_kl"] == pytest.approx(math.log(19), rel=1e-6)
+    assert scores["mean_log_p"] == pytest.approx(-math.log(NUM_CLASSES), rel=1e-6)
+
+
+def test_log_p_depends_on_the_state_the_prior_saw() -> None:
+    # an echo prior gives log p = 0 exactly where the melody repeats its previous class (the primer first)
+    mel = np.array([[4, 4, 5, 5]])
+    scores = score_policy(None, EchoPrior(), mel, np.array([4]))
+    # steps 0, 1, 3 repeat (log p 0), step 2 does not (log p = -1e9 after log_softmax)
+    assert scores["mean_log_p"] == pytest.approx(-1e9 / 4, rel=1e-3)
+
+
+def test_score_policy_batches_agree() -> None:
+    from rltuner.models.prior import build_prior
+
+    torch.manual_seed(0)
+    prior = build_prior({"arch": "lstm", "hidden_size": 8})
+    model = build_prior({"arch": "lstm", "hidden_size": 8})
+    mel = np.random.default_rng(2).integers(0, NUM_CLASSES, size=(10, 6))
+    primers = np.random.default_rng(3).integers(2, NUM_CLASSES, size=10)
+    whole = score_policy(model, prior, mel, primers, batch_size=10)
+    parts = score_policy(model, prior, mel, primers, batch_size=3)
+    assert whole["mean_log_p"] == pytest.approx(parts["mean_log_p"], rel=1e-5)
+    assert whole["mean_kl"] == pytest.approx(parts["mean_kl"], rel=1e-5)
+    assert whole["mean_kl"] > 0.0
+
+
+def test_step_probabilities_rows_are_distributions() -> None:
+    probs = step_probabilities(EchoPrior(), [5, 6, 1], primer=9)
+    assert probs.shape == (3, NUM_CLASSES)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
+    assert probs.argmax(axis=1).tolist() == [9, 5, 6]
+
+
+# --- result table and files -------------------------------------------------------------------------------
+
+
+def fake_result() -> EvaluationResult:
+    def model(name: str, shift: float) -> ModelEvaluation:
+        return ModelEvaluation(
+            name=name,
+            table1={"notes_excessively_repeated": 0.5 - shift, "mean_autocorrelation_lag_1": -0.16 + shift},
+            counts={"n_melodies": 10.0},
+            mean_log_p=-1.0 - shift,
+            mean_r_mt=0.5 + shift,
+            mean_kl=shift,
+            diversity={"distinct_windows": 0.9, "distinct_melodies": 1.0},
+            copying=math.nan,
+            muspy={"pitch_range": 12.0},
+        )
+
+    return EvaluationResult(
+        models={"note_rnn": model("note_rnn", 0.0), "q": model("q", 0.25)},
+        settings={"n": 10, "length": 32, "seed": 0, "muspy_samples": 10},
+    )
+
+
+def test_table_csv_json_round_trip(tmp_path) -> None:
+    result = fake_result()
+    text = result.format_table()
+    assert "Mean log p(a|s) under Note RNN" in text and "-1.250" in text
+    assert "Notes excessively repeated" in text and "Mean autocorrelation lag 1" in text
+    assert " 50%" in text and " 25%" in text  # fractions print as percentages
+    assert "-0.16" in text and "+0.09" in text  # autocorrelation is a signed coefficient
+    assert "63.3%" in text and "28.7%" not in text  # the paper's column of the rows we have
+    assert "paper Note RNN" in result.header()
+    paths = result.write(tmp_path)
+    rows = paths["csv"].read_text().splitlines()
+    assert rows[0] == "metric,note_rnn,q"
+    assert "mean_kl,0.0,0.25" in rows
+    assert "copying.share_16_step_run,," in rows  # NaN is an empty cell
+    data = json.loads(paths["json"].read_text())
+    assert data["models"]["q"]["copying"] is None  # NaN is null in JSON
+    back = load_result(paths["json"])
+    assert back.models["q"].mean_log_p == -1.25
+    assert math.isnan(back.models["q"].copying)
+
+
+# --- Table 1 and r_MT through our code path (the spec's worked checks) ------------------------------------
+
+ALL_HOLDS = [1] * 32  # r_MT sum -2691; rule 3 fires at steps 5..31
+WORKED = [14, 1, 18, 1, 21, 1, 18, 1, 14, 16, 18, 19, 21, 1, 1, 0, 26, 1, 1, 1, 21, 1, 19, 18, 16, 14, 1, 1, 14, 1, 1, 0]
+
+
+def test_measure_samples_on_the_spec_worked_checks() -> None:
+    mel = np.array([ALL_HOLDS, WORKED])
+    ev = measure_samples("x", mel, np.array([14, 14]), None, uniform(), muspy_index=np.array([1]))
+    t = ev.table1
+    assert t["notes_excessively_repeated"] == pytest.approx(27 / 64)
+    assert t["melodies_starting_with_tonic"] == 0.5
+    assert t["melodies_with_unique_max_note"] == 0.5  # 26 once in WORKED; the all-HOLD max (1) is not unique
+    assert t["melodies_with_unique_min_note"] == 0.0  # 14 four times; no real note in ALL_HOLDS
+    assert t["notes_not_in_key"] == 0.0
+    assert math.isnan(t["leaps_resolved"])  # no leap at all
+    assert ev.counts["n_melodies"] == 2 and ev.counts["n_steps"] == 64
+    assert ev.mean_r_mt == pytest.approx((-2691 - 0.7934) / 64, abs=1e-5)
+    assert ev.mean_log_p == pytest.approx(-math.log(NUM_CLASSES), abs=1e-6)
+    assert ev.mean_kl == 0.0
+    assert ev.diversity["distinct_melodies"] == 1.0
+    assert math.isnan(ev.copying)  # no corpus given
+    assert ev.muspy["pitch_range"] == 12.0  # C4..C5 in WORKED
+    assert ev.muspy["n_pitch_classes_used"] == 5.0  # C, D, E, F, G
+    assert ev.muspy["scale_consistency"] == 1.0  # all in C major

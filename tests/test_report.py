@@ -1,0 +1,73 @@
+"""The HTML report: every section present, media embedded, missing material said so."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import numpy as np
+
+from rltuner.evaluation import figures
+from rltuner.evaluation.report import SECTIONS, ReportData, render_html, write_report
+
+
+def tiny_media(tmp_path):
+    rng = np.random.default_rng(0)
+    samples = {"note_rnn": rng.integers(0, 38, size=(3, 8)), "q": rng.integers(0, 38, size=(3, 8))}
+    fig2 = figures.figure2(
+        {"q": [{"env_step": 0, "mean_log_p": -1.0, "mean_r_mt": -3.0}, {"env_step": 10, "mean_log_p": -1.5,
+                                                                          "mean_r_mt": 1.0}]},
+        tmp_path / "figure2.png",
+    )  # fmt: skip
+    iv = figures.interval_histograms(samples, tmp_path / "intervals.png")
+    wav = tmp_path / "q_000.wav"
+    wav.write_bytes(b"RIFF-fake-wav")
+    mid = tmp_path / "q_000.mid"
+    mid.write_bytes(b"MThd-fake-midi")
+    return fig2, iv, wav, mid
+
+
+def test_report_has_every_section_and_embeds_media(tmp_path) -> None:
+    fig2, iv, wav, mid = tiny_media(tmp_path)
+    data = ReportData(
+        title="tiny <run>",
+        summary="A tiny run.",
+        table_header=["metric", "note_rnn", "q", "paper Note RNN", "paper Q", "paper Psi", "paper G"],
+        table_rows=[
+            ("Notes excessively repeated", ["60.00%", "1.00%", "63.3%", "0.0%", "0.02%", "0.03%"]),
+            ("Mean log p(a|s) under Note RNN", ["-0.500", "-1.200", "", "", "", ""]),
+        ],
+        metric_rows_from=1,
+        figure2=fig2,
+        figure4=None,
+        intervals=iv,
+        pianorolls={},
+        audio={"q": [wav]},
+        midi={"q": [mid]},
+        command="rltuner run --quick",
+        config={"seed": 0},
+        versions={"python": "3.11", "torch": "2.x"},
+        timings={"evaluate": 1.25},
+        labels={"q": "Q"},
+    )
+    out = write_report(tmp_path / "report.html", data)
+    text = out.read_text()
+    for key, title in SECTIONS:
+        assert f'id="{key}"' in text, key
+        assert title.split(":")[0] in text
+    assert "tiny &lt;run&gt;" in text  # escaped
+    assert "63.3%" in text and 'class="paper"' in text
+    assert "-1.200" in text
+    assert base64.b64encode(b"RIFF-fake-wav").decode() in text  # audio embedded
+    assert base64.b64encode(b"MThd-fake-midi").decode() in text and 'download="q_000.mid"' in text
+    assert text.count("data:image/png;base64,") == 2  # figure 2 and the interval histograms
+    assert "Figure 4 was not produced" in text
+    assert "rltuner run --quick" in text and "1.2" in text
+    # self-contained: no reference to any outside file or URL
+    assert not re.search(r'(src|href)="(?!data:|#)', text)
+
+
+def test_report_of_nothing_says_what_is_missing() -> None:
+    text = render_html(ReportData())
+    assert "Table 1 was not produced" in text
+    assert "Audio and MIDI was not produced" in text

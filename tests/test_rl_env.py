@@ -1,0 +1,84 @@
+"""Environment, replay, soft update and epsilon schedule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_rl_support import LENGTH, ToyReward, tiny_prior
+
+from rltuner.rl.config import preset
+from rltuner.rl.env import BatchedEnv
+from rltuner.rl.music import random_note_primers
+from rltuner.rl.replay import EpisodeBatch, EpisodeReplay
+from rltuner.rl.tuner import epsilon_at, soft_update
+
+
+def test_recomputed_values_equal_step_by_step_values() -> None:
+    q_net, reward_rnn = tiny_prior(1), tiny_prior(2)
+    env = BatchedEnv(q_net, reward_rnn, ToyReward(), random_note_primers, LENGTH, n_envs=5)
+    seen_q, seen_p = [], []
+    gen = torch.Generator().manual_seed(0)
+
+    def act(outputs: torch.Tensor, prior_log_p: torch.Tensor) -> torch.Tensor:
+        seen_q.append(outputs.clone())
+        seen_p.append(prior_log_p.clone())
+        return torch.multinomial(torch.softmax(outputs, -1), 1, generator=gen).squeeze(1)
+
+    batch = env.rollout(act, np.random.default_rng(0))
+    assert batch.tokens.shape == (5, LENGTH + 1) and batch.r_mt.shape == (5, LENGTH)
+    with torch.no_grad():
+        recomputed = q_net(batch.tokens)[0]  # (5, L+1, V)
+        prior_log_p = torch.log_softmax(reward_rnn(batch.tokens)[0], -1)
+    torch.testing.assert_close(recomputed[:, :LENGTH], torch.stack(seen_q, 1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(prior_log_p[:, :LENGTH], torch.stack(seen_p, 1), atol=1e-5, rtol=1e-5)
+    # The stored log p(a|s) is the prior's log-probability of the action taken.
+    taken = prior_log_p[:, :LENGTH].gather(-1, batch.tokens[:, 1:, None]).squeeze(-1)
+    torch.testing.assert_close(batch.log_p, taken, atol=1e-5, rtol=1e-5)
+    # The toy reward was computed on the actions in order.
+    actions = batch.tokens[:, 1:].numpy()
+    reward = ToyReward()
+    state = reward.reset(5)
+    expected = np.stack([reward.step(state, actions[:, t]) for t in range(LENGTH)], 1)
+    np.testing.assert_array_equal(batch.r_mt.numpy(), expected)
+    assert ((batch.tokens[:, 0] >= 2) & (batch.tokens[:, 0] <= 37)).all()
+
+
+def _episodes(start: int, n: int, length: int = 2) -> EpisodeBatch:
+    ids = torch.arange(start, start + n, dtype=torch.float32)
+    return EpisodeBatch(
+        ids.long()[:, None].repeat(1, length + 1), ids[:, None].repeat(1, length), -ids[:, None].repeat(1, length)
+    )
+
+
+def test_replay_keeps_whole_episodes_and_overwrites_the_oldest() -> None:
+    replay = EpisodeReplay(capacity_transitions=6, episode_length=2)  # 3 episodes
+    replay.add(_episodes(0, 2))
+    assert len(replay) == 2 and replay.n_transitions == 4
+    replay.add(_episodes(2, 2))
+    assert len(replay) == 3
+    assert sorted(replay.tokens[:, 0].tolist()) == [1, 2, 3]  # episode 0 was overwritten
+    sample = replay.sample(50, torch.Generator().manual_seed(0))
+    # Rows stay whole: tokens, rewards and log p of one episode travel together.
+    assert (sample.tokens[:, 0].float() == sample.r_mt[:, 0]).all()
+    assert (sample.r_mt == -sample.log_p).all()
+    restored = EpisodeReplay(6, 2)
+    restored.load_state_dict(replay.state_dict())
+    assert torch.equal(restored.tokens, replay.tokens) and restored.cursor == replay.cursor
+
+
+def test_soft_update_moves_eta_of_the_way() -> None:
+    target, online = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        target.weight.fill_(1.0)
+        online.weight.fill_(3.0)
+        target.bias.fill_(0.0)
+        online.bias.fill_(-1.0)
+    soft_update(target, online, 0.25)
+    assert target.weight.tolist() == [[1.5, 1.5]]
+    assert target.bias.tolist() == [-0.25]
+
+
+@pytest.mark.parametrize(("step", "expected"), [(0, 1.0), (250_000, 0.55), (500_000, 0.1), (900_000, 0.1)])
+def test_epsilon_schedule_of_the_paper(step: int, expected: float) -> None:
+    assert epsilon_at(step, preset("paper")) == pytest.approx(expected)

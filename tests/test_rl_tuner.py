@@ -1,0 +1,128 @@
+"""Short tuning runs: every algorithm learns, resume reproduces, bad settings fail early, the model reloads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from test_rl_support import peaked_prior, tiny_prior, toy_domain
+
+from rltuner.errors import ConfigError, RLTunerError
+from rltuner.rl.config import TuneConfig, preset
+from rltuner.rl.domain import Domain
+from rltuner.rl.policy import load_policy
+from rltuner.rl.tuner import METRIC_COLUMNS, evaluate_policy, tune
+
+SHORT = {
+    "total_steps": 4096, "n_envs": 64, "batch_size": 256, "train_every": 16, "epsilon_steps": 2048,
+    "eval_every": 0, "eval_episodes": 400, "progress": False, "target_update_rate": 0.1,
+    "learning_rate": 1e-2, "tensorboard": False,
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def domain() -> Domain:
+    return toy_domain(peaked_prior())
+
+
+@pytest.fixture(scope="module")
+def final_evals(domain: Domain) -> dict[str, dict[str, float]]:
+    torch.set_num_threads(2)
+    out = {"prior": evaluate_policy(domain.prior, domain, "q", 400, seed=1)}
+    for name in ("q", "psi", "g", "rl-only"):
+        result = tune(preset("fast", algorithm=name, **SHORT), domain)
+        assert result.env_steps == 4096 and result.gradient_steps == 256 and result.sample_updates == 256 * 256
+        out[name] = result.metrics[-1]
+    return out
+
+
+@pytest.mark.parametrize("name", ["q", "psi", "g", "rl-only"])
+def test_each_algorithm_raises_the_task_reward(final_evals: dict[str, dict[str, float]], name: str) -> None:
+    assert final_evals[name]["mean_r_mt"] > final_evals["prior"]["mean_r_mt"] + 0.05
+
+
+@pytest.mark.parametrize("name", ["q", "psi", "g"])
+def test_prior_keeps_log_p_above_rl_only(final_evals: dict[str, dict[str, float]], name: str) -> None:
+    assert final_evals[name]["mean_log_p"] > final_evals["rl-only"]["mean_log_p"] + 0.2
+
+
+def _small(**kw: object) -> TuneConfig:
+    base = {**SHORT, "total_steps": 1024, "n_envs": 16, "batch_size": 64, "train_every": 32, "eval_every": 512}
+    return preset("fast", **{**base, **kw})
+
+
+def test_run_folder_and_resume_reproduce_an_uninterrupted_run(tmp_path: Path) -> None:
+    domain = toy_domain(tiny_prior(3))
+    whole = tune(_small(algorithm="g", total_steps=1024), domain, tmp_path / "whole")
+    tune(_small(algorithm="g", total_steps=512), domain, tmp_path / "parts")
+    resumed = tune(_small(algorithm="g", total_steps=1024), domain, tmp_path / "parts", resume=True)
+    assert resumed.env_steps == whole.env_steps == 1024
+    assert resumed.sample_updates == whole.sample_updates
+    for a, b in zip(whole.policy.state_dict().values(), resumed.policy.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    strip = [{k: v for k, v in row.items() if k != "wall_s"} for row in whole.metrics]
+    assert strip == [{k: v for k, v in row.items() if k != "wall_s"} for row in resumed.metrics]
+    run = tmp_path / "whole"
+    for name in ("config.json", "metrics.jsonl", "metrics.csv", "model.safetensors", "resume.pt"):
+        assert (run / name).is_file()
+    assert (run / "metrics.csv").read_text().splitlines()[0] == ",".join(METRIC_COLUMNS)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["env_step"] for r in rows] == [0, 512, 1024]
+    assert json.loads((run / "config.json").read_text())["algorithm"] == "g"
+    with pytest.raises(RLTunerError, match="already holds a run"):
+        tune(_small(algorithm="g"), domain, run)
+
+
+@pytest.mark.parametrize("name", ["q", "g"])
+def test_saved_model_reloads_as_the_policy(tmp_path: Path, name: str) -> None:
+    from rltuner.models.checkpoint import load_model
+
+    domain = toy_domain(tiny_prior(4))
+    result = tune(_small(algorithm=name, total_steps=256, eval_every=0), domain, tmp_path)
+    loaded = load_policy(tmp_path / "model.safetensors")
+    tokens = torch.randint(0, 38, (3, 6))
+    with torch.no_grad():
+        expected = result.policy(tokens)[0]
+        torch.testing.assert_close(loaded(tokens)[0], expected)
+        torch.testing.assert_close(load_model(tmp_path / "model.safetensors")(tokens)[0], expected)
+        # step() agrees with forward() for the combined policy state
+        state = loaded.initial_state(3)
+        logits, state = loaded.step(tokens[:, 0], state)
+        torch.testing.assert_close(logits, expected[:, 0], atol=1e-5, rtol=1e-5)
+    if name == "g":  # G's policy is log p + G, not G alone
+        assert not torch.allclose(expected, result.policy.q_net(tokens)[0])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"gamma": 1.0}, "gamma"),
+        ({"gamma": -0.1}, "gamma"),
+        ({"reward_scale": 0.0}, "reward_scale"),
+        ({"learning_rate": -1e-3}, "learning_rate"),
+        ({"target_update_rate": -0.5}, "target_update_rate"),
+        ({"algorithm": "sarsa"}, "unknown algorithm"),
+        ({"exploration": "ucb"}, "exploration"),
+        ({"epsilon_end": 1.5}, "epsilon_end"),
+        ({"algorithm": "psi", "double_q": True}, "double_q"),
+        ({"n_envs": 0}, "n_envs"),
+    ],
+)
+def test_nonsense_settings_are_rejected(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        preset("fast", **overrides)
+
+
+def test_domain_level_checks_come_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="multiple of the episode length"):
+        tune(_small(batch_size=100), toy_domain(tiny_prior()), tmp_path / "a")
+    from rltuner.models.prior import build_prior
+
+    wrong = build_prior({"arch": "lstm", "vocab_size": 12, "hidden_size": 4})
+    with pytest.raises(ConfigError, match="vocabulary"):
+        tune(_small(), toy_domain(wrong), tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with pytest.raises(RLTunerError, match="no run to resume"):
+        tune(_small(), toy_domain(tiny_prior()), tmp_path / "c", resume=True)
