@@ -200,9 +200,7 @@ def reference_rewards(melody: list[int], length: int | None = None) -> list[dict
         p = previous_real_note(c)
         if not c:
             pass
-        elif a in (HOLD, REST):
-            since += 1
-        elif p is None:
+        elif a in (HOLD, REST) or p is None:
             since += 1
         elif abs(a - p) >= 7:
             dir_ = 1 if a > p else -1

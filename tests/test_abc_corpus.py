@@ -39,15 +39,18 @@ def _one(text: str, settings: ExtractSettings = ANY) -> list[int]:
     return res.melodies[0].tolist()
 
 
+def _quarters(*pitches: int) -> list[int]:
+    return [c for p in pitches for c in _held(p, 4)]
+
+
 def test_g_major_goes_to_c_major():
     # G A B c d (G4..D5) -> up a fourth: C5 D5 E5 F5 G5
-    assert _one(_tune("G", "G A B c | d4 |]")) == sum((_held(p, 4) for p in (72, 74, 76, 77)), []) + _held(79, 16)
+    assert _one(_tune("G", "G A B c | d4 |]")) == _quarters(72, 74, 76, 77) + _held(79, 16)
 
 
 def test_d_minor_goes_to_a_minor():
     # D E F G A (D4..A4) -> down a fourth: A3 B3 C4 D4 E4
-    expected = sum((_held(p, 4) for p in (57, 59, 60, 62)), []) + _held(64, 4)
-    assert _one(_tune("Dm", "D E F G | A |]")) == expected
+    assert _one(_tune("Dm", "D E F G | A |]")) == _quarters(57, 59, 60, 62, 64)
 
 
 def test_tune_too_high_is_moved_down_an_octave():
@@ -78,7 +81,7 @@ def test_triplets(policy, expected, count):
 def test_grace_notes_and_decorations_are_stripped():
     plain = _one(_tune("C", "C D E F | G4 |]"))
     assert _one(_tune("C", "{B,}C ~D !trill!E .F | {AG}TG4 |]")) == plain
-    assert clean_abc_body('"Am"{g}~A.B !fermata!c +trill+d') == "ABcd"
+    assert clean_abc_body('"Am"{g}~A.B !fermata!c +trill+d') == "AB c d"
 
 
 def test_chords_keep_the_top_note_or_drop():

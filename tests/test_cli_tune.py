@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from test_rl_support import tiny_prior, toy_domain
 
 from rltuner.cli.main import cli
+from test_rl_support import tiny_prior, toy_domain
 
 FAST = ["--steps", "512", "--n-envs", "16", "--batch-size", "64", "--train-every", "32", "--eval-every", "256",
         "--quiet", "--set", "tensorboard=false", "--set", "eval_episodes=20"]  # fmt: skip

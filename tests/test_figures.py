@@ -21,7 +21,12 @@ def write_log(folder, rows) -> None:
 
 def fake_rows(slope: float) -> list[dict[str, float]]:
     return [
-        {"env_step": s, "mean_log_p": -0.5 - slope * s / 1000, "mean_r_mt": -10 + slope * s / 100, "loss": 0.1}
+        {
+            "env_step": s,
+            "mean_log_p": -0.5 - slope * s / 1000,
+            "mean_r_mt": -10 + slope * s / 100,
+            "loss": 0.1,
+        }
         for s in (0, 1000, 2000, 3000)
     ]
 
@@ -29,7 +34,9 @@ def fake_rows(slope: float) -> list[dict[str, float]]:
 def test_figure2_from_run_folders(tmp_path) -> None:
     write_log(tmp_path / "q", fake_rows(1.0))
     write_log(tmp_path / "g", fake_rows(0.5))
-    out = figures.figure2({"q": tmp_path / "q", "g": tmp_path / "g", "psi": fake_rows(0.7)}, tmp_path / "f2.png")
+    out = figures.figure2(
+        {"q": tmp_path / "q", "g": tmp_path / "g", "psi": fake_rows(0.7)}, tmp_path / "f2.png"
+    )
     assert out.read_bytes()[:8] == PNG_MAGIC
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_rl_support import LENGTH, ToyReward, tiny_prior
 
 from rltuner.rl.config import preset
 from rltuner.rl.env import BatchedEnv
 from rltuner.rl.music import random_note_primers
 from rltuner.rl.replay import EpisodeBatch, EpisodeReplay
 from rltuner.rl.tuner import epsilon_at, soft_update
+from test_rl_support import LENGTH, ToyReward, tiny_prior
 
 
 def test_recomputed_values_equal_step_by_step_values() -> None:
@@ -47,7 +47,9 @@ def test_recomputed_values_equal_step_by_step_values() -> None:
 def _episodes(start: int, n: int, length: int = 2) -> EpisodeBatch:
     ids = torch.arange(start, start + n, dtype=torch.float32)
     return EpisodeBatch(
-        ids.long()[:, None].repeat(1, length + 1), ids[:, None].repeat(1, length), -ids[:, None].repeat(1, length)
+        ids.long()[:, None].repeat(1, length + 1),
+        ids[:, None].repeat(1, length),
+        -ids[:, None].repeat(1, length),
     )
 
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_rl_support import peaked_prior, tiny_prior, toy_domain
 
 from rltuner.errors import ConfigError, RLTunerError
 from rltuner.rl.config import TuneConfig, preset
 from rltuner.rl.domain import Domain
 from rltuner.rl.policy import load_policy
 from rltuner.rl.tuner import METRIC_COLUMNS, evaluate_policy, tune
+from test_rl_support import peaked_prior, tiny_prior, toy_domain
 
 SHORT = {
     "total_steps": 4096, "n_envs": 64, "batch_size": 256, "train_every": 16, "epsilon_steps": 2048,
@@ -33,7 +33,9 @@ def final_evals(domain: Domain) -> dict[str, dict[str, float]]:
     out = {"prior": evaluate_policy(domain.prior, domain, "q", 400, seed=1)}
     for name in ("q", "psi", "g", "rl-only"):
         result = tune(preset("fast", algorithm=name, **SHORT), domain)
-        assert result.env_steps == 4096 and result.gradient_steps == 256 and result.sample_updates == 256 * 256
+        assert (
+            result.env_steps == 4096 and result.gradient_steps == 256 and result.sample_updates == 256 * 256
+        )
         out[name] = result.metrics[-1]
     return out
 
@@ -49,7 +51,14 @@ def test_prior_keeps_log_p_above_rl_only(final_evals: dict[str, dict[str, float]
 
 
 def _small(**kw: object) -> TuneConfig:
-    base = {**SHORT, "total_steps": 1024, "n_envs": 16, "batch_size": 64, "train_every": 32, "eval_every": 512}
+    base = {
+        **SHORT,
+        "total_steps": 1024,
+        "n_envs": 16,
+        "batch_size": 64,
+        "train_every": 32,
+        "eval_every": 512,
+    }
     return preset("fast", **{**base, **kw})
 
 

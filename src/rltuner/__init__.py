@@ -26,6 +26,15 @@ _EXPORTS: dict[str, str] = {
     "notes_to_classes": "rltuner.encoding",
     "normalize_notes": "rltuner.encoding",
     "key_set_classes": "rltuner.encoding",
+    # rewards
+    "music_theory_rewards": "rltuner.rewards.music_theory",
+    "MusicTheoryReward": "rltuner.rewards.music_theory",
+    "RewardConfig": "rltuner.rewards.music_theory",
+    "register_rule": "rltuner.rewards.music_theory",
+    "unregister_rule": "rltuner.rewards.music_theory",
+    "RULE_NAMES": "rltuner.rewards.music_theory",
+    "melody_statistics": "rltuner.rewards.statistics",
+    "PAPER_TABLE1": "rltuner.rewards.statistics",
     # errors
     "RLTunerError": "rltuner.errors",
     "InvalidMelodyError": "rltuner.errors",
@@ -73,3 +82,12 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         MidiReadError,
         RLTunerError,
     )
+    from rltuner.rewards.music_theory import (
+        RULE_NAMES,
+        MusicTheoryReward,
+        RewardConfig,
+        music_theory_rewards,
+        register_rule,
+        unregister_rule,
+    )
+    from rltuner.rewards.statistics import PAPER_TABLE1, melody_statistics

@@ -28,7 +28,9 @@ def _prior() -> tuple[Any, str]:
         import torch
 
         torch.manual_seed(0)
-        return build_prior({"arch": "lstm", "hidden_size": 100}).eval(), "untrained LSTM-100 (no shipped prior)"
+        return build_prior(
+            {"arch": "lstm", "hidden_size": 100}
+        ).eval(), "untrained LSTM-100 (no shipped prior)"
 
 
 def _acting(quick: bool, prior: Any, prior_name: str) -> list[BenchResult]:
@@ -56,11 +58,14 @@ def _acting(quick: bool, prior: Any, prior_name: str) -> list[BenchResult]:
         rate = rounds * n_envs * 32 / (time.perf_counter() - t0)
         results.append(
             BenchResult(
-                name=f"acting + reward, no learning, {n_envs} envs", value=rate, unit="env steps/s",
-                goal=">= 200,000 env steps/s", met=rate >= 200_000 if not quick else None,
+                name=f"acting + reward, no learning, {n_envs} envs",
+                value=rate,
+                unit="env steps/s",
+                goal=">= 200,000 env steps/s",
+                met=rate >= 200_000 if not quick else None,
                 detail=f"{prior_name}, epsilon-greedy, Q-net + Reward RNN step + music-theory reward, "
                 f"{torch.get_num_threads()} threads",
-            )  # fmt: skip
+            )
         )
     return results
 
@@ -86,13 +91,16 @@ def _full_budget(quick: bool, prior: Any, prior_name: str) -> tuple[list[BenchRe
         results.append(
             BenchResult(
                 name=f"{name}: fast preset, {result.env_steps:,} env steps, {result.sample_updates:,} sample-updates",
-                value=wall, unit="s", goal="<= 120 s (1,000,000 env steps, >= 6,400,000 sample-updates)",
+                value=wall,
+                unit="s",
+                goal="<= 120 s (1,000,000 env steps, >= 6,400,000 sample-updates)",
                 met=(wall <= 120 and result.env_steps >= 1_000_000 and result.sample_updates >= 6_400_000)
-                if not quick else None,
+                if not quick
+                else None,
                 detail=f"{result.env_steps / wall:,.0f} env steps/s, {result.sample_updates / wall:,.0f} "
                 f"sample-updates/s, {result.gradient_steps} gradient steps; final eval mean log p "
                 f"{last['mean_log_p']:.3f}, mean r_MT {last['mean_r_mt']:.3f}; {prior_name}",
-            )  # fmt: skip
+            )
         )
     return results, last_r_mt
 
@@ -110,13 +118,11 @@ def _profile(quick: bool, prior: Any) -> BenchResult:
     profiler.enable()
     tune(cfg, music_domain(prior))
     profiler.disable()
-    stats = pstats.Stats(profiler)
-    total = max(sum(v[3] for k, v in stats.stats.items() if k[2] == "tune"), 1e-9)  # type: ignore[attr-defined]
+    stats: Any = pstats.Stats(profiler)
+    total = max(sum(v[3] for k, v in stats.stats.items() if k[2] == "tune"), 1e-9)
 
     def cumulative(func: str, file_part: str) -> float:
-        return sum(
-            v[3] for k, v in stats.stats.items() if k[2] == func and file_part in k[0]  # type: ignore[attr-defined]
-        )
+        return sum(v[3] for k, v in stats.stats.items() if k[2] == func and file_part in k[0])
 
     parts = {
         "acting (rollout)": cumulative("rollout", "env.py"),
@@ -127,9 +133,13 @@ def _profile(quick: bool, prior: Any) -> BenchResult:
     }
     detail = "; ".join(f"{k.strip()} {100 * v / total:.0f}%" for k, v in parts.items())
     return BenchResult(
-        name=f"where the time goes (cProfile, q, {steps:,} env steps)", value=total, unit="s", goal="",
-        met=None, detail=detail,
-    )  # fmt: skip
+        name=f"where the time goes (cProfile, q, {steps:,} env steps)",
+        value=total,
+        unit="s",
+        goal="",
+        met=None,
+        detail=detail,
+    )
 
 
 def measure(quick: bool = False) -> list[BenchResult]:
@@ -146,14 +156,19 @@ def measure(quick: bool = False) -> list[BenchResult]:
     peak_mb = peak_kb / 1024 if sys.platform != "darwin" else peak_kb / 1024 / 1024
     results.append(
         BenchResult(
-            name="peak memory of the RL benchmarks (process max RSS)", value=peak_mb, unit="MB",
-            goal="<= 1,024 MB", met=peak_mb <= 1024 if not quick else None,
+            name="peak memory of the RL benchmarks (process max RSS)",
+            value=peak_mb,
+            unit="MB",
+            goal="<= 1,024 MB",
+            met=peak_mb <= 1024 if not quick else None,
             detail="resource.getrusage ru_maxrss over the whole process (torch and numpy included)",
-        )  # fmt: skip
+        )
     )
     return results
 
 
 if __name__ == "__main__":
     for row in measure(quick="--quick" in sys.argv):
-        print(f"{row['name']}: {row['value']:,.3f} {row['unit']} (goal {row['goal']}; met {row['met']}) {row['detail']}")
+        print(
+            f"{row['name']}: {row['value']:,.3f} {row['unit']} (goal {row['goal']}; met {row['met']}) {row['detail']}"
+        )

@@ -36,6 +36,12 @@ import click
     help="Environment steps per tuning run [default: the fast preset's; --quick: 8192].",
 )
 @click.option(
+    "--prior",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Note RNN checkpoint to tune and compare against [default: the shipped one].",
+)
+@click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed of tuning, sampling and evaluation."
 )
 @click.option(
@@ -60,6 +66,7 @@ def run(
     algorithms: str,
     samples: int | None,
     steps: int | None,
+    prior: str | None,
     seed: int,
     device: str,
     muspy_samples: int,
@@ -76,6 +83,7 @@ def run(
         algorithms=tuple(a.strip() for a in algorithms.split(",") if a.strip()),
         samples=samples,
         steps=steps,
+        prior=prior,
         seed=seed,
         device=device,
         quick=quick,

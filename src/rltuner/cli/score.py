@@ -77,11 +77,23 @@ def _score_one(melody: Any, name: str, length: int, key: str, mode: str, as_json
     total = sum(by_rule[r][0] for r in rules)  # rule order, as the reward sums them
     if as_json:
         steps = [
-            {"step": t, "class": int(c), "name": class_name(int(c)), **{r: float(by_rule[r][0, t]) for r in rules}}
+            {
+                "step": t,
+                "class": int(c),
+                "name": class_name(int(c)),
+                **{r: float(by_rule[r][0, t]) for r in rules},
+            }
             | {"total": float(total[t])}
             for t, c in enumerate(melody.tolist())
         ]
-        out = {"input": name, "length": length, "key": key, "mode": mode, "steps": steps, "sum": float(total.sum())}
+        out = {
+            "input": name,
+            "length": length,
+            "key": key,
+            "mode": mode,
+            "steps": steps,
+            "sum": float(total.sum()),
+        }
         click.echo(json.dumps(out, indent=2))
         return
     short = {"repeated_motif": "rep_motif", "autocorrelation": "autocorr", "repetition": "repeat"}
@@ -119,7 +131,11 @@ def _score_many(melodies: Any, name: str, length: int, key: str, mode: str, as_j
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (for machines) instead of a table.")
 @click.option("--key", default="C", show_default=True, help="Tonic of the key the rules judge against.")
 @click.option(
-    "--mode", type=click.Choice(["major", "minor"]), default="major", show_default=True, help="Mode of the key."
+    "--mode",
+    type=click.Choice(["major", "minor"]),
+    default="major",
+    show_default=True,
+    help="Mode of the key.",
 )
 @click.option(
     "--length",

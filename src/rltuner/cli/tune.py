@@ -20,13 +20,28 @@ _OPTION_FIELDS = {
 
 
 @click.command("tune")
-@click.option("--algorithm", "-a", type=click.Choice(["q", "psi", "g", "rl-only"]), default=None,
-              help="Q-learning with log-prior reward (q), generalized Psi-learning, G-learning or RL-only "
-              "[default: q].")
-@click.option("--prior", "prior_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Prior checkpoint to tune [default: the shipped Note RNN].")
-@click.option("--preset", type=click.Choice(["fast", "paper"]), default="fast", show_default=True,
-              help="fast: many environments, big batches; paper: the paper's schedule (1 env, batch 32).")
+@click.option(
+    "--algorithm",
+    "-a",
+    type=click.Choice(["q", "psi", "g", "rl-only"]),
+    default=None,
+    help="Q-learning with log-prior reward (q), generalized Psi-learning, G-learning or RL-only "
+    "[default: q].",
+)
+@click.option(
+    "--prior",
+    "prior_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Prior checkpoint to tune [default: the shipped Note RNN].",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(["fast", "paper"]),
+    default="fast",
+    show_default=True,
+    help="fast: many environments, big batches; paper: the paper's schedule (1 env, batch 32).",
+)
 @click.option("--steps", type=int, default=None, help="Environment steps to play (total_steps).")
 @click.option("--n-envs", type=int, default=None, help="Episodes composed in lockstep.")
 @click.option("--batch-size", type=int, default=None, help="Transitions per gradient step (whole episodes).")
@@ -36,20 +51,45 @@ _OPTION_FIELDS = {
 @click.option("--eta", type=float, default=None, help="Soft target update rate.")
 @click.option("--c", "c", type=float, default=None, help="Reward weight c: r = log p(a|s) + r_MT / c.")
 @click.option("--double-q/--no-double-q", default=None, help="Double Q-learning (q and rl-only).")
-@click.option("--exploration", type=click.Choice(["epsilon", "boltzmann"]), default=None,
-              help="Epsilon-greedy with linear annealing, or sampling from the policy.")
-@click.option("--epsilon-steps", type=int, default=None, help="Steps over which epsilon falls to its end value.")
+@click.option(
+    "--exploration",
+    type=click.Choice(["epsilon", "boltzmann"]),
+    default=None,
+    help="Epsilon-greedy with linear annealing, or sampling from the policy.",
+)
+@click.option(
+    "--epsilon-steps", type=int, default=None, help="Steps over which epsilon falls to its end value."
+)
 @click.option("--eval-every", type=int, default=None, help="Steps between evaluations on sampled melodies.")
-@click.option("--primer", default="random", show_default=True,
-              help="First input of each melody: random (a random note), a class 0..37, or a .mid file.")
-@click.option("--set", "overrides", multiple=True, metavar="NAME=VALUE",
-              help="Set any TuneConfig field, e.g. --set replay_size=200000 (repeatable).")
+@click.option(
+    "--primer",
+    default="random",
+    show_default=True,
+    help="First input of each melody: random (a random note), a class 0..37, or a .mid file.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Set any TuneConfig field, e.g. --set replay_size=200000 (repeatable).",
+)
 @click.option("--seed", type=int, default=None, help="Random seed.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default=None, help="Where to train.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Run folder for config, metrics, TensorBoard and the model [default: runs/tune-ALGORITHM].")
-@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Continue the run saved in this folder (options given here override its settings).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run folder for config, metrics, TensorBoard and the model [default: runs/tune-ALGORITHM].",
+)
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Continue the run saved in this folder (options given here override its settings).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def tune(
     algorithm: str | None,

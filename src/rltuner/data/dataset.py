@@ -102,7 +102,7 @@ class BuildConfig:
         """Everything that changes the content (``jobs`` does not)."""
         data = asdict(self)
         data.pop("jobs")
-        return data
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}  # as JSON reads back
 
     def settings_hash(self) -> str:
         """Short hash of :meth:`settings_dict` (names the cached default dataset)."""

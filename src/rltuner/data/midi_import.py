@@ -153,33 +153,40 @@ def _quantize(
 ) -> tuple[list[Note], bool, bool]:
     """Notes in (float) steps -> monophonic grid notes; also whether onsets were off-grid / polyphonic.
 
-    Where notes overlap the highest sounding one is kept: a note that starts under a higher note still
-    sounding is dropped, a higher note cuts a lower one. Two notes that round onto the same step (triplets)
-    keep the earlier.
+    Notes whose onsets lie within :data:`GRID_TOLERANCE` of the previous one form a chord (abc2midi strums
+    chords, 1/12 step apart) placed at its first onset; its highest note is kept. Otherwise where notes
+    overlap the highest sounding one wins: a note that starts under a higher note still sounding is
+    dropped, a higher note cuts a lower one. Two notes that round onto the same step (triplets) keep the
+    earlier.
     """
-    grid = np.rint(starts)
-    off_grid = bool(np.any(np.abs(starts - grid) > GRID_TOLERANCE))
     order = np.lexsort((-pitches, starts))  # by onset, then highest first
     notes: list[Note] = []
-    last_raw_start = -1.0
-    last_end = -1.0
-    polyphonic = False
+    off_grid = polyphonic = False
+    member_raw = -np.inf  # raw onset of the latest note of the current chord group
+    group_start = 0  # grid step of the current chord group
+    last_group = -1  # group of notes[-1]
+    group = -1
+    sounding_until = -np.inf  # raw end of every note so far
     for i in order.tolist():
-        start = int(grid[i])
-        end = max(start + 1, int(np.rint(ends[i])))
-        pitch = int(pitches[i])
-        together = starts[i] - last_raw_start <= GRID_TOLERANCE
-        if notes and (together or starts[i] < last_end - GRID_TOLERANCE):
-            polyphonic = True
-        if notes:
-            prev = notes[-1]
-            if start == prev.start:
-                continue  # a chord tone below, or a triplet note rounded onto the same step
-            if start < prev.end and pitch < prev.pitch:
-                continue  # starts under a higher note that is still sounding
-        notes.append(Note(pitch, start, end - start))
-        last_raw_start = float(starts[i])
-        last_end = max(last_end, float(ends[i]))
+        raw, pitch = float(starts[i]), int(pitches[i])
+        if raw - member_raw <= GRID_TOLERANCE:
+            polyphonic = True  # another note of the same chord
+        else:
+            group += 1
+            group_start = int(np.rint(raw))
+            off_grid |= abs(raw - group_start) > GRID_TOLERANCE
+            polyphonic |= raw < sounding_until - GRID_TOLERANCE
+        member_raw = raw
+        sounding_until = max(sounding_until, float(ends[i]))
+        note = Note(pitch, group_start, max(group_start + 1, int(np.rint(ends[i]))) - group_start)
+        if notes and notes[-1].start == group_start:
+            if last_group == group and pitch > notes[-1].pitch:
+                notes[-1] = note  # a higher chord tone
+            continue  # a lower chord tone, or a triplet note rounded onto an occupied step
+        if notes and group_start < notes[-1].end and pitch < notes[-1].pitch:
+            continue  # starts under a higher note that is still sounding
+        notes.append(note)
+        last_group = group
     return notes, off_grid, polyphonic
 
 

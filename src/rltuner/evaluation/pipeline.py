@@ -198,8 +198,7 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
     from rltuner.evaluation import figures
     from rltuner.evaluation.evaluate import evaluate_models, load_result, step_probabilities
     from rltuner.evaluation.report import ReportData, write_report
-    from rltuner.models.checkpoint import load_model
-    from rltuner.models.checkpoint import load_default_prior, load_prior
+    from rltuner.models.checkpoint import load_default_prior, load_model, load_prior
     from rltuner.rl.music import music_domain
 
     config.validate()

@@ -60,7 +60,7 @@ class PretrainConfig:
     patience: int = field(8, "Stop after this many validations without improvement (0 = never stop early).")
     seed: int = field(0, "Random seed: same seed, same data, same device -> bit-identical run on the CPU.")
     device: Device = field("cpu", "Where to train: cpu, cuda, or auto (cuda when available).")  # noqa: RUF009
-    threads: int = field(0, "CPU threads for torch (0 = torch's default).")
+    threads: int = field(1, "CPU threads for torch (0 = torch's default; 1 is fastest on a busy machine).")
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on nonsense values."""

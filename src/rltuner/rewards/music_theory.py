@@ -89,14 +89,20 @@ class RewardConfig:
     key: str = field("C", "Tonic of the key the rules judge against (C, G, F#, Bb, ...).")
     mode: Literal["major", "minor"] = field("major", "Mode of the key: major or minor.")
     length: int = field(32, "Melody length L (the tonic rule's last bar and the last step of rule 9).")
-    weights: RuleWeights = field(RuleWeights(), "Per-rule multipliers (0 switches a rule off).")
+    weights: RuleWeights = dataclasses.field(
+        default_factory=RuleWeights, metadata={"help": "Per-rule multipliers (0 switches a rule off)."}
+    )
     key_penalty: float = field(1.0, "Rule 1: subtracted for a note outside the key.")
-    tonic_bonus: float = field(3.0, "Rule 2: bonus for the tonic on step 0 and L-4, and for holding/resting after.")
+    tonic_bonus: float = field(
+        3.0, "Rule 2: bonus for the tonic on step 0 and L-4, and for holding/resting after."
+    )
     repetition_penalty: float = field(100.0, "Rule 3: subtracted for an excessively repeated note.")
     repeat_limit: int = field(4, "Rule 3: more repeats than this (no hold or rest between) are excessive.")
     repeat_limit_with_gaps: int = field(6, "Rule 3: more repeats than this (with holds/rests) are excessive.")
     rest_repeat_limit: int = field(1, "Rule 3: more rests than this since the last note are excessive.")
-    autocorrelation_lags: tuple[int, ...] = field((1, 2, 3), "Rule 4: the lags whose autocorrelation is penalised.")
+    autocorrelation_lags: tuple[int, ...] = field(
+        (1, 2, 3), "Rule 4: the lags whose autocorrelation is penalised."
+    )
     autocorrelation_threshold: float = field(0.15, "Rule 4: |rho| above this is penalised (tested exactly).")
     autocorrelation_scale: float = field(3.0, "Rule 4: the penalty is this times |rho|.")
     motif_length: int = field(8, "Rules 5-6: window length of a motif (at most 10).")
@@ -104,7 +110,9 @@ class RewardConfig:
     motif_bonus: float = field(3.0, "Rule 5: bonus for a motif ending at this step.")
     motif_complexity_bonus: float = field(0.3, "Rule 5: extra bonus per distinct note above motif_min_notes.")
     repeated_motif_bonus: float = field(4.0, "Rule 6: bonus for a motif that occurred before.")
-    repeated_motif_complexity_bonus: float = field(1.0, "Rule 6: extra bonus per distinct note above the minimum.")
+    repeated_motif_complexity_bonus: float = field(
+        1.0, "Rule 6: extra bonus per distinct note above the minimum."
+    )
     interval_scale: float = field(5.0, "Rule 7: every interval reward is multiplied by this.")
     interval_rest: float = field(0.05, "Rule 7: a rest.")
     interval_hold: float = field(0.075, "Rule 7: a hold.")
@@ -149,7 +157,12 @@ class RewardConfig:
         """(NUM_INTERVAL_CLASSES,) reward of each rule-7 interval class, already multiplied by the scale."""
         base = np.zeros(NUM_INTERVAL_CLASSES)
         base[13:NUM_PLAIN] = self.interval_over_octave
-        plain = {2: self.interval_second, 4: self.interval_third, 5: self.interval_fourth, 7: self.interval_fifth}
+        plain = {
+            2: self.interval_second,
+            4: self.interval_third,
+            5: self.interval_fourth,
+            7: self.interval_fifth,
+        }
         plain.update({9: self.interval_sixth, 11: self.interval_seventh})
         for d, value in plain.items():
             base[d] = value
@@ -258,7 +271,9 @@ class MusicTheoryReward:
         self.config.validate()
         cfg = self.config
         self.tables: KeyTables = key_tables(cfg.key, cfg.mode)
-        self.custom_rules: tuple[tuple[str, CustomRule], ...] = tuple((n, f) for n, (f, _) in _REGISTRY.items())
+        self.custom_rules: tuple[tuple[str, CustomRule], ...] = tuple(
+            (n, f) for n, (f, _) in _REGISTRY.items()
+        )
         self.rule_names: tuple[str, ...] = RULE_NAMES + tuple(n for n, _ in self.custom_rules)
         merged = dataclasses.asdict(cfg.weights) | {n: w for n, (_, w) in _REGISTRY.items()}
         for name, value in (weights or {}).items():
@@ -273,11 +288,16 @@ class MusicTheoryReward:
         w = cfg.motif_length
         m = cfg.motif_min_notes
         self._motif_values = np.array(
-            [cfg.motif_bonus + max(cfg.motif_complexity_bonus * (u - m), 0) if u >= m else 0.0 for u in range(w + 1)]
+            [
+                cfg.motif_bonus + max(cfg.motif_complexity_bonus * (u - m), 0) if u >= m else 0.0
+                for u in range(w + 1)
+            ]
         )
         self._repeat_values = np.array(
             [
-                cfg.repeated_motif_bonus + max(cfg.repeated_motif_complexity_bonus * (u - m), 0) if u >= m else 0.0
+                cfg.repeated_motif_bonus + max(cfg.repeated_motif_complexity_bonus * (u - m), 0)
+                if u >= m
+                else 0.0
                 for u in range(w + 1)
             ]
         )
@@ -428,7 +448,9 @@ class MusicTheoryReward:
             unique_top = (full == top[:, None]).sum(axis=1) == 1
             low = np.where(full >= FIRST_NOTE_CLASS, full, NUM_CLASSES).min(axis=1)
             unique_low = (full == low[:, None]).sum(axis=1) == 1  # no real note: low = 38 matches nothing
-            v_ext = np.where(unique_top, cfg.extremes_bonus, 0.0) + np.where(unique_low, cfg.extremes_bonus, 0.0)
+            v_ext = np.where(unique_top, cfg.extremes_bonus, 0.0) + np.where(
+                unique_low, cfg.extremes_bonus, 0.0
+            )
         else:
             v_ext = np.zeros(a.shape[0])
 
@@ -453,7 +475,9 @@ class MusicTheoryReward:
     def _check_actions(s: RewardState, actions: np.ndarray) -> IntArray:
         a = np.asarray(actions)
         if a.shape != (s.batch_size,):
-            raise InvalidMelodyError(f"expected {s.batch_size} actions (shape ({s.batch_size},)), got {a.shape}")
+            raise InvalidMelodyError(
+                f"expected {s.batch_size} actions (shape ({s.batch_size},)), got {a.shape}"
+            )
         if a.dtype != np.int64:
             a = validate_classes(a)
         if s.t >= s.length:
@@ -491,7 +515,9 @@ class MusicTheoryReward:
         per_rule = {name: np.zeros((n, steps)) for name in self.rule_names}
         total = np.zeros((n, steps))
         for lo in range(0, n, _CHUNK_ROWS):
-            block = np.ascontiguousarray(arr[lo : lo + _CHUNK_ROWS].T)  # (T, rows): one contiguous row per step
+            block = np.ascontiguousarray(
+                arr[lo : lo + _CHUNK_ROWS].T
+            )  # (T, rows): one contiguous row per step
             state = self.reset(block.shape[1])
             for t in range(steps):
                 values = self._advance(state, block[t])

@@ -13,7 +13,15 @@ from fractions import Fraction
 import numpy as np
 import numpy.typing as npt
 
-from rltuner.encoding import FIRST_NOTE_CLASS, MIN_PITCH, NO_EVENT, NOTE_OFF, NUM_CLASSES, key_set_classes, pitch_class_of
+from rltuner.encoding import (
+    FIRST_NOTE_CLASS,
+    MIN_PITCH,
+    NO_EVENT,
+    NOTE_OFF,
+    NUM_CLASSES,
+    key_set_classes,
+    pitch_class_of,
+)
 from rltuner.errors import ConfigError, InvalidMelodyError
 
 IntArray = npt.NDArray[np.int64]
@@ -178,7 +186,13 @@ def exact_threshold(threshold: float) -> Fraction:
 
 
 def autocorrelation_terms(
-    n: int, total: IntArray, total_sq: IntArray, lag_product: IntArray, head: IntArray, tail: IntArray, lag: int
+    n: int,
+    total: IntArray,
+    total_sq: IntArray,
+    lag_product: IntArray,
+    head: IntArray,
+    tail: IntArray,
+    lag: int,
 ) -> tuple[IntArray, IntArray]:
     """Numerator and denominator (int64) of rule 4's rho for prefixes of length ``n``, denominators cleared.
 

@@ -25,9 +25,9 @@ from rltuner.rewards.rules import (
     IV_REST,
     IV_REST_AFTER,
     IV_THIRD_IN_KEY,
-    NUM_INTERVAL_CLASSES,
     LEAP_DOUBLED,
     LEAP_RESOLVED,
+    NUM_INTERVAL_CLASSES,
     IntArray,
     autocorrelation_terms,
     distinct_real_notes,
@@ -65,7 +65,11 @@ ROW_LABELS: dict[str, str] = {
     "notes_in_repeated_motif": "Notes in repeated motif",
 }
 
-_AUTOCORRELATION_ROWS = ("mean_autocorrelation_lag_1", "mean_autocorrelation_lag_2", "mean_autocorrelation_lag_3")
+_AUTOCORRELATION_ROWS = (
+    "mean_autocorrelation_lag_1",
+    "mean_autocorrelation_lag_2",
+    "mean_autocorrelation_lag_3",
+)
 
 
 def _paper_column(values: tuple[float, ...]) -> dict[str, float]:
@@ -277,7 +281,9 @@ def melody_statistics(
     stats["n_steps"] = n_steps
     stats["counts"] = counts
     stats["interval_counts"] = {name: int(c) for name, c in zip(INTERVAL_NAMES, by_name, strict=True)}
-    stats["intervals_per_melody"] = {name: int(c) / n_mel for name, c in zip(INTERVAL_NAMES, by_name, strict=True)}
+    stats["intervals_per_melody"] = {
+        name: int(c) / n_mel for name, c in zip(INTERVAL_NAMES, by_name, strict=True)
+    }
     return stats
 
 

@@ -26,7 +26,9 @@ class TuneConfig:
     learning_rate: float = field(1e-3, "Adam learning rate")
     grad_clip: float = field(5.0, "clip the gradient's L2 norm to this (0 = no clipping)")
     gamma: float = field(0.5, "discount factor, in [0, 1)")
-    target_update_rate: float = field(0.1, "eta of the soft target update theta- <- (1-eta) theta- + eta theta")
+    target_update_rate: float = field(
+        0.1, "eta of the soft target update theta- <- (1-eta) theta- + eta theta"
+    )
     reward_scale: float = field(0.5, "c: the reward is log p(a|s) + r_MT / c (r_MT / c for g and rl-only)")
     double_q: bool = field(False, "double Q-learning (q and rl-only only)")
     exploration: str = field("epsilon", "epsilon (epsilon-greedy on the policy) | boltzmann (sample it)")
@@ -66,7 +68,9 @@ class TuneConfig:
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.exploration not in EXPLORATIONS:
-            raise ConfigError(f"exploration must be one of {', '.join(EXPLORATIONS)}, not {self.exploration!r}")
+            raise ConfigError(
+                f"exploration must be one of {', '.join(EXPLORATIONS)}, not {self.exploration!r}"
+            )
         if self.device not in DEVICES:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
         if self.double_q and not algo.supports_double_q:
@@ -80,7 +84,9 @@ class TuneConfig:
                 f"whole episodes are replayed"
             )
         if self.replay_size < self.batch_size:
-            raise ConfigError(f"replay_size ({self.replay_size}) must hold at least one batch ({self.batch_size})")
+            raise ConfigError(
+                f"replay_size ({self.replay_size}) must hold at least one batch ({self.batch_size})"
+            )
 
     def with_overrides(self, **overrides: Any) -> TuneConfig:
         """A validated copy with some fields changed (``name=value``, values may be strings)."""

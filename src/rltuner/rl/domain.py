@@ -80,4 +80,6 @@ class Domain:
             )
         for method in ("initial_state", "forward", "step", "model_config"):
             if not callable(getattr(self.prior, method, None)):
-                raise ConfigError(f"the prior has no {method}() method: it does not follow the Prior interface")
+                raise ConfigError(
+                    f"the prior has no {method}() method: it does not follow the Prior interface"
+                )

@@ -136,7 +136,13 @@ def evaluate_policy(
     """
     algo = get_algorithm(algorithm)
     env = BatchedEnv(
-        q_net, domain.prior, domain.make_reward(), domain.sample_primers, domain.episode_length, n_episodes, device
+        q_net,
+        domain.prior,
+        domain.make_reward(),
+        domain.sample_primers,
+        domain.episode_length,
+        n_episodes,
+        device,
     )
     generator = torch.Generator().manual_seed(seed)
     batch = env.rollout(sampling_actor(algo, generator), np.random.default_rng(seed))
@@ -146,7 +152,9 @@ def evaluate_policy(
 class _Learner:
     """The networks, the optimiser and one gradient step: the loss of Eq. 4 / 11 / 13 via the target table."""
 
-    def __init__(self, prior: torch.nn.Module, algo: Algorithm, cfg: TuneConfig, device: torch.device) -> None:
+    def __init__(
+        self, prior: torch.nn.Module, algo: Algorithm, cfg: TuneConfig, device: torch.device
+    ) -> None:
         self.algo = algo
         self.cfg = cfg
         self.device = device
@@ -264,13 +272,21 @@ def tune(
     replay = EpisodeReplay(cfg.replay_size, L)
     generator = torch.Generator().manual_seed(cfg.seed)
     np_rng = np.random.default_rng(cfg.seed)
-    counters = {"env_steps": 0, "gradient_steps": 0, "sample_updates": 0, "wall_s": 0.0, "next_eval": 0}
+    counters: dict[str, Any] = {
+        "env_steps": 0,
+        "gradient_steps": 0,
+        "sample_updates": 0,
+        "wall_s": 0.0,
+        "next_eval": 0,
+    }
     metrics: list[dict[str, Any]] = []
     if resume:
         assert run_dir is not None
         _load_resume(run_dir / RESUME_FILE, learner, replay, generator, np_rng, counters, metrics, cfg)
     if run_dir is not None:
-        write_json_atomic(run_dir / "config.json", {**to_dict(cfg), "domain": domain.name, **(domain.meta or {})})
+        write_json_atomic(
+            run_dir / "config.json", {**to_dict(cfg), "domain": domain.name, **(domain.meta or {})}
+        )
     writer = _tensorboard(run_dir, cfg)
 
     def evaluate_now(loss: float) -> None:
@@ -352,7 +368,12 @@ def _progress(cfg: TuneConfig, start: int) -> Any:
 
 
 def _update_progress(
-    bar: Any, rates: dict[str, float], counters: dict[str, Any], batch: EpisodeBatch, cfg: TuneConfig, loss: float
+    bar: Any,
+    rates: dict[str, float],
+    counters: dict[str, Any],
+    batch: EpisodeBatch,
+    cfg: TuneConfig,
+    loss: float,
 ) -> None:
     if bar is None:
         return
@@ -391,7 +412,9 @@ def _write_metrics(run_dir: Path, metrics: list[dict[str, Any]]) -> None:
     write_text_atomic(run_dir / "metrics.csv", buf.getvalue())
 
 
-def _save_model(path: Path, learner: _Learner, cfg: TuneConfig, domain: Domain, counters: dict[str, Any]) -> None:
+def _save_model(
+    path: Path, learner: _Learner, cfg: TuneConfig, domain: Domain, counters: dict[str, Any]
+) -> None:
     from rltuner.models.checkpoint import save_checkpoint
 
     tensors, meta = policy_checkpoint(
@@ -441,7 +464,9 @@ def _load_resume(
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if state["algorithm"] != cfg.algorithm:
-            raise RLTunerError(f"the run in {path.parent} used algorithm {state['algorithm']}, not {cfg.algorithm}")
+            raise RLTunerError(
+                f"the run in {path.parent} used algorithm {state['algorithm']}, not {cfg.algorithm}"
+            )
         learner.q_net.load_state_dict(state["q_net"])
         learner.target_net.load_state_dict(state["target_net"])
         learner.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,107 @@
+"""``rltuner run`` and ``rltuner evaluate`` end to end on a tiny prior, kept short."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from rltuner.cli.main import cli
+from rltuner.errors import ConfigError
+from rltuner.evaluation.pipeline import PipelineConfig
+
+
+@pytest.fixture(scope="module")
+def tiny_prior(tmp_path_factory):
+    from rltuner.models.checkpoint import save_prior
+    from rltuner.models.prior import build_prior
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("prior") / "tiny.safetensors"
+    save_prior(path, build_prior({"arch": "lstm", "hidden_size": 8}))
+    return path
+
+
+QUICK = ["--quick", "--steps", "8192", "--samples", "64", "--muspy-samples", "8", "--no-copying"]
+
+
+@pytest.mark.slow
+def test_run_quick_end_to_end_then_resume(tmp_path, tiny_prior) -> None:
+    out = tmp_path / "run"
+    args = ["run", "--out", str(out), "--prior", str(tiny_prior), "--algorithms", "q,g", *QUICK]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert (out / "report.html").is_file()
+    stages = json.loads((out / "stages.json").read_text())
+    assert list(stages) == ["tune/q", "tune/g", "evaluate", "media", "figures"]
+    for f in ("evaluation.json", "evaluation.csv", "samples.npz", "run.json", "figures/figure2.png",
+              "figures/figure4.png", "figures/intervals.png", "figures/pianoroll_g.png", "midi/q/q_000.mid",
+              "audio/note_rnn/note_rnn_000.wav", "tune/q/model.safetensors", "tune/g/metrics.jsonl"):  # fmt: skip
+        assert (out / f).is_file(), f
+    ev = json.loads((out / "evaluation.json").read_text())
+    assert list(ev["models"]) == ["note_rnn", "q", "g"]
+    assert ev["models"]["note_rnn"]["mean_kl"] == 0.0
+    assert ev["models"]["g"]["mean_kl"] > 0.0
+    assert ev["settings"]["n"] == 64
+    html = (out / "report.html").read_text()
+    for section in ("table1", "figure2", "figure4", "pianorolls", "listen", "command", "versions", "timings"):
+        assert f'id="{section}"' in html
+    assert "was not produced" not in html
+    assert "audio/wav;base64" in html and "Notes excessively repeated" in html
+    run_info = json.loads((out / "run.json").read_text())
+    assert run_info["versions"]["torch"] == torch.__version__.split("+")[0] or run_info["versions"]["torch"]
+
+    # a second run with the same folder skips every finished stage and rebuilds only the report
+    before = (out / "evaluation.json").stat().st_mtime_ns
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert (out / "evaluation.json").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"algorithms": ("q", "dqn")}, "unknown algorithm"),
+        ({"algorithms": ()}, "at least one"),
+        ({"algorithms": ("q", "q")}, "twice"),
+        ({"samples": 0}, "samples"),
+        ({"device": "tpu"}, "device"),
+        ({"out": ""}, "run folder"),
+    ],
+)
+def test_pipeline_config_rejects_nonsense(overrides, message) -> None:
+    cfg = PipelineConfig(**{"out": "x", **overrides})
+    with pytest.raises(ConfigError, match=message):
+        cfg.validate()
+
+
+def test_run_bad_algorithm_is_one_line_error(tmp_path) -> None:
+    from rltuner.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--out", str(tmp_path / "r"), "--algorithms", "q,nope"])
+    assert exc.value.code == 2
+
+
+def test_evaluate_command_writes_table_json_csv(tmp_path, tiny_prior) -> None:
+    out = tmp_path / "ev"
+    args = ["evaluate", f"mine={tiny_prior}", "--prior", str(tiny_prior), "-n", "50", "--muspy-samples", "5",
+            "--no-corpus", "--out", str(out)]  # fmt: skip
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert "Notes excessively repeated" in res.output and "paper Note RNN" in res.output
+    data = json.loads((out / "evaluation.json").read_text())
+    assert list(data["models"]) == ["note_rnn", "mine"]
+    # the same weights as the prior: KL is 0 up to float error
+    assert abs(data["models"]["mine"]["mean_kl"]) < 1e-6
+    assert (out / "evaluation.csv").read_text().startswith("metric,note_rnn,mine")
+
+
+def test_evaluate_missing_checkpoint_is_a_clear_error(tmp_path) -> None:
+    from rltuner.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", f"x={tmp_path / 'none.safetensors'}", "--no-corpus"])
+    assert exc.value.code == 2
