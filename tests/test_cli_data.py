@@ -85,7 +85,18 @@ def test_build_from_midi_folder(midi_folder, tmp_path):
     out = tmp_path / "m.npz"
     result = CliRunner().invoke(
         cli,
-        ["data", "build", "--source", str(midi_folder), "--out", str(out), "--jobs", "1", "--min-length", "16"],
+        [
+            "data",
+            "build",
+            "--source",
+            str(midi_folder),
+            "--out",
+            str(out),
+            "--jobs",
+            "1",
+            "--min-length",
+            "16",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "unparseable" in result.output

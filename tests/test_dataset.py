@@ -289,3 +289,15 @@ def test_npz_is_a_plain_zip_without_pickles(fake_corpus, tmp_path):
         assert sorted(zf.namelist()) == sorted(
             f"{k}.npy" for k in ("train_tokens", "train_offsets", "valid_tokens", "valid_offsets", "manifest")
         )
+
+
+def test_corpus_benchmark_quick():
+    from rltuner.benchmarks.corpus import measure
+
+    results = measure(quick=True)
+    by_name = {r["name"]: r for r in results}
+    assert by_name["corpus size: tunes read"]["value"] > 100  # music21's miscFolk collection
+    assert (
+        by_name["corpus size: sixteenth steps"]["value"] > by_name["corpus size: melodies kept"]["value"] * 32
+    )
+    assert all(r["unit"] for r in results) and results[0]["value"] > 0

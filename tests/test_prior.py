@@ -23,7 +23,9 @@ def _model(cfg: dict) -> Prior:
     return build_prior(cfg).eval()
 
 
-@pytest.mark.parametrize("cfg", ARCHS, ids=lambda c: f"{c['arch']}-{c.get('num_layers', 1)}-{c.get('context', '')}")
+@pytest.mark.parametrize(
+    "cfg", ARCHS, ids=lambda c: f"{c['arch']}-{c.get('num_layers', 1)}-{c.get('context', '')}"
+)
 def test_forward_equals_repeated_step(cfg: dict) -> None:
     model = _model(cfg)
     tokens = torch.randint(0, 38, (4, 17), generator=torch.Generator().manual_seed(1))
@@ -95,7 +97,9 @@ def test_model_config_rebuilds_the_same_shapes() -> None:
     cfg = model.model_config()
     assert cfg["arch"] == "gru" and cfg["hidden_size"] == 12 and cfg["vocab_size"] == 38
     again = build_prior(cfg)
-    assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    assert {k: v.shape for k, v in again.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
 
 
 def test_default_is_the_papers_note_rnn() -> None:
@@ -123,3 +127,11 @@ def test_step_rejects_a_sequence() -> None:
     model = _model({"arch": "lstm", "hidden_size": 8})
     with pytest.raises(ValueError, match=r"\(B,\)"):
         model.step(torch.zeros(2, 3, dtype=torch.long), model.initial_state(2))
+
+
+def test_benchmark_quick_runs() -> None:
+    from rltuner.benchmarks.prior import measure
+
+    results = measure(quick=True)
+    assert [r["unit"] for r in results] == ["note-steps/s", "ms", "note-steps/s"]
+    assert all(r["value"] > 0 for r in results)

@@ -35,6 +35,11 @@ _EXPORTS: dict[str, str] = {
     "RULE_NAMES": "rltuner.rewards.music_theory",
     "melody_statistics": "rltuner.rewards.statistics",
     "PAPER_TABLE1": "rltuner.rewards.statistics",
+    # evaluation
+    "evaluate_models": "rltuner.evaluation.evaluate",
+    "EvaluationResult": "rltuner.evaluation.evaluate",
+    "run_pipeline": "rltuner.evaluation.pipeline",
+    "PipelineConfig": "rltuner.evaluation.pipeline",
     # errors
     "RLTunerError": "rltuner.errors",
     "InvalidMelodyError": "rltuner.errors",
@@ -82,6 +87,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         MidiReadError,
         RLTunerError,
     )
+    from rltuner.evaluation.evaluate import EvaluationResult, evaluate_models
+    from rltuner.evaluation.pipeline import PipelineConfig, run_pipeline
     from rltuner.rewards.music_theory import (
         RULE_NAMES,
         MusicTheoryReward,

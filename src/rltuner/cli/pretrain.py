@@ -54,7 +54,7 @@ import click
 @click.option(
     "--threads", type=int, default=1, show_default=True,
     help="CPU threads for torch (0 = torch's default; 1 is fastest on a busy machine).",
-)
+)  # fmt: skip
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def pretrain(data_path: Path | None, out: Path, no_progress: bool, **opts: Any) -> None:
     """Train a prior (the paper's Note RNN by default) on a melody dataset; keep the best checkpoint.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -445,6 +446,10 @@ def import_midi_folder(
     return total
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def parallel_map(
     fn: Callable[[Any], Extraction],
     items: Sequence[Any],
@@ -482,9 +487,13 @@ def parallel_map(
             return
         if chunksize is None:
             chunksize = max(1, min(64, len(items) // (4 * workers)))
-        with ProcessPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        # Workers ignore Ctrl-C (no traceback from each of them); the parent stops and cancels what is queued.
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(items)), initializer=_ignore_sigint)
+        try:
             for i, result in enumerate(pool.map(fn, items, chunksize=chunksize)):
                 bar.update(weights[i])
                 yield result
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
     finally:
         bar.close()

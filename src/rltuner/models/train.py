@@ -127,7 +127,7 @@ class WindowSampler:
     def __init__(
         self, melodies: Sequence[np.ndarray], window: int, min_predictions: int, rng: np.random.Generator
     ) -> None:
-        kept = [np.asarray(m, dtype=np.int64) for m in melodies if len(m) - 1 >= max(min_predictions, 1)]
+        kept = [np.asarray(m, dtype=np.int64) for m in melodies if len(m) - 1 > min_predictions]
         if not kept:
             raise DatasetError(
                 f"no training melody is long enough: each needs more than {min_predictions} predictions"
@@ -340,8 +340,9 @@ def pretrain(
     run_dir.mkdir(parents=True, exist_ok=True)
     resume_path = run_dir / "resume.pt"
     device = resolve_device(cfg.device)
+    threads_before = torch.get_num_threads()
     if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+        torch.set_num_threads(cfg.threads)  # restored in the finally clause below
     data_hash = dataset_hash or melodies_hash(list(train) + list(valid))
     cfg_dict = to_dict(cfg)
 
@@ -424,6 +425,7 @@ def pretrain(
         _save_resume(resume_path, model, opt, rng, info_now())
         raise
     finally:
+        torch.set_num_threads(threads_before)
         bar.close()
         writer.close()
         seconds = time.perf_counter() - t_start

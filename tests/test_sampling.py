@@ -1,0 +1,157 @@
+"""Batched sampling and scoring: shapes, seeding, primers, temperature and greedy decoding."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from rltuner.errors import ConfigError, InvalidMelodyError
+from rltuner.models.prior import Prior, build_prior
+from rltuner.models.sampling import primer_tokens, sample, score
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model() -> Prior:
+    torch.manual_seed(0)
+    m = build_prior({"arch": "lstm", "hidden_size": 16})
+    with torch.no_grad():
+        m.out.weight.mul_(8.0)  # a peaky distribution, so different seeds differ and greedy is meaningful
+    return m.eval()
+
+
+class _Fixed(Prior):
+    """A model that ignores its input and always outputs the same logits (exact distributions for tests)."""
+
+    def __init__(self, logits: list[float]) -> None:
+        super().__init__()
+        self.vocab_size = len(logits)
+        self.logits = torch.nn.Parameter(torch.tensor(logits))
+
+    def initial_state(self, batch_size, device=None):
+        return (torch.zeros(1, batch_size, 1),)
+
+    def forward(self, tokens, state=None):
+        b, t = tokens.shape
+        return self.logits.expand(b, t, -1), (torch.zeros(1, b, 1),)
+
+    def step(self, tokens, state):
+        return self.logits.expand(tokens.shape[0], -1), state
+
+
+@pytest.mark.parametrize("n, length, batch", [(1, 1, 8), (7, 5, 3), (20, 32, 64)])
+def test_shape_and_dtype(model: Prior, n: int, length: int, batch: int) -> None:
+    out = sample(model, n, length, seed=0, batch_size=batch)
+    assert out.shape == (n, length) and out.dtype == np.int64
+    assert out.min() >= 0 and out.max() < 38
+
+
+def test_seeding(model: Prior) -> None:
+    a = sample(model, 50, 16, seed=3)
+    assert np.array_equal(a, sample(model, 50, 16, seed=3))
+    assert not np.array_equal(a, sample(model, 50, 16, seed=4))
+
+
+def test_sampled_frequencies_follow_the_distribution() -> None:
+    probs = torch.tensor([0.1, 0.6, 0.3])
+    m = _Fixed(probs.log().tolist())
+    out = sample(m, 4000, 5, seed=0, primer=0)
+    freq = np.bincount(out.ravel(), minlength=3) / out.size
+    assert np.allclose(freq, probs.numpy(), atol=0.02)
+
+
+def test_temperature_and_greedy() -> None:
+    m = _Fixed([0.0, 1.0, 0.5])
+    assert (sample(m, 10, 4, greedy=True, primer=0) == 1).all()
+    cold = sample(m, 500, 4, temperature=0.01, seed=1, primer=0)
+    assert (cold == 1).all()
+    hot = sample(m, 2000, 4, temperature=100.0, seed=1, primer=0)
+    assert np.allclose(np.bincount(hot.ravel(), minlength=3) / hot.size, 1 / 3, atol=0.03)
+
+
+def test_greedy_equals_a_manual_argmax_loop(model: Prior) -> None:
+    primer = np.array([[14], [20], [2]])
+    got = sample(model, 3, 10, greedy=True, primer=primer)
+    with torch.no_grad():
+        logits, state = model(torch.from_numpy(primer))
+        tok = logits[:, -1].argmax(-1)
+        manual = [tok]
+        for _ in range(9):
+            logits1, state = model.step(tok, state)
+            tok = logits1.argmax(-1)
+            manual.append(tok)
+    assert np.array_equal(got, torch.stack(manual, 1).numpy())
+
+
+def test_primers_are_input_not_output(model: Prior) -> None:
+    # A fixed note, the same note per row as a 2-D primer, and a sequence all condition the first step.
+    a = sample(model, 5, 6, greedy=True, primer=14)
+    b = sample(model, 5, 6, greedy=True, primer=np.full((5, 1), 14))
+    assert np.array_equal(a, b) and a.shape == (5, 6)
+    seq = sample(model, 2, 6, greedy=True, primer=[14, 1, 16])
+    with torch.no_grad():
+        logits, _ = model(torch.tensor([[14, 1, 16]]))
+    assert seq[0, 0] == int(logits[0, -1].argmax()) and np.array_equal(seq[0], seq[1])
+
+
+def test_default_primer_is_a_random_note_on() -> None:
+    tokens = primer_tokens(None, 2000, 38, torch.Generator().manual_seed(0))
+    assert tokens.shape == (2000, 1) and tokens.min() == 2 and tokens.max() == 37
+    assert len(torch.unique(tokens)) == 36
+
+
+@pytest.mark.parametrize(
+    "primer, words",
+    [
+        (40, "invalid class"),
+        ("C4", "expected 'random'"),
+        (np.zeros((3, 2), dtype=int), "one row per melody"),
+        ([], "no melody"),
+    ],
+)
+def test_bad_primers(model: Prior, primer: object, words: str) -> None:
+    with pytest.raises(InvalidMelodyError, match=words):
+        sample(model, 2, 4, primer=primer)
+
+
+@pytest.mark.parametrize("kwargs, words", [({"temperature": 0.0}, "temperature"), ({"length": 0}, "length")])
+def test_bad_arguments(model: Prior, kwargs: dict, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        sample(model, 2, **{"length": 4, **kwargs})
+
+
+def test_score_matches_the_models_log_probs(model: Prior) -> None:
+    mel = sample(model, 4, 8, seed=0, primer=[3, 1])
+    lp = score(model, mel, [3, 1])
+    assert lp.shape == (4, 8) and (lp <= 0).all()
+    with torch.no_grad():
+        tokens = torch.cat([torch.tensor([[3, 1]] * 4), torch.from_numpy(mel[:, :-1])], 1)
+        logp = torch.log_softmax(model(tokens)[0], -1)[:, 1:]
+    expected = logp.gather(-1, torch.from_numpy(mel)[..., None])[..., 0].double().numpy()
+    assert np.allclose(lp, expected, atol=1e-5)
+
+
+def test_score_of_fixed_distribution_is_exact() -> None:
+    m = _Fixed(torch.tensor([0.25, 0.25, 0.5]).log().tolist())
+    lp = score(m, np.array([[2, 0, 1]]), 0)
+    assert np.allclose(lp, np.log([[0.5, 0.25, 0.25]]))
+    with pytest.raises(InvalidMelodyError, match="primers"):
+        score(m, np.array([[2, 0]]), None)
+
+
+@pytest.mark.parametrize("arch", ["gru", "transformer"])
+def test_other_architectures_sample(arch: str) -> None:
+    m = build_prior({"arch": arch, "hidden_size": 8, "num_heads": 2}).eval()
+    out = sample(m, 6, 12, seed=0, batch_size=4)
+    assert out.shape == (6, 12)
+    assert np.array_equal(out, sample(m, 6, 12, seed=0, batch_size=4))
