@@ -35,6 +35,14 @@ _EXPORTS: dict[str, str] = {
     "RULE_NAMES": "rltuner.rewards.music_theory",
     "melody_statistics": "rltuner.rewards.statistics",
     "PAPER_TABLE1": "rltuner.rewards.statistics",
+    # RL tuning
+    "tune": "rltuner.rl.tuner",
+    "TuneResult": "rltuner.rl.tuner",
+    "TuneConfig": "rltuner.rl.config",
+    "Domain": "rltuner.rl.domain",
+    "music_domain": "rltuner.rl.music",
+    "load_policy": "rltuner.rl.policy",
+    "ALGORITHMS": "rltuner.rl.targets",
     # evaluation
     "evaluate_models": "rltuner.evaluation.evaluate",
     "EvaluationResult": "rltuner.evaluation.evaluate",
@@ -98,3 +106,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         unregister_rule,
     )
     from rltuner.rewards.statistics import PAPER_TABLE1, melody_statistics
+    from rltuner.rl.config import TuneConfig
+    from rltuner.rl.domain import Domain
+    from rltuner.rl.music import music_domain
+    from rltuner.rl.policy import load_policy
+    from rltuner.rl.targets import ALGORITHMS
+    from rltuner.rl.tuner import TuneResult, tune
