@@ -112,7 +112,7 @@ def test_l2_penalty_counts_weight_matrices_only() -> None:
     with torch.no_grad():
         lin.weight.copy_(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
         lin.bias.fill_(100.0)
-    assert float(l2_penalty(lin)) == 30.0
+    assert float(l2_penalty(lin).detach()) == 30.0
 
 
 def test_training_lowers_validation_loss(tmp_path: Path) -> None:

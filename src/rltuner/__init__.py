@@ -26,6 +26,19 @@ _EXPORTS: dict[str, str] = {
     "notes_to_classes": "rltuner.encoding",
     "normalize_notes": "rltuner.encoding",
     "key_set_classes": "rltuner.encoding",
+    # data
+    "MelodyDataset": "rltuner.data.dataset",
+    "BuildConfig": "rltuner.data.dataset",
+    "BuildReport": "rltuner.data.dataset",
+    "build_dataset": "rltuner.data.dataset",
+    "save_dataset": "rltuner.data.dataset",
+    "load_dataset": "rltuner.data.dataset",
+    "load_default_dataset": "rltuner.data.dataset",
+    "default_dataset_path": "rltuner.data.dataset",
+    "dataset_stats": "rltuner.data.dataset",
+    "ExtractSettings": "rltuner.data.midi_import",
+    "import_midi_folder": "rltuner.data.midi_import",
+    "estimate_key": "rltuner.data.midi_import",
     # rewards
     "music_theory_rewards": "rltuner.rewards.music_theory",
     "MusicTheoryReward": "rltuner.rewards.music_theory",
@@ -75,6 +88,18 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from rltuner.data.dataset import (
+        BuildConfig,
+        BuildReport,
+        MelodyDataset,
+        build_dataset,
+        dataset_stats,
+        default_dataset_path,
+        load_dataset,
+        load_default_dataset,
+        save_dataset,
+    )
+    from rltuner.data.midi_import import ExtractSettings, estimate_key, import_midi_folder
     from rltuner.encoding import (
         NO_EVENT,
         NOTE_OFF,

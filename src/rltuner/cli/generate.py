@@ -100,7 +100,8 @@ def generate(
     if png and len(shown):
         from rltuner.data.pianoroll import plot_piano_roll
 
-        written.append(plot_piano_roll(shown, folder / "piano_roll.png", title=f"{path.name}"))
+        # At most 16 panels: a readable figure (the plotting helper refuses more than 64).
+        written.append(plot_piano_roll(shown[:16], folder / "piano_roll.png", title=path.name))
     for i, mel in enumerate(melodies[:3]):
         click.echo(f"melody {i}: " + " ".join(class_name(int(c)) for c in mel))
     click.echo(f"wrote {len(written)} file(s) to {folder} ({n} melodies in melodies.npy)")
