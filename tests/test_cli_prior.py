@@ -92,3 +92,15 @@ def test_user_errors_are_one_line(trained: Path, tmp_path: Path, capsys, args: l
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_pretrain_option_defaults_are_the_config_defaults() -> None:
+    from rltuner.cli.pretrain import pretrain as command
+    from rltuner.models.train import PretrainConfig
+
+    cfg = PretrainConfig()
+    defaults = {p.name: p.default for p in command.params}
+    for name in ("batch_size", "window", "lr", "seed", "eval_every", "patience", "device", "threads"):
+        assert defaults[name] == getattr(cfg, name), name
+    assert defaults["hidden_size"] == cfg.model.hidden_size and defaults["arch"] == cfg.model.arch
+    assert defaults["steps"] is None  # None: take the config's default

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -169,20 +170,28 @@ def test_resume_errors(tmp_path: Path) -> None:
     train, valid = _toy_melodies(10, 0), _toy_melodies(3, 1)
     with pytest.raises(CheckpointError, match="nothing to resume"):
         pretrain(train, valid, tmp_path / "p.safetensors", TINY, resume=True, progress=False)
-    pretrain(
-        train,
-        valid,
-        tmp_path / "p.safetensors",
-        TINY.__class__(**{**TINY.__dict__, "steps": 2}),
-        progress=False,
-    )
+    pretrain(train, valid, tmp_path / "p.safetensors", replace(TINY, steps=2), progress=False)
     with pytest.raises(CheckpointError, match="other settings"):
+        pretrain(train, valid, tmp_path / "p.safetensors", replace(TINY, lr=0.5), resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="other data"):
+        pretrain(_toy_melodies(10, 9), valid, tmp_path / "p.safetensors", TINY, resume=True, progress=False)
+    (run_dir_for(tmp_path / "p.safetensors") / "resume.pt").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="not a readable resume state"):
         pretrain(train, valid, tmp_path / "p.safetensors", TINY, resume=True, progress=False)
+
+
+def test_a_finished_run_can_be_extended(tmp_path: Path) -> None:
+    train, valid = _toy_melodies(12, 4), _toy_melodies(3, 5)
+    cfg = replace(TINY, steps=20, eval_every=5)
+    full = pretrain(train, valid, tmp_path / "a.safetensors", cfg, progress=False)
+    pretrain(train, valid, tmp_path / "b.safetensors", replace(cfg, steps=10), progress=False)
+    longer = pretrain(train, valid, tmp_path / "b.safetensors", cfg, resume=True, progress=False)
+    assert longer.steps_done == 20 and longer.best.nll == full.best.nll
 
 
 def test_same_seed_same_weights(tmp_path: Path) -> None:
     train, valid = _toy_melodies(10, 0), _toy_melodies(3, 1)
-    cfg = TINY.__class__(**{**TINY.__dict__, "steps": 5, "eval_every": 5})
+    cfg = replace(TINY, steps=5, eval_every=5)
     r1 = pretrain(train, valid, tmp_path / "1.safetensors", cfg, progress=False)
     r2 = pretrain(train, valid, tmp_path / "2.safetensors", cfg, progress=False)
     a, b = read_checkpoint(r1.best_path)[0], read_checkpoint(r2.best_path)[0]

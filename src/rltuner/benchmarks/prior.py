@@ -45,7 +45,7 @@ def measure(quick: bool = False) -> list[BenchResult]:
             unit="note-steps/s",
             goal=">= 300,000 note-steps/s (100,000 x 32 in about 10 s)",
             met=rate >= 300_000 if not quick else None,
-            detail=f"{secs:.2f} s in all, batch 8,192, {threads} torch thread(s)",
+            detail=f"{secs:.2f} s in all, batch 1,024, {threads} torch thread(s)",
         )
     )
 

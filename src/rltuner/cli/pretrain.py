@@ -89,7 +89,7 @@ def pretrain(data_path: Path | None, out: Path, no_progress: bool, **opts: Any) 
         resume=resume,
         dataset_hash=dataset.content_hash()[:16],
         progress=not no_progress,
-        extra_meta={"dataset": str(data_path) if data_path else "default folk corpus"},
+        extra_meta={"dataset": data_path.name if data_path else "default folk corpus"},
     )
     click.echo(f"best checkpoint: {result.best_path} (step {result.best_step} of {result.steps_done})")
     click.echo(f"time: {result.seconds:.1f} s; run folder: {result.run_dir}")

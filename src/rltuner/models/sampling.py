@@ -25,7 +25,7 @@ from rltuner.encoding import FIRST_NOTE_CLASS, validate_classes
 from rltuner.errors import ConfigError, InvalidMelodyError
 
 Primer = int | str | Sequence[int] | np.ndarray | None
-DEFAULT_BATCH = 8192
+DEFAULT_BATCH = 1024  # fastest on 2 CPU cores (the state stays in cache); larger batches only add memory
 
 
 def _generator(device: torch.device, seed: int | None) -> torch.Generator:

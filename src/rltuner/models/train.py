@@ -263,6 +263,35 @@ def melodies_hash(melodies: Sequence[np.ndarray]) -> str:
     return h.hexdigest()[:16]
 
 
+def keep_freed_memory() -> None:
+    """Ask glibc to keep freed memory instead of returning it to the OS after every step.
+
+    Each training step allocates and frees the same ~100 MB of activations; by default glibc hands those
+    pages back and faults them in again, which cost a third of the step time on the 2-core machine
+    (72 -> 48 ms per step). No-op where glibc's ``mallopt`` is not available.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: serve big blocks from the heap, not fresh mmaps
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: do not give the heap back after each free
+    except (OSError, AttributeError):
+        pass
+
+
+def _same_run(saved: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether a resume state fits the current settings; ``steps`` and ``patience`` may change (extend a run)."""
+    free = ("steps", "patience")
+    return {k: v for k, v in saved.items() if k not in free} == {
+        k: v for k, v in current.items() if k not in free
+    }
+
+
 def _rng_state_json(rng: np.random.Generator) -> str:
     return json.dumps(rng.bit_generator.state)
 
@@ -316,7 +345,8 @@ def pretrain(
         train, valid: melodies (int64 class arrays) of the two splits.
         out: path of the best checkpoint; the run folder is :func:`run_dir_for` ``(out)``.
         config: settings (default: the paper's recipe).
-        resume: continue from ``<run>/resume.pt`` (the config must match the interrupted run's).
+        resume: continue from ``<run>/resume.pt``; the config must match the interrupted run's, except
+            ``steps`` and ``patience`` (so a finished run can be extended).
         dataset_hash: recorded in the checkpoints (default: a hash of the melodies).
         progress: show a tqdm bar on stderr.
         extra_meta: more JSON-able metadata for the checkpoints (e.g. the dataset's path).
@@ -341,6 +371,8 @@ def pretrain(
     resume_path = run_dir / "resume.pt"
     device = resolve_device(cfg.device)
     threads_before = torch.get_num_threads()
+    if device.type == "cpu":
+        keep_freed_memory()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)  # restored in the finally clause below
     data_hash = dataset_hash or melodies_hash(list(train) + list(valid))
@@ -351,20 +383,27 @@ def pretrain(
     model = build_prior(cfg.model).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step, best_nll, best_step, stale = 0, math.inf, 0, 0
+    seconds_before = 0.0  # training time of earlier sessions of a resumed run
     history: list[dict[str, float]] = []
     if resume:
         state = _load_resume(resume_path)
         info = state["info"]
-        if info.get("config") != json.loads(json.dumps(cfg_dict)):
+        if not _same_run(info.get("config", {}), json.loads(json.dumps(cfg_dict))):
             raise CheckpointError(
-                f"{resume_path} was written by a run with other settings; resume with the same options"
+                f"{resume_path} was written by a run with other settings; resume with the same options "
+                "(only --steps and --patience may change)"
             )
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         rng.bit_generator.state = json.loads(state["numpy_rng"])
         torch.set_rng_state(state["torch_rng"])
+        if info.get("dataset_hash", data_hash) != data_hash:
+            raise CheckpointError(
+                f"{resume_path} was written by a run on other data; resume with the same dataset"
+            )
         step, best_nll, best_step, stale = info["step"], info["best_nll"], info["best_step"], info["stale"]
         history = info["history"]
+        seconds_before = float(info.get("seconds", 0.0))
     sampler = WindowSampler(train, cfg.window, cfg.skip_first, rng)
     baselines = baseline_metrics(train, valid, cfg.skip_first, cfg.model.vocab_size)
     meta_base = {"dataset_hash": data_hash, "train_config": cfg_dict, **(extra_meta or {})}
@@ -377,6 +416,8 @@ def pretrain(
             "best_step": best_step,
             "stale": stale,
             "history": history,
+            "dataset_hash": data_hash,
+            "seconds": seconds_before + time.perf_counter() - t_start,
         }
 
     writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=step or None)
@@ -428,7 +469,7 @@ def pretrain(
         torch.set_num_threads(threads_before)
         bar.close()
         writer.close()
-        seconds = time.perf_counter() - t_start
+        seconds = seconds_before + time.perf_counter() - t_start
         if step and not interrupted:
             save_prior(run_dir / "last.safetensors", model, step=step, **meta_base)
         if interrupted:
