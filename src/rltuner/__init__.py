@@ -39,6 +39,17 @@ _EXPORTS: dict[str, str] = {
     "ExtractSettings": "rltuner.data.midi_import",
     "import_midi_folder": "rltuner.data.midi_import",
     "estimate_key": "rltuner.data.midi_import",
+    # the prior
+    "Prior": "rltuner.models.prior",
+    "ModelConfig": "rltuner.models.prior",
+    "build_prior": "rltuner.models.prior",
+    "load_model": "rltuner.models.checkpoint",
+    "load_prior": "rltuner.models.checkpoint",
+    "save_prior": "rltuner.models.checkpoint",
+    "load_default_prior": "rltuner.models.checkpoint",
+    "pretrain": "rltuner.models.train",
+    "PretrainConfig": "rltuner.models.train",
+    "sample": "rltuner.models.sampling",
     # rewards
     "music_theory_rewards": "rltuner.rewards.music_theory",
     "MusicTheoryReward": "rltuner.rewards.music_theory",
@@ -122,6 +133,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from rltuner.evaluation.evaluate import EvaluationResult, evaluate_models
     from rltuner.evaluation.pipeline import PipelineConfig, run_pipeline
+    from rltuner.models.checkpoint import load_default_prior, load_model, load_prior, save_prior
+    from rltuner.models.prior import ModelConfig, Prior, build_prior
+    from rltuner.models.sampling import sample
+    from rltuner.models.train import PretrainConfig, pretrain
     from rltuner.rewards.music_theory import (
         RULE_NAMES,
         MusicTheoryReward,

@@ -32,12 +32,12 @@ import click
 @click.option(
     "--num-layers", type=int, default=1, show_default=True, help="Recurrent layers / Transformer blocks."
 )
-@click.option("--steps", type=int, default=None, help="Optimizer steps [default: 6000].")
+@click.option("--steps", type=int, default=None, help="Optimizer steps [default: 12000].")
 @click.option(
     "--batch-size", type=int, default=128, show_default=True, help="Windows per batch (the paper: 128)."
 )
 @click.option("--window", type=int, default=128, show_default=True, help="Predictions per training window.")
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option("--lr", type=float, default=3e-3, show_default=True, help="Adam learning rate.")
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Random seed (bit-reproducible on the CPU)."
 )

@@ -65,7 +65,7 @@ def primer_tokens(
             raise InvalidMelodyError(f"a 2-D primer needs one row per melody ({n}), got {arr.shape[0]} rows")
     else:
         raise InvalidMelodyError(f"a primer has at most 2 dimensions, got shape {arr.shape}")
-    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.int64))
+    return torch.from_numpy(np.array(arr, dtype=np.int64))  # a writable copy (broadcast views are read-only)
 
 
 def _check_args(n: int, length: int, temperature: float, batch_size: int) -> None:
