@@ -10,7 +10,7 @@ import torch
 
 from rltuner.errors import ConfigError, InvalidMelodyError
 from rltuner.models.prior import Prior, build_prior
-from rltuner.models.sampling import primer_tokens, sample, score
+from rltuner.models.sampling import primer_tokens, sample, sample_scored, score
 
 
 @pytest.fixture(autouse=True)
@@ -155,3 +155,26 @@ def test_other_architectures_sample(arch: str) -> None:
     out = sample(m, 6, 12, seed=0, batch_size=4)
     assert out.shape == (6, 12)
     assert np.array_equal(out, sample(m, 6, 12, seed=0, batch_size=4))
+
+
+def test_sample_scored_measures_the_reference_in_the_same_pass(model: Prior) -> None:
+    torch.manual_seed(1)
+    reference = build_prior({"arch": "lstm", "hidden_size": 16}).eval()
+    primers = np.arange(2, 14).reshape(-1, 1)
+    drawn = sample_scored(model, 12, 9, reference=reference, primer=primers, seed=3, batch_size=5)
+    # the same melodies as plain sampling, and the log p a separate scoring pass gives
+    assert np.array_equal(drawn.melodies, sample(model, 12, 9, primer=primers, seed=3, batch_size=5))
+    expected = score(reference, drawn.melodies, primers)
+    assert drawn.ref_log_p is not None and np.allclose(drawn.ref_log_p, expected, atol=1e-5)
+    # KL(pi || p) per step, recomputed from both models' full distributions
+    tokens = torch.from_numpy(np.concatenate([primers, drawn.melodies[:, :-1]], axis=1))
+    with torch.no_grad():
+        log_pi = torch.log_softmax(model(tokens)[0].double(), -1)
+        log_p = torch.log_softmax(reference(tokens)[0].double(), -1)
+    kl = (log_pi.exp() * (log_pi - log_p)).sum(-1).numpy()
+    assert drawn.kl is not None and np.allclose(drawn.kl, kl, atol=1e-5)
+    same = sample_scored(model, 12, 9, reference=model, primer=primers, seed=3)
+    assert same.kl is not None and not same.kl.any()
+    assert same.ref_log_p is not None and np.allclose(
+        same.ref_log_p, score(model, same.melodies, primers), atol=1e-5
+    )

@@ -37,13 +37,20 @@ def measure(quick: bool = False) -> list[BenchResult]:
     index = corpus_window_index(corpus)
     muspy_n = min(1_000, n)
     t0 = time.perf_counter()
-    melodies = sample_policy(model, n, 32, primers, seed=0)
+    melodies, scores = sample_policy(model, n, 32, primers, seed=0, reference=prior)
     t_sample = time.perf_counter() - t0
     ev = measure_samples(
-        "bench", melodies, primers, model, prior, index=index, muspy_index=np.arange(muspy_n, dtype=np.int64)
+        "bench",
+        melodies,
+        primers,
+        model,
+        prior,
+        index=index,
+        muspy_index=np.arange(muspy_n, dtype=np.int64),
+        scores=scores,
     )
     total = t_sample + sum(ev.seconds.values())
-    parts = ", ".join(f"{k} {v:.1f} s" for k, v in {"sample": t_sample, **ev.seconds}.items())
+    parts = ", ".join(f"{k} {v:.1f} s" for k, v in {"sample + log p + KL": t_sample, **ev.seconds}.items())
     return [
         BenchResult(
             name=f"evaluate one model: {n:,} melodies x 32 steps, every measure",

@@ -243,7 +243,7 @@ def render_wav(
 
 
 def render_wav_batch(
-    melodies: npt.NDArray[np.integer] | Sequence[MelodyLike],
+    melodies: MelodiesLike,
     folder: PathLike,
     *,
     prefix: str = "melody",

@@ -44,6 +44,7 @@ DRUM_CHANNEL = 9  # General MIDI percussion (channel 10, 0-based 9): never part 
 
 PathLike = str | os.PathLike[str]
 MelodyLike = Sequence[int] | npt.NDArray[np.integer]
+MelodiesLike = MelodyLike | Sequence[MelodyLike]  # one melody, an (N, T) batch or a list of melodies
 
 _MINOR_SUFFIXES = ("minor", "min", "m")
 _MAJOR_SUFFIXES = ("major", "maj")
@@ -111,6 +112,7 @@ def melody_to_notes(classes: MelodyLike, *, transpose: int = 0, key: str | None 
 
 
 def check_output_options(tempo: float, program: int, velocity: int) -> None:
+    """Raise :class:`ConfigError` for a tempo outside 1..1000 qpm, a program outside 0..127 or a bad velocity."""
     if not (math.isfinite(tempo) and 1.0 <= tempo <= 1000.0):
         raise ConfigError(f"tempo must be between 1 and 1000 quarter notes per minute, got {tempo}")
     if not 0 <= int(program) <= 127:
@@ -119,11 +121,16 @@ def check_output_options(tempo: float, program: int, velocity: int) -> None:
         raise ConfigError(f"velocity must be 1..127, got {velocity}")
 
 
-def _key_signature(key: str | None) -> str:
-    # mido wants e.g. "G", "Bb", "F#m"; we spell black keys the way key signatures usually do.
-    if key is None:
-        return "C"
-    tonic, mode = parse_key(key)
+def _key_signature(key: str | None, transpose: int = 0) -> str:
+    """The key the written melody is in, as mido spells it (``"G"``, ``"Bb"``, ``"F#m"``).
+
+    The melody is in C major / A minor before the shift, so the key is that origin moved by the whole
+    transposition (``key`` plus ``transpose``); without ``key`` the mode is taken as major.
+    """
+    mode = parse_key(key)[1] if key is not None else "major"
+    origin = 0 if mode == "major" else 9
+    tonic = (origin + total_shift(transpose, key)) % 12
+    # Black keys spelled the way key signatures usually are (fewest accidentals).
     major_names = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
     minor_names = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
     return major_names[tonic] if mode == "major" else minor_names[tonic] + "m"
@@ -176,7 +183,7 @@ def write_midi(
     track.append(mido.MetaMessage("track_name", name="rltuner melody", time=0))
     track.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo), time=0))
     track.append(mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0))
-    track.append(mido.MetaMessage("key_signature", key=_key_signature(key), time=0))
+    track.append(mido.MetaMessage("key_signature", key=_key_signature(key, transpose), time=0))
     track.append(mido.Message("program_change", program=int(program), channel=0, time=0))
     now = 0
     for tick, _, msg in events:
@@ -194,7 +201,7 @@ def write_midi(
 
 
 def write_midi_batch(
-    melodies: npt.NDArray[np.integer] | Sequence[MelodyLike],
+    melodies: MelodiesLike,
     folder: PathLike,
     *,
     prefix: str = "melody",
@@ -231,7 +238,14 @@ def write_midi_batch(
     ]
 
 
-def as_melody_list(melodies: npt.NDArray[np.integer] | Sequence[MelodyLike]) -> list[ClassArray]:
+def as_melody_list(melodies: MelodiesLike) -> list[ClassArray]:
+    """One melody (T,), a batch (N, T) or a list of 1-D melodies (lengths may differ) -> list of melodies.
+
+    Raises:
+        InvalidMelodyError: a melody is not 1-D or holds an invalid class.
+    """
+    if not isinstance(melodies, np.ndarray) and len(melodies) and all(np.ndim(m) == 0 for m in melodies):
+        melodies = validate_classes(list(melodies), allow_empty=True)  # a plain list of ints: one melody
     if isinstance(melodies, np.ndarray):
         arr = validate_classes(melodies, allow_empty=True)
         if arr.ndim == 1:
@@ -239,7 +253,11 @@ def as_melody_list(melodies: npt.NDArray[np.integer] | Sequence[MelodyLike]) -> 
         if arr.ndim != 2:
             raise InvalidMelodyError(f"expected melodies of shape (N, T), got {arr.shape}")
         return list(arr)
-    return [validate_classes(m, allow_empty=True) for m in melodies]
+    items = [validate_classes(m, allow_empty=True) for m in melodies]
+    for i, item in enumerate(items):
+        if item.ndim != 1:
+            raise InvalidMelodyError(f"melody {i} should be 1-D, got shape {item.shape}")
+    return items
 
 
 def _read_midi_notes(path: Path) -> tuple[list[tuple[float, float, int]], float]:

@@ -69,7 +69,7 @@ def _rect(xy: tuple[float, float], width: float, height: float, **kwargs: Any) -
 
 
 def plot_piano_roll(
-    melodies: npt.NDArray[np.integer] | Sequence[MelodyLike],
+    melodies: MelodiesLike,
     path: PathLike,
     *,
     titles: Sequence[str] | None = None,

@@ -493,26 +493,35 @@ def sample_policy(
     primers: npt.NDArray[np.int64],
     *,
     seed: int,
+    reference: Prior | None = None,
     chunk: int = 25_000,
     progress: Callable[[int], None] | None = None,
-) -> npt.NDArray[np.int64]:
+) -> tuple[npt.NDArray[np.int64], dict[str, float] | None]:
     """(n, length) melodies from the model's stochastic policy at temperature 1, after the given primers.
 
+    With a ``reference`` (the Note RNN), the same pass also measures the mean log p(a|s) of the sampled steps
+    under it and the mean KL(pi || p) per step (``{"mean_log_p", "mean_kl"}``; else None): one extra
+    recurrent step per token instead of two more passes over the samples.
     The model samples on its own device; ``chunk`` melodies at a time (one progress tick each).
     """
-    from rltuner.models.sampling import sample
+    from rltuner.models.sampling import sample_scored
 
     out = np.empty((n, length), dtype=np.int64)
+    total_log_p = total_kl = 0.0
     for i, start in enumerate(range(0, n, chunk)):
         stop = min(start + chunk, n)
         # (n, 1): one primer token per melody (a 1-D primer would be one sequence shared by all)
         block = primers[start:stop].reshape(-1, 1)
-        out[start:stop] = np.asarray(
-            sample(model, stop - start, length, temperature=1.0, primer=block, seed=seed + i)
-        )
+        drawn = sample_scored(model, stop - start, length, reference=reference, primer=block, seed=seed + i)
+        out[start:stop] = drawn.melodies
+        if drawn.ref_log_p is not None and drawn.kl is not None:
+            total_log_p += float(drawn.ref_log_p.sum())
+            total_kl += float(drawn.kl.sum())
         if progress is not None:
             progress(stop - start)
-    return out
+    if reference is None:
+        return out, None
+    return out, {"mean_log_p": total_log_p / out.size, "mean_kl": total_kl / out.size}
 
 
 def measure_samples(
@@ -525,6 +534,7 @@ def measure_samples(
     index: npt.NDArray[np.uint64] | None = None,
     muspy_index: npt.NDArray[np.int64] | None = None,
     device: str | None = None,
+    scores: dict[str, float] | None = None,
 ) -> ModelEvaluation:
     """Every measure of one model's samples (the part of :func:`evaluate_models` after sampling).
 
@@ -536,13 +546,16 @@ def measure_samples(
         index: :func:`corpus_window_index` of the training corpus (None: copying is NaN).
         muspy_index: which melodies muspy scores (None or empty: none).
         device: torch device of the scoring.
+        scores: ``{"mean_log_p", "mean_kl"}`` already measured while sampling (:func:`sample_policy`);
+            None: score the melodies here with :func:`score_policy`.
 
     Returns:
         a :class:`ModelEvaluation` whose ``seconds`` hold each part's time.
     """
     sec: dict[str, float] = {}
     t0 = time.perf_counter()
-    scores = score_policy(model, prior, melodies, primers, device=device)
+    if scores is None:
+        scores = score_policy(model, prior, melodies, primers, device=device)
     sec["log_p_kl"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     table1, counts = _table1(melodies)
@@ -648,7 +661,9 @@ def evaluate_models(
         for i, (name, model) in enumerate(loaded.items()):
             bar.set_postfix_str(name)
             t0 = time.perf_counter()
-            mel = sample_policy(model, n, length, primers, seed=seed * 1000 + i, progress=bar.update)
+            mel, scores = sample_policy(
+                model, n, length, primers, seed=seed * 1000 + i, reference=prior_model, progress=bar.update
+            )
             results[name] = measure_samples(
                 name,
                 mel,
@@ -658,6 +673,7 @@ def evaluate_models(
                 index=index,
                 muspy_index=mus_idx,
                 device=device,
+                scores=scores,
             )
             results[name].seconds = {"sample": time.perf_counter() - t0, **results[name].seconds}
             samples[name] = mel
