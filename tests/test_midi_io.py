@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import mido
 import numpy as np
@@ -163,13 +164,13 @@ def test_other_readers(tmp_path: Path) -> None:
 
     import symusic
 
-    score = symusic.Score(path)  # ticks, 480 per quarter
+    score: Any = symusic.Score(path)  # ticks, 480 per quarter
     notes = [(n.pitch, n.time, n.duration) for t in score.tracks for n in t.notes]
     assert notes == [(60, 120, 240), (62, 360, 120), (69, 720, 240)]
 
     import music21
 
-    parsed = music21.converter.parse(path)
+    parsed: Any = music21.converter.parse(path)
     m21 = [(n.pitch.midi, float(n.offset), float(n.quarterLength)) for n in parsed.flatten().notes]
     assert m21 == [(60, 0.25, 0.5), (62, 0.75, 0.25), (69, 1.5, 0.5)]
 

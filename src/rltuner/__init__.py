@@ -50,6 +50,16 @@ _EXPORTS: dict[str, str] = {
     "pretrain": "rltuner.models.train",
     "PretrainConfig": "rltuner.models.train",
     "sample": "rltuner.models.sampling",
+    # output
+    "write_midi": "rltuner.data.midi_io",
+    "write_midi_batch": "rltuner.data.midi_io",
+    "midi_to_melody": "rltuner.data.midi_io",
+    "render_wav": "rltuner.data.audio",
+    "synthesize": "rltuner.data.audio",
+    "plot_piano_roll": "rltuner.data.pianoroll",
+    # listening study
+    "make_study": "rltuner.evaluation.study",
+    "analyze_ratings": "rltuner.evaluation.study",
     # rewards
     "music_theory_rewards": "rltuner.rewards.music_theory",
     "MusicTheoryReward": "rltuner.rewards.music_theory",
@@ -99,6 +109,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from rltuner.data.audio import render_wav, synthesize
     from rltuner.data.dataset import (
         BuildConfig,
         BuildReport,
@@ -111,6 +122,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         save_dataset,
     )
     from rltuner.data.midi_import import ExtractSettings, estimate_key, import_midi_folder
+    from rltuner.data.midi_io import midi_to_melody, write_midi, write_midi_batch
+    from rltuner.data.pianoroll import plot_piano_roll
     from rltuner.encoding import (
         NO_EVENT,
         NOTE_OFF,
@@ -133,6 +146,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from rltuner.evaluation.evaluate import EvaluationResult, evaluate_models
     from rltuner.evaluation.pipeline import PipelineConfig, run_pipeline
+    from rltuner.evaluation.study import analyze_ratings, make_study
     from rltuner.models.checkpoint import load_default_prior, load_model, load_prior, save_prior
     from rltuner.models.prior import ModelConfig, Prior, build_prior
     from rltuner.models.sampling import sample

@@ -26,6 +26,7 @@ import numpy.typing as npt
 from rltuner.data.midi_io import (
     DEFAULT_TEMPO,
     DEFAULT_VELOCITY,
+    MelodiesLike,
     as_melody_list,
     check_output_options,
     melody_to_notes,

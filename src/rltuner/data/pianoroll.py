@@ -1,4 +1,4 @@
-"""Melody / batch -> piano-roll PNG (matplotlib, Agg backend: no display needed).
+"""Melody / batch -> piano-roll PNG (matplotlib without pyplot: no display needed, no global state).
 
 Pitch on the y axis (labelled with note names), steps on the x axis with a line at every bar (16 steps) and a
 fainter one at every beat. A batch is drawn as a grid of small rolls sharing one pitch range.
@@ -15,13 +15,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from rltuner.data.midi_io import as_melody_list
+from rltuner.data.midi_io import MelodiesLike, as_melody_list
 from rltuner.encoding import PITCH_CLASS_NAMES, STEPS_PER_BAR, STEPS_PER_QUARTER, classes_to_notes
 from rltuner.errors import ConfigError, InvalidMelodyError
 from rltuner.fileio import atomic_path
 
 PathLike = str | os.PathLike[str]
-MelodyLike = Sequence[int] | npt.NDArray[np.integer]
 MAX_PANELS = 64  # beyond this a grid is unreadable; the caller should pick melodies
 
 
@@ -41,6 +40,7 @@ def _draw_roll(ax: Any, classes: npt.NDArray[np.int64], lo: int, hi: int, title:
                 0.8,
                 facecolor="#3b6fb6",
                 edgecolor="#1d3a66",
+                gid="note",  # tells notes from the black-key shading (both are patches)
             )
         )
     for step in range(0, length + 1, STEPS_PER_QUARTER):
@@ -68,6 +68,55 @@ def _rect(xy: tuple[float, float], width: float, height: float, **kwargs: Any) -
     return Rectangle(xy, width, height, **kwargs)
 
 
+def piano_roll_figure(
+    melodies: MelodiesLike,
+    *,
+    titles: Sequence[str] | None = None,
+    title: str | None = None,
+    columns: int | None = None,
+) -> Any:
+    """Draw one melody or a grid of several as a piano roll; returns the matplotlib ``Figure``.
+
+    The figure is built without pyplot (no global state, no window, the user's backend untouched); all panels
+    share one pitch range of at least an octave. Arguments as in :func:`plot_piano_roll`.
+    """
+    from matplotlib.figure import Figure
+
+    items = as_melody_list(melodies)
+    if not items:
+        raise InvalidMelodyError("no melody to plot")
+    if len(items) > MAX_PANELS:
+        raise ConfigError(f"{len(items)} melodies are too many for one piano roll (at most {MAX_PANELS})")
+    if titles is not None and len(titles) != len(items):
+        raise ConfigError(f"{len(titles)} titles for {len(items)} melodies")
+    if columns is not None and columns < 1:
+        raise ConfigError(f"columns must be at least 1, got {columns}")
+    pitches = [n.pitch for m in items for n in classes_to_notes(m)]
+    lo, hi = (min(pitches) - 1, max(pitches) + 1) if pitches else (59, 73)
+    if hi - lo < 12:  # show at least an octave so short or static melodies keep their context
+        pad = 12 - (hi - lo)
+        lo, hi = lo - pad // 2, hi + (pad - pad // 2)
+
+    ncols = min(columns or 4, len(items))
+    nrows = math.ceil(len(items) / ncols)
+    longest = max(max(len(m) for m in items), 1)
+    width = min(3.0 + 0.12 * longest, 12.0) if ncols == 1 else min(4.2 * ncols, 18.0)
+    height = 0.8 + (hi - lo) * 0.09 + 0.6
+    fig = Figure(figsize=(width, max(height * nrows, 2.0)))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= len(items):
+            ax.axis("off")
+            continue
+        _draw_roll(ax, items[i], lo, hi, titles[i] if titles is not None else None)
+        if i + ncols >= len(items):  # the lowest panel of its column
+            ax.set_xlabel("step (16ths)", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def plot_piano_roll(
     melodies: MelodiesLike,
     path: PathLike,
@@ -92,46 +141,10 @@ def plot_piano_roll(
 
     Raises:
         InvalidMelodyError: bad melodies or none at all.
-        ConfigError: wrong number of titles, too many panels.
+        ConfigError: wrong number of titles, too many panels, columns < 1.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: never open a window, whatever the user's default backend
-    import matplotlib.pyplot as plt
-
-    items = as_melody_list(melodies)
-    if not items:
-        raise InvalidMelodyError("no melody to plot")
-    if len(items) > MAX_PANELS:
-        raise ConfigError(f"{len(items)} melodies are too many for one piano roll (at most {MAX_PANELS})")
-    if titles is not None and len(titles) != len(items):
-        raise ConfigError(f"{len(titles)} titles for {len(items)} melodies")
-    pitches = [n.pitch for m in items for n in classes_to_notes(m)]
-    lo, hi = (min(pitches) - 1, max(pitches) + 1) if pitches else (59, 73)
-    if hi - lo < 12:  # show at least an octave so short or static melodies keep their context
-        pad = 12 - (hi - lo)
-        lo, hi = lo - pad // 2, hi + (pad - pad // 2)
-
-    ncols = columns or min(4, len(items))
-    nrows = math.ceil(len(items) / ncols)
-    longest = max(max(len(m) for m in items), 1)
-    width = min(3.0 + 0.12 * longest, 12.0) if ncols == 1 else min(4.2 * ncols, 18.0)
-    height = 0.8 + (hi - lo) * 0.09 + 0.6
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width, max(height * nrows, 2.0)), squeeze=False)
-    try:
-        for i, ax in enumerate(axes.flat):
-            if i >= len(items):
-                ax.axis("off")
-                continue
-            _draw_roll(ax, items[i], lo, hi, titles[i] if titles is not None else None)
-            if i // ncols == nrows - 1 or i + ncols >= len(items):
-                ax.set_xlabel("step (16ths)", fontsize=8)
-        if title:
-            fig.suptitle(title)
-        fig.tight_layout()
-        target = Path(path)
-        with atomic_path(target) as tmp:
-            fig.savefig(tmp, format="png", dpi=dpi)
-    finally:
-        plt.close(fig)
+    fig = piano_roll_figure(melodies, titles=titles, title=title, columns=columns)
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
     return target
