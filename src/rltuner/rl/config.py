@@ -20,14 +20,14 @@ class TuneConfig:
     algorithm: str = field("q", "q | psi | g | rl-only (see docs/tuning.md)")
     total_steps: int = field(1_000_000, "environment steps to play (one token of one episode each)")
     n_envs: int = field(256, "episodes composed in lockstep (one batched forward per step)")
-    batch_size: int = field(8192, "transitions per gradient step; a multiple of the episode length")
-    train_every: int = field(1280, "environment steps per gradient step (fractions carry over)")
+    batch_size: int = field(1024, "transitions per gradient step; a multiple of the episode length")
+    train_every: int = field(160, "environment steps per gradient step (fractions carry over)")
     learning_starts: int = field(0, "environment steps before the first gradient step")
-    learning_rate: float = field(1e-3, "Adam learning rate")
+    learning_rate: float = field(2e-3, "Adam learning rate")
     grad_clip: float = field(5.0, "clip the gradient's L2 norm to this (0 = no clipping)")
     gamma: float = field(0.5, "discount factor, in [0, 1)")
     target_update_rate: float = field(
-        0.1, "eta of the soft target update theta- <- (1-eta) theta- + eta theta"
+        0.05, "eta of the soft target update theta- <- (1-eta) theta- + eta theta"
     )
     reward_scale: float = field(0.5, "c: the reward is log p(a|s) + r_MT / c (r_MT / c for g and rl-only)")
     double_q: bool = field(False, "double Q-learning (q and rl-only only)")
