@@ -27,7 +27,7 @@ import click
     "--samples",
     type=int,
     default=None,
-    help="Melodies sampled per model for evaluation [default: 20000; --quick: 1000].",
+    help="Melodies sampled per model for evaluation [default: 100000, as the paper; --quick: 1000].",
 )
 @click.option(
     "--steps",
