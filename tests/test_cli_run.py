@@ -105,3 +105,21 @@ def test_evaluate_missing_checkpoint_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", f"x={tmp_path / 'none.safetensors'}", "--no-corpus"])
     assert exc.value.code == 2
+
+
+def test_corpus_excerpts_start_on_bar_lines_and_come_from_distinct_melodies() -> None:
+    import numpy as np
+
+    from rltuner.evaluation.pipeline import corpus_excerpts
+
+    corpus = [np.arange(64) % 38, np.full(20, 14), np.arange(100, 148) % 38, np.arange(200, 232) % 38]
+    out = corpus_excerpts(corpus, n=5, length=32, seed=0)
+    assert out.shape == (3, 32)  # the 20-step melody is too short
+    windows = {
+        (i, start): m[start : start + 32].tobytes()
+        for i, m in enumerate(corpus)
+        for start in range(0, len(m) - 31, 16)
+    }
+    found = [next(k for k, w in windows.items() if w == row.tobytes()) for row in out]
+    assert len({i for i, _ in found}) == 3  # three different melodies, each cut on a bar line
+    assert corpus_excerpts(corpus, n=0, length=32, seed=0).shape == (0, 32)

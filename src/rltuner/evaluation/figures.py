@@ -36,6 +36,7 @@ _LABELS = {
     "g": "G",
     "rl_only": "RL only",
     "rl-only": "RL only",
+    "corpus": "Corpus (training data)",
 }
 
 

@@ -24,7 +24,7 @@ import logging
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rltuner.config import field, to_dict
+from rltuner.encoding import STEPS_PER_BAR
 from rltuner.errors import ConfigError, RLTunerError
 from rltuner.fileio import atomic_path, ensure_writable_dir, write_json_atomic
 
@@ -161,7 +162,7 @@ def _tune_config(cfg: PipelineConfig, algorithm: str) -> Any:
     return preset("fast", **overrides)
 
 
-def _load_corpus() -> list[npt.NDArray[np.int64]] | None:
+def _load_corpus(split: str = "train") -> list[npt.NDArray[np.int64]] | None:
     from rltuner.data.dataset import load_default_dataset
 
     try:
@@ -169,7 +170,31 @@ def _load_corpus() -> list[npt.NDArray[np.int64]] | None:
     except RLTunerError as exc:
         log.warning("copying not measured: the training corpus is unavailable (%s)", exc)
         return None
-    return [np.asarray(m, dtype=np.int64) for m in dataset.train]
+    melodies = dataset.train if split == "train" else dataset.valid
+    return [np.asarray(m, dtype=np.int64) for m in melodies]
+
+
+def corpus_excerpts(
+    melodies: Sequence[npt.ArrayLike], n: int, length: int, seed: int
+) -> npt.NDArray[np.int64]:
+    """``n`` excerpts of ``length`` steps from different corpus melodies, each starting on a bar line.
+
+    They let a listener hear the data the Note RNN learned from beside what the models compose.
+    Returns (k, length) int64 with k <= n (fewer when the corpus has fewer melodies that long).
+    """
+    arrays = [np.asarray(m, dtype=np.int64) for m in melodies]
+    long_enough = [m for m in arrays if len(m) >= length]
+    if not long_enough or n < 1:
+        return np.empty((0, length), dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(long_enough), size=min(n, len(long_enough)), replace=False)
+    out = []
+    for i in picks:
+        mel = long_enough[int(i)]
+        starts = np.arange(0, len(mel) - length + 1, STEPS_PER_BAR)
+        start = int(rng.choice(starts))
+        out.append(mel[start : start + length])
+    return np.stack(out)
 
 
 def _save_samples(path: Path, samples: dict[str, Any], primers: dict[str, Any]) -> None:
@@ -253,6 +278,16 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
             if config.audio_per_model:
                 render_wav_batch(mel[: config.audio_per_model], run_dir / "audio" / key, prefix=key)
         figures.piano_rolls(samples, fig_dir)
+        # a few real melodies of the training data, for listening beside the models
+        corpus = _load_corpus(split="valid") if config.copying else None
+        if corpus:
+            excerpts = corpus_excerpts(corpus, max(config.audio_per_model, 4), config.length, config.seed)
+            if len(excerpts):
+                write_midi_batch(excerpts, run_dir / "midi" / "corpus", prefix="corpus")
+                render_wav_batch(
+                    excerpts[: config.audio_per_model], run_dir / "audio" / "corpus", prefix="corpus"
+                )
+                figures.piano_rolls({"corpus": excerpts}, fig_dir)
 
     stages.run("media", media)
 
@@ -285,6 +320,7 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
     }
     write_json_atomic(run_dir / "run.json", info)
     n_table1 = len(next(iter(result.models.values())).table1) if result.models else 0
+    media_keys = [*samples, *(["corpus"] if (run_dir / "midi" / "corpus").is_dir() else [])]
     data = ReportData(
         title=f"rltuner run: {run_dir.name}",
         summary=_summary(config, result.settings),
@@ -294,9 +330,13 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
         figure2=fig_dir / "figure2.png",
         figure4=fig_dir / "figure4.png",
         intervals=fig_dir / "intervals.png",
-        pianorolls={k: fig_dir / f"pianoroll_{k}.png" for k in samples},
-        audio={k: sorted((run_dir / "audio" / k).glob("*.wav")) for k in samples},
-        midi={k: sorted((run_dir / "midi" / k).glob("*.mid")) for k in samples},
+        pianorolls={
+            k: fig_dir / f"pianoroll_{k}.png"
+            for k in media_keys
+            if (fig_dir / f"pianoroll_{k}.png").is_file()
+        },
+        audio={k: sorted((run_dir / "audio" / k).glob("*.wav")) for k in media_keys},
+        midi={k: sorted((run_dir / "midi" / k).glob("*.mid")) for k in media_keys},
         command=cmd,
         config=settings,
         versions=versions(),
