@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from rltuner.cli.options import device_option
 from rltuner.errors import ConfigError
 
 
@@ -54,13 +55,7 @@ def _parse_models(specs: tuple[str, ...]) -> dict[str, str]:
     show_default=True,
     help="Measure copying against the default training corpus.",
 )
-@click.option(
-    "--device",
-    type=click.Choice(["cpu", "cuda", "auto"]),
-    default="cpu",
-    show_default=True,
-    help="Torch device.",
-)
+@device_option()
 @click.option(
     "-o",
     "--out",
@@ -85,8 +80,9 @@ def evaluate(
     the table shows Table 1 beside the paper's numbers, then log p under the Note RNN, r_MT, KL,
     diversity, copying and muspy's metrics.
     """
+    from rltuner.devices import resolve_device
     from rltuner.evaluation.evaluate import evaluate_models
-    from rltuner.evaluation.pipeline import _device, _load_corpus, _save_samples
+    from rltuner.evaluation.pipeline import _load_corpus, _save_samples
 
     parsed = _parse_models(models)
     result = evaluate_models(
@@ -97,7 +93,7 @@ def evaluate(
         corpus=_load_corpus() if corpus else None,
         prior=prior,
         muspy_samples=muspy_samples,
-        device=_device(device),
+        device=str(resolve_device(device)),
     )
     click.echo(result.format_table())
     if out:

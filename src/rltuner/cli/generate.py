@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from rltuner.cli.options import device_option
 from rltuner.errors import CheckpointError, InvalidMelodyError
 
 
@@ -44,13 +45,7 @@ from rltuner.errors import CheckpointError, InvalidMelodyError
     "--render-max", type=int, default=16, show_default=True,
     help="Write MIDI/WAV for at most this many melodies (all of them are in melodies.npy).",
 )  # fmt: skip
-@click.option(
-    "--device",
-    type=click.Choice(["cpu", "cuda", "auto"]),
-    default="cpu",
-    show_default=True,
-    help="Where to run.",
-)
+@device_option()
 def generate(
     model_path: Path | None,
     n: int,
@@ -70,11 +65,11 @@ def generate(
     """Sample melodies and write melodies.npy (classes, shape n x length) plus MIDI, WAV and a piano roll."""
     import numpy as np
 
+    from rltuner.devices import resolve_device
     from rltuner.encoding import class_name
     from rltuner.fileio import atomic_path, ensure_writable_dir
     from rltuner.models.checkpoint import default_prior_path, load_model
     from rltuner.models.sampling import sample
-    from rltuner.models.train import resolve_device
 
     if n < 1:
         raise click.BadParameter("must be at least 1", param_hint="-n")

@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from rltuner.cli.options import device_option
+
 
 @click.command("pretrain")
 @click.option(
@@ -47,10 +49,7 @@ import click
     help="Stop after N validations without improvement (0 = run all steps).",
 )  # fmt: skip
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from <out>.run/resume.pt.")
-@click.option(
-    "--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
-    help="Where to train.",
-)  # fmt: skip
+@device_option()
 @click.option(
     "--threads", type=int, default=1, show_default=True,
     help="CPU threads for torch (0 = torch's default; 1 is fastest on a busy machine).",

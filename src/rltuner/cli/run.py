@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from rltuner.cli.options import device_option
+
 
 @click.command("run")
 @click.option(
@@ -44,13 +46,7 @@ import click
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed of tuning, sampling and evaluation."
 )
-@click.option(
-    "--device",
-    type=click.Choice(["cpu", "cuda", "auto"]),
-    default="cpu",
-    show_default=True,
-    help="Torch device.",
-)
+@device_option()
 @click.option(
     "--muspy-samples",
     type=int,

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from rltuner.cli.options import device_option
 from rltuner.errors import ConfigError, RLTunerError
 
 # CLI option -> TuneConfig field, for the explicit hyperparameter options.
@@ -75,7 +76,7 @@ _OPTION_FIELDS = {
     help="Set any TuneConfig field, e.g. --set replay_size=200000 (repeatable).",
 )
 @click.option("--seed", type=int, default=None, help="Random seed.")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default=None, help="Where to train.")
+@device_option(default=None, help="Torch device [default: the preset's, cpu].")
 @click.option(
     "--out",
     "out_dir",

@@ -30,6 +30,7 @@ from rltuner.data.midi_io import (
     as_melody_list,
     check_output_options,
     melody_to_notes,
+    numbered_paths,
 )
 from rltuner.encoding import STEPS_PER_QUARTER, Note, validate_classes
 from rltuner.errors import ConfigError
@@ -256,16 +257,10 @@ def render_wav_batch(
 ) -> list[Path]:
     """Render each melody of a batch to ``folder/{prefix}_{i:03d}.wav``; returns the paths in order."""
     items = as_melody_list(melodies)
-    width = max(3, len(str(len(items) - 1))) if items else 3
+    paths = numbered_paths(folder, prefix, len(items), ".wav")
     return [
         render_wav(
-            m,
-            Path(folder) / f"{prefix}_{i:0{width}d}.wav",
-            tempo=tempo,
-            program=program,
-            transpose=transpose,
-            key=key,
-            sample_rate=sample_rate,
+            m, path, tempo=tempo, program=program, transpose=transpose, key=key, sample_rate=sample_rate
         )
-        for i, m in enumerate(items)
+        for m, path in zip(items, paths, strict=True)
     ]

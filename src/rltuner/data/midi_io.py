@@ -223,19 +223,17 @@ def write_midi_batch(
         The paths written, in the order of ``melodies``.
     """
     items = as_melody_list(melodies)
-    width = max(3, len(str(len(items) - 1))) if items else 3
+    paths = numbered_paths(folder, prefix, len(items), ".mid")
     return [
-        write_midi(
-            m,
-            Path(folder) / f"{prefix}_{i:0{width}d}.mid",
-            tempo=tempo,
-            program=program,
-            transpose=transpose,
-            key=key,
-            velocity=velocity,
-        )
-        for i, m in enumerate(items)
+        write_midi(m, path, tempo=tempo, program=program, transpose=transpose, key=key, velocity=velocity)
+        for m, path in zip(items, paths, strict=True)
     ]
+
+
+def numbered_paths(folder: str | os.PathLike[str], prefix: str, count: int, suffix: str) -> list[Path]:
+    """``folder/{prefix}_000{suffix}``, ... : zero-padded so that the files sort in order."""
+    width = max(3, len(str(count - 1)))
+    return [Path(folder) / f"{prefix}_{i:0{width}d}{suffix}" for i in range(count)]
 
 
 def as_melody_list(melodies: MelodiesLike) -> list[ClassArray]:

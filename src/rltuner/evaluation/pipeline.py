@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rltuner.config import field, to_dict
+from rltuner.devices import DEVICE_CHOICES, resolve_device
 from rltuner.encoding import STEPS_PER_BAR
 from rltuner.errors import ConfigError, RLTunerError
 from rltuner.fileio import atomic_path, ensure_writable_dir, write_json_atomic
@@ -89,7 +90,7 @@ class PipelineConfig:
         for name in ("muspy_samples", "audio_per_model", "midi_per_model"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
-        if self.device not in ("cpu", "cuda", "auto"):
+        if self.device not in DEVICE_CHOICES:
             raise ConfigError(f"device must be cpu, cuda or auto, not {self.device!r}")
 
     @property
@@ -229,7 +230,7 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
     from rltuner.rl.music import music_domain
 
     config.validate()
-    device = _device(config.device)
+    device = str(resolve_device(config.device))
     prior = load_default_prior(device) if config.prior is None else load_prior(config.prior, device)[0]
     prior.eval()
     run_dir = ensure_writable_dir(config.out)
@@ -346,14 +347,6 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
     report = write_report(run_dir / "report.html", data)
     log.info("report: %s", report)
     return report
-
-
-def _device(device: str) -> str:
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def _bind_tune(tune_config: Any, domain: Any, folder: Path, force: bool) -> Callable[[], None]:

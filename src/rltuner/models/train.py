@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from rltuner.config import field, to_dict
+from rltuner.devices import DEVICE_CHOICES, resolve_device
 from rltuner.encoding import NO_EVENT, NUM_CLASSES
 from rltuner.errors import CheckpointError, ConfigError, DatasetError
 from rltuner.fileio import atomic_path, write_json_atomic
@@ -75,7 +76,7 @@ class PretrainConfig:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.skip_first >= self.window:
             raise ConfigError(f"skip_first ({self.skip_first}) must be smaller than window ({self.window})")
-        if self.device not in ("cpu", "cuda", "auto"):
+        if self.device not in DEVICE_CHOICES:
             raise ConfigError(f"device must be cpu, cuda or auto, not {self.device!r}")
 
 
@@ -103,15 +104,6 @@ class PretrainResult:
     baselines: dict[str, Metrics]
     seconds: float
     interrupted: bool
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is a :class:`ConfigError`."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for, but torch sees no CUDA GPU here")
-    return torch.device(device)
 
 
 class WindowSampler:

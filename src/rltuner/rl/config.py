@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from rltuner.config import apply_overrides, field
+from rltuner.devices import DEVICE_CHOICES as DEVICES
 from rltuner.errors import ConfigError
 
 EXPLORATIONS = ("epsilon", "boltzmann")
-DEVICES = ("cpu", "cuda", "auto")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from rltuner.config import to_dict
-from rltuner.errors import ConfigError, RLTunerError
+from rltuner.devices import resolve_device
+from rltuner.errors import RLTunerError
 from rltuner.fileio import ensure_writable_dir, write_json_atomic, write_text_atomic
 from rltuner.rl.config import PRESETS, TuneConfig
 from rltuner.rl.domain import Domain
@@ -79,15 +80,6 @@ def soft_update(target: torch.nn.Module, online: torch.nn.Module, eta: float) ->
     """``theta- <- (1 - eta) theta- + eta theta`` for every parameter (in place)."""
     for t, o in zip(target.parameters(), online.parameters(), strict=True):
         t.lerp_(o, eta)
-
-
-def select_device(name: str) -> torch.device:
-    """``cpu``, ``cuda`` or ``auto`` (cuda when available) as a device; a clear error if cuda is missing."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device cuda was asked for but no CUDA GPU is available (use --device cpu or auto)")
-    return torch.device(name)
 
 
 def make_actor(
@@ -253,7 +245,7 @@ def tune(
     domain = domain if domain is not None else _default_domain()
     domain.validate()
     cfg.validate_for_episode_length(domain.episode_length)
-    device = select_device(cfg.device)
+    device = resolve_device(cfg.device)
     run_dir = Path(out_dir) if out_dir is not None else None
     if resume and run_dir is None:
         raise RLTunerError("resume needs the run folder (out_dir)")
