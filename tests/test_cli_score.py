@@ -10,41 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from rltuner.cli.main import cli, main
-
-WORKED = [
-    14,
-    1,
-    18,
-    1,
-    21,
-    1,
-    18,
-    1,
-    14,
-    16,
-    18,
-    19,
-    21,
-    1,
-    1,
-    0,
-    26,
-    1,
-    1,
-    1,
-    21,
-    1,
-    19,
-    18,
-    16,
-    14,
-    1,
-    1,
-    14,
-    1,
-    1,
-    0,
-]
+from spec_examples import WORKED
 
 
 def test_one_melody_table(tmp_path: Path) -> None:

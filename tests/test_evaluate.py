@@ -24,6 +24,7 @@ from rltuner.evaluation.evaluate import (
     step_probabilities,
     window_hashes,
 )
+from spec_examples import ALL_HOLDS, WORKED
 
 
 class ConstPrior(torch.nn.Module):
@@ -212,42 +213,6 @@ def test_table_csv_json_round_trip(tmp_path) -> None:
 
 
 # --- Table 1 and r_MT through our code path (the spec's worked checks) ------------------------------------
-
-ALL_HOLDS = [1] * 32  # r_MT sum -2691; rule 3 fires at steps 5..31
-WORKED = [
-    14,
-    1,
-    18,
-    1,
-    21,
-    1,
-    18,
-    1,
-    14,
-    16,
-    18,
-    19,
-    21,
-    1,
-    1,
-    0,
-    26,
-    1,
-    1,
-    1,
-    21,
-    1,
-    19,
-    18,
-    16,
-    14,
-    1,
-    1,
-    14,
-    1,
-    1,
-    0,
-]
 
 
 def test_measure_samples_on_the_spec_worked_checks() -> None:

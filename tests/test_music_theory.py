@@ -20,41 +20,7 @@ from rltuner.rewards.music_theory import (
     registered_rules,
     unregister_rule,
 )
-
-WORKED = [
-    14,
-    1,
-    18,
-    1,
-    21,
-    1,
-    18,
-    1,
-    14,
-    16,
-    18,
-    19,
-    21,
-    1,
-    1,
-    0,
-    26,
-    1,
-    1,
-    1,
-    21,
-    1,
-    19,
-    18,
-    16,
-    14,
-    1,
-    1,
-    14,
-    1,
-    1,
-    0,
-]
+from spec_examples import WORKED
 
 
 def rule(melody: list[int], name: str, length: int | None = None, **kwargs: object) -> list[float]:
