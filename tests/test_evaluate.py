@@ -234,3 +234,12 @@ def test_measure_samples_on_the_spec_worked_checks() -> None:
     assert ev.muspy["pitch_range"] == 12.0  # C4..C5 in WORKED
     assert ev.muspy["n_pitch_classes_used"] == 5.0  # C, D, E, F, G
     assert ev.muspy["scale_consistency"] == 1.0  # all in C major
+
+
+def test_table_percentages_never_use_scientific_notation() -> None:
+    from rltuner.evaluation.evaluate import _pct
+
+    assert _pct(6.25e-7, "notes_excessively_repeated") == "<0.001%"
+    assert _pct(0.000537, "notes_not_in_key") == "0.0537%"
+    assert _pct(0.0, "notes_excessively_repeated") == "0%"
+    assert _pct(-0.1234, "mean_autocorrelation_lag_1") == "-0.12"

@@ -455,7 +455,12 @@ def _pct(value: float, key: str) -> str:
     # the paper's style: autocorrelations as signed coefficients, the rest as percentages (3 significant digits)
     if "autocorrelation" in key:
         return _fmt(value, "{:+.2f}")
-    return "n/a" if math.isnan(value) else f"{100 * value:.3g}%"
+    if math.isnan(value):
+        return "n/a"
+    pct = 100 * value
+    if 0 < pct < 0.001:
+        return "<0.001%"  # never scientific notation in a table people read
+    return f"{pct:.3g}%"
 
 
 def _fmt(value: float, fmt: str) -> str:
