@@ -342,7 +342,7 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
         config=settings,
         versions=versions(),
         timings=stages.done,
-        labels={k: figures.model_label(k) for k in samples},
+        labels={k: figures.model_label(k) for k in media_keys},
     )
     report = write_report(run_dir / "report.html", data)
     log.info("report: %s", report)
