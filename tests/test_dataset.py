@@ -191,7 +191,7 @@ def _save_tiny(path, **manifest_changes):
     ("make", "message"),
     [
         (lambda p: None, "does not exist"),
-        (lambda p: p.write_bytes(b"not a zip file at all"), "not a readable dataset"),
+        (lambda p: p.write_bytes(b"not a zip file at all"), "is not a dataset file"),
         (
             lambda p: p.write_bytes(_save_tiny(p.with_name("ok.npz")).read_bytes()[:100]),
             "not a readable dataset",

@@ -272,6 +272,11 @@ def load_dataset(path: str | os.PathLike[str]) -> MelodyDataset:
     p = Path(path)
     if not p.is_file():
         raise DatasetError(f"dataset {p} does not exist (build one with: rltuner data build --out {p})")
+    with p.open("rb") as fh:
+        if fh.read(4) != b"PK\x03\x04":  # an .npz is a zip archive; anything else is not a dataset
+            raise DatasetError(
+                f"{p} is not a dataset file (expected an .npz written by `rltuner data build`)"
+            )
     try:
         with np.load(p, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
