@@ -96,7 +96,10 @@ def generate(
         from rltuner.data.pianoroll import plot_piano_roll
 
         # At most 16 panels: a readable figure (the plotting helper refuses more than 64).
-        written.append(plot_piano_roll(shown[:16], folder / "piano_roll.png", title=path.name))
+        # a tuned model's file is always model.safetensors: its run folder names it better
+        name = f"{path.parent.name}/{path.name}" if path.name == "model.safetensors" else path.name
+        mode = "greedy" if greedy else f"temperature {temperature:g}"
+        written.append(plot_piano_roll(shown[:16], folder / "piano_roll.png", title=f"{name} ({mode})"))
     for i, mel in enumerate(melodies[:3]):
         click.echo(f"melody {i}: " + " ".join(class_name(int(c)) for c in mel))
     click.echo(f"wrote {len(written)} file(s) to {folder} ({n} melodies in melodies.npy)")
