@@ -413,10 +413,14 @@ def cache_dir() -> Path:
     return Path(base)
 
 
+# Bumped whenever the build's output changes for the same settings, so that cached datasets are rebuilt.
+BUILD_VERSION = 2
+
+
 def default_dataset_path(config: BuildConfig | None = None) -> Path:
-    """Where the default (folk) dataset for these settings is cached: ``<cache>/datasets/folk-<hash>.npz``."""
+    """Where the default (folk) dataset for these settings is cached: ``<cache>/datasets/folk-b<N>-<hash>.npz``."""
     config = config or BuildConfig()
-    return cache_dir() / "datasets" / f"folk-{config.settings_hash()}.npz"
+    return cache_dir() / "datasets" / f"folk-b{BUILD_VERSION}-{config.settings_hash()}.npz"
 
 
 def load_default_dataset(config: BuildConfig | None = None, *, progress: bool = True) -> MelodyDataset:
