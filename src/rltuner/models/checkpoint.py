@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from rltuner.errors import CheckpointError, ConfigError
-from rltuner.fileio import write_bytes_atomic
+from rltuner.fileio import atomic_path, write_bytes_atomic
 from rltuner.models.prior import Prior, build_prior
 
 FORMAT = "rltuner-checkpoint"
@@ -134,6 +134,35 @@ def _header_metadata(data: bytes, path: Path) -> dict[str, str]:
 def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Only the metadata of a checkpoint (cheap: reads the header)."""
     return read_checkpoint(path)[1]
+
+
+def save_training_state(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
+    """Write a resume state (tensors, plain containers, JSON strings) atomically with ``torch.save``.
+
+    Only what ``torch.load(weights_only=True)`` accepts may be in it, so loading never runs pickled code.
+    """
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        torch.save(state, tmp)
+    return target
+
+
+def load_training_state(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a resume state written by :func:`save_training_state` (safely: ``weights_only=True``).
+
+    Raises:
+        CheckpointError: the file is missing, corrupt or not a resume state.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"nothing to resume: {p} does not exist")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt or foreign file: one clear error
+        raise CheckpointError(f"cannot resume from {p}: not a readable resume state ({exc})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"cannot resume from {p}: not a resume state")
+    return state
 
 
 def save_prior(path: str | os.PathLike[str], model: Prior, **meta: Any) -> Path:

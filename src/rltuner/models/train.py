@@ -37,8 +37,8 @@ from rltuner.config import field, to_dict
 from rltuner.devices import DEVICE_CHOICES, resolve_device
 from rltuner.encoding import NO_EVENT, NUM_CLASSES
 from rltuner.errors import CheckpointError, ConfigError, DatasetError
-from rltuner.fileio import atomic_path, write_json_atomic
-from rltuner.models.checkpoint import read_checkpoint, save_prior
+from rltuner.fileio import write_json_atomic
+from rltuner.models.checkpoint import load_training_state, read_checkpoint, save_prior, save_training_state
 from rltuner.models.prior import ModelConfig, Prior, build_prior
 
 log = logging.getLogger(__name__)
@@ -292,25 +292,24 @@ def _save_resume(
     path: Path, model: Prior, opt: torch.optim.Optimizer, rng: np.random.Generator, info: dict
 ) -> None:
     """The full training state, as plain tensors/containers so that ``weights_only=True`` can load it."""
-    state = {
-        "model": model.state_dict(),
-        "optimizer": opt.state_dict(),
-        "numpy_rng": _rng_state_json(rng),
-        "torch_rng": torch.get_rng_state(),
-        "info": json.dumps(info),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_training_state(
+        path,
+        {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "numpy_rng": _rng_state_json(rng),
+            "torch_rng": torch.get_rng_state(),
+            "info": json.dumps(info),
+        },
+    )
 
 
 def _load_resume(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise CheckpointError(f"nothing to resume: {path} does not exist")
+    state = load_training_state(path)
     try:
-        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
         state["info"] = json.loads(state["info"])
-    except Exception as exc:  # corrupt or foreign file: one clear error
-        raise CheckpointError(f"cannot resume from {path}: not a readable resume state ({exc})") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"cannot resume from {path}: not a pretraining resume state ({exc})") from None
     return state
 
 

@@ -30,6 +30,7 @@ from rltuner.config import to_dict
 from rltuner.devices import resolve_device
 from rltuner.errors import RLTunerError
 from rltuner.fileio import ensure_writable_dir, write_json_atomic, write_text_atomic
+from rltuner.models.checkpoint import load_training_state, save_training_state
 from rltuner.rl.config import PRESETS, TuneConfig
 from rltuner.rl.domain import Domain
 from rltuner.rl.env import ActFn, BatchedEnv
@@ -426,8 +427,6 @@ def _save_resume(
     counters: dict[str, Any],
     metrics: list[dict[str, Any]],
 ) -> None:
-    from rltuner.fileio import atomic_path
-
     state = {
         "q_net": learner.q_net.state_dict(),
         "target_net": learner.target_net.state_dict(),
@@ -439,8 +438,7 @@ def _save_resume(
         "metrics": json.dumps(metrics),
         "algorithm": learner.cfg.algorithm,
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_training_state(path, state)
 
 
 def _load_resume(
@@ -453,8 +451,8 @@ def _load_resume(
     metrics: list[dict[str, Any]],
     cfg: TuneConfig,
 ) -> None:
+    state = load_training_state(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
         if state["algorithm"] != cfg.algorithm:
             raise RLTunerError(
                 f"the run in {path.parent} used algorithm {state['algorithm']}, not {cfg.algorithm}"
