@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rltuner.evaluation.evaluate import mean_music_theory_reward, random_primers, sample_policy
+from rltuner.encoding import random_note_primers
+from rltuner.evaluation.evaluate import mean_music_theory_reward, sample_policy
 from rltuner.models.checkpoint import load_default_prior
 from rltuner.rl.config import preset
 from rltuner.rl.music import music_domain
@@ -18,7 +19,7 @@ N_SAMPLES = 500
 def measured() -> dict[str, tuple[float, float]]:
     """name -> (mean log p(a|s) under the Note RNN, mean r_MT per step) of 500 sampled melodies."""
     prior = load_default_prior()
-    primers = random_primers(N_SAMPLES, np.random.default_rng(1))
+    primers = random_note_primers(N_SAMPLES, np.random.default_rng(1))
 
     def measure(model: object) -> tuple[float, float]:
         melodies, scores = sample_policy(model, N_SAMPLES, 32, primers, seed=1, reference=prior)  # type: ignore[arg-type]

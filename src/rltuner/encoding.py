@@ -215,6 +215,11 @@ def canonicalize(classes: Sequence[int] | npt.NDArray[np.integer]) -> ClassArray
     return notes_to_classes(classes_to_notes(arr), length=len(arr))
 
 
+def random_note_primers(n: int, rng: np.random.Generator) -> ClassArray:
+    """(n,) uniformly random note-on classes (2..37): the paper's one priming note per melody."""
+    return rng.integers(FIRST_NOTE_CLASS, NUM_CLASSES, size=n, dtype=np.int64)
+
+
 def class_name(cls: int) -> str:
     """Human-readable name of a class: ``OFF``, ``HOLD`` or a note name such as ``C4``."""
     if cls == NOTE_OFF:

@@ -19,10 +19,10 @@ def measure(quick: bool = False) -> list[BenchResult]:
     """
     import torch
 
+    from rltuner.encoding import random_note_primers
     from rltuner.evaluation.evaluate import (
         corpus_window_index,
         measure_samples,
-        random_primers,
         sample_policy,
     )
     from rltuner.models.prior import build_prior
@@ -32,7 +32,7 @@ def measure(quick: bool = False) -> list[BenchResult]:
     prior = build_prior({"arch": "lstm", "hidden_size": 100}).eval()
     model = build_prior({"arch": "lstm", "hidden_size": 100}).eval()
     rng = np.random.default_rng(0)
-    primers = random_primers(n, rng)
+    primers = random_note_primers(n, rng)
     corpus = list(rng.integers(0, 38, size=(2_000, 64)))  # a stand-in corpus of 128,000 steps
     index = corpus_window_index(corpus)
     muspy_n = min(1_000, n)

@@ -31,7 +31,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from rltuner.encoding import FIRST_NOTE_CLASS, NUM_CLASSES, classes_to_notes, validate_classes
+from rltuner.encoding import (
+    NUM_CLASSES,
+    classes_to_notes,
+    random_note_primers,
+    validate_classes,
+)
 from rltuner.errors import ConfigError, InvalidMelodyError
 from rltuner.fileio import write_json_atomic, write_text_atomic
 
@@ -486,11 +491,6 @@ def _jsonable(obj: Any) -> Any:
 # the driver
 
 
-def random_primers(n: int, rng: np.random.Generator) -> npt.NDArray[np.int64]:
-    """(n,) uniformly random note-on classes (2..37), the paper's priming note."""
-    return rng.integers(FIRST_NOTE_CLASS, NUM_CLASSES, size=n, dtype=np.int64)
-
-
 def sample_policy(
     model: Prior,
     n: int,
@@ -652,7 +652,7 @@ def evaluate_models(
             m.to(device)
 
     rng = np.random.default_rng(seed)
-    primers = random_primers(n, rng)
+    primers = random_note_primers(n, rng)
     index = corpus_window_index(corpus) if corpus is not None else None
     n_mus = min(muspy_samples, n)
     mus_idx = np.sort(rng.choice(n, size=n_mus, replace=False)).astype(np.int64)

@@ -8,14 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from rltuner.encoding import DEFAULT_MELODY_LENGTH, FIRST_NOTE_CLASS, NUM_CLASSES
+from rltuner.encoding import DEFAULT_MELODY_LENGTH, FIRST_NOTE_CLASS, NUM_CLASSES, random_note_primers
 from rltuner.errors import ConfigError, InvalidMelodyError
 from rltuner.rl.domain import Domain, PrimerSampler
-
-
-def random_note_primers(n: int, rng: np.random.Generator) -> np.ndarray:
-    """One uniformly random note-on class (2..37) per melody, as in the paper. (n,) int64."""
-    return rng.integers(FIRST_NOTE_CLASS, NUM_CLASSES, size=n, dtype=np.int64)
 
 
 def fixed_primer(token: int) -> PrimerSampler:
