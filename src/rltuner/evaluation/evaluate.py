@@ -184,6 +184,8 @@ def score_policy(
     """
     import torch
 
+    from rltuner.models.sampling import kl_divergence
+
     melodies = validate_classes(melodies)
     inputs = policy_inputs(melodies, np.asarray(primers, dtype=np.int64))
     dev = torch.device(device or "cpu")
@@ -196,10 +198,7 @@ def score_policy(
             log_p = _log_probs(prior, x)  # (B, T, V)
             total_log_p += float(log_p.gather(-1, a.unsqueeze(-1)).sum(dtype=torch.float64))
             if model is not None and model is not prior:
-                log_pi = _log_probs(model, x)  # (B, T, V)
-                pi = log_pi.exp()
-                # classes the policy never plays contribute 0 (not 0 * -inf = NaN)
-                kl = torch.where(pi > 0, pi * (log_pi - log_p), 0.0).sum(-1)  # (B, T)
+                kl = kl_divergence(_log_probs(model, x), log_p)  # (B, T)
                 total_kl += float(kl.sum(dtype=torch.float64))
     steps = melodies.size
     return {"mean_log_p": total_log_p / steps, "mean_kl": total_kl / steps}

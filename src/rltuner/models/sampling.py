@@ -189,6 +189,15 @@ def sample_scored(
     )
 
 
+def kl_divergence(log_pi: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
+    """``KL(pi || p)`` over the last dimension from log-probabilities: (..., V) -> (...).
+
+    Classes the policy never plays contribute 0 (not ``0 * -inf = NaN``).
+    """
+    pi = log_pi.exp()
+    return torch.where(pi > 0, pi * (log_pi - log_p), 0.0).sum(-1)
+
+
 def _sample_batch(
     model: Any,
     primer: torch.Tensor,
@@ -228,9 +237,7 @@ def _sample_batch(
             log_ref = torch.log_softmax(ref_logits.float(), dim=-1) if separate_ref else log_pi
             ref_log_p[:, t] = log_ref.gather(-1, token.unsqueeze(-1)).squeeze(-1)
             if separate_ref:
-                pi = log_pi.exp()
-                # classes the policy never plays contribute 0 (not 0 * -inf = NaN)
-                kl[:, t] = torch.where(pi > 0, pi * (log_pi - log_ref), 0.0).sum(-1)
+                kl[:, t] = kl_divergence(log_pi, log_ref)
         if t + 1 < length:
             logits, state = model.step(token, state)
             if separate_ref:
