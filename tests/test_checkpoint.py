@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import save_file
 
 from rltuner.errors import CheckpointError
+from rltuner.loading import load_model
 from rltuner.models.checkpoint import (
     default_prior_path,
     load_default_prior,
-    load_model,
     load_prior,
     read_checkpoint,
     save_checkpoint,

@@ -25,7 +25,7 @@ def toy_music(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         calls.append({"prior": prior, **kwargs})
         return toy_domain(tiny_prior(5))
 
-    monkeypatch.setattr("rltuner.rl.music.music_domain", fake)
+    monkeypatch.setattr("rltuner.domains.music.music_domain", fake)
     return calls
 
 

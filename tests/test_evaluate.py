@@ -178,7 +178,7 @@ def fake_result() -> EvaluationResult:
             table1={"notes_excessively_repeated": 0.5 - shift, "mean_autocorrelation_lag_1": -0.16 + shift},
             counts={"n_melodies": 10.0},
             mean_log_p=-1.0 - shift,
-            mean_r_mt=0.5 + shift,
+            mean_task_reward=0.5 + shift,
             mean_kl=shift,
             diversity={"distinct_windows": 0.9, "distinct_melodies": 1.0},
             copying=math.nan,
@@ -226,7 +226,7 @@ def test_measure_samples_on_the_spec_worked_checks() -> None:
     assert t["notes_not_in_key"] == 0.0
     assert math.isnan(t["leaps_resolved"])  # no leap at all
     assert ev.counts["n_melodies"] == 2 and ev.counts["n_steps"] == 64
-    assert ev.mean_r_mt == pytest.approx((-2691 - 0.7934) / 64, abs=1e-5)
+    assert ev.mean_task_reward == pytest.approx((-2691 - 0.7934) / 64, abs=1e-5)
     assert ev.mean_log_p == pytest.approx(-math.log(NUM_CLASSES), abs=1e-6)
     assert ev.mean_kl == 0.0
     assert ev.diversity["distinct_melodies"] == 1.0

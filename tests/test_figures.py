@@ -24,7 +24,7 @@ def fake_rows(slope: float) -> list[dict[str, float]]:
         {
             "env_step": s,
             "mean_log_p": -0.5 - slope * s / 1000,
-            "mean_r_mt": -10 + slope * s / 100,
+            "mean_task_reward": -10 + slope * s / 100,
             "loss": 0.1,
         }
         for s in (0, 1000, 2000, 3000)

@@ -15,8 +15,8 @@ def tiny_media(tmp_path):
     rng = np.random.default_rng(0)
     samples = {"note_rnn": rng.integers(0, 38, size=(3, 8)), "q": rng.integers(0, 38, size=(3, 8))}
     fig2 = figures.figure2(
-        {"q": [{"env_step": 0, "mean_log_p": -1.0, "mean_r_mt": -3.0}, {"env_step": 10, "mean_log_p": -1.5,
-                                                                          "mean_r_mt": 1.0}]},
+        {"q": [{"env_step": 0, "mean_log_p": -1.0, "mean_task_reward": -3.0}, {"env_step": 10, "mean_log_p": -1.5,
+                                                                          "mean_task_reward": 1.0}]},
         tmp_path / "figure2.png",
     )  # fmt: skip
     iv = figures.interval_histograms(samples, tmp_path / "intervals.png")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from rltuner.domains.music import random_note_primers
 from rltuner.rl.config import preset
 from rltuner.rl.env import BatchedEnv
-from rltuner.rl.music import random_note_primers
 from rltuner.rl.replay import EpisodeBatch, EpisodeReplay
 from rltuner.rl.tuner import epsilon_at, soft_update
 from test_rl_support import LENGTH, ToyReward, tiny_prior
@@ -26,7 +26,7 @@ def test_recomputed_values_equal_step_by_step_values() -> None:
         return torch.multinomial(torch.softmax(outputs, -1), 1, generator=gen).squeeze(1)
 
     batch = env.rollout(act, np.random.default_rng(0))
-    assert batch.tokens.shape == (5, LENGTH + 1) and batch.r_mt.shape == (5, LENGTH)
+    assert batch.tokens.shape == (5, LENGTH + 1) and batch.task_reward.shape == (5, LENGTH)
     with torch.no_grad():
         recomputed = q_net(batch.tokens)[0]  # (5, L+1, V)
         prior_log_p = torch.log_softmax(reward_rnn(batch.tokens)[0], -1)
@@ -40,7 +40,7 @@ def test_recomputed_values_equal_step_by_step_values() -> None:
     reward = ToyReward()
     state = reward.reset(5)
     expected = np.stack([reward.step(state, actions[:, t]) for t in range(LENGTH)], 1)
-    np.testing.assert_array_equal(batch.r_mt.numpy(), expected)
+    np.testing.assert_array_equal(batch.task_reward.numpy(), expected)
     assert ((batch.tokens[:, 0] >= 2) & (batch.tokens[:, 0] <= 37)).all()
 
 
@@ -50,6 +50,7 @@ def _episodes(start: int, n: int, length: int = 2) -> EpisodeBatch:
         ids.long()[:, None].repeat(1, length + 1),
         ids[:, None].repeat(1, length),
         -ids[:, None].repeat(1, length),
+        torch.ones(n, length, dtype=torch.bool),
     )
 
 
@@ -62,8 +63,8 @@ def test_replay_keeps_whole_episodes_and_overwrites_the_oldest() -> None:
     assert sorted(replay.tokens[:, 0].tolist()) == [1, 2, 3]  # episode 0 was overwritten
     sample = replay.sample(50, torch.Generator().manual_seed(0))
     # Rows stay whole: tokens, rewards and log p of one episode travel together.
-    assert (sample.tokens[:, 0].float() == sample.r_mt[:, 0]).all()
-    assert (sample.r_mt == -sample.log_p).all()
+    assert (sample.tokens[:, 0].float() == sample.task_reward[:, 0]).all()
+    assert (sample.task_reward == -sample.log_p).all()
     restored = EpisodeReplay(6, 2)
     restored.load_state_dict(replay.state_dict())
     assert torch.equal(restored.tokens, replay.tokens) and restored.cursor == replay.cursor

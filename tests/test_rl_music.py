@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from rltuner.domains.music import music_domain
 from rltuner.encoding import random_note_primers
 from rltuner.evaluation.evaluate import mean_music_theory_reward, sample_policy
 from rltuner.models.checkpoint import load_default_prior
 from rltuner.rl.config import preset
-from rltuner.rl.music import music_domain
 from rltuner.rl.tuner import tune
 
 N_SAMPLES = 500

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from rltuner.domains.base import Domain
+from rltuner.domains.music import random_note_primers
 from rltuner.models.prior import build_prior
-from rltuner.rl.domain import Domain
-from rltuner.rl.music import random_note_primers
 
 VOCAB = 38
 LENGTH = 8

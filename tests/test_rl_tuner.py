@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from rltuner.domains.base import Domain
 from rltuner.errors import ConfigError, RLTunerError
 from rltuner.rl.config import TuneConfig, preset
-from rltuner.rl.domain import Domain
 from rltuner.rl.policy import load_policy
 from rltuner.rl.tuner import METRIC_COLUMNS, evaluate_policy, tune
 from test_rl_support import peaked_prior, tiny_prior, toy_domain
@@ -42,7 +42,7 @@ def final_evals(domain: Domain) -> dict[str, dict[str, float]]:
 
 @pytest.mark.parametrize("name", ["q", "psi", "g", "rl-only"])
 def test_each_algorithm_raises_the_task_reward(final_evals: dict[str, dict[str, float]], name: str) -> None:
-    assert final_evals[name]["mean_r_mt"] > final_evals["prior"]["mean_r_mt"] + 0.05
+    assert final_evals[name]["mean_task_reward"] > final_evals["prior"]["mean_task_reward"] + 0.05
 
 
 @pytest.mark.parametrize("name", ["q", "psi", "g"])
@@ -86,7 +86,7 @@ def test_run_folder_and_resume_reproduce_an_uninterrupted_run(tmp_path: Path) ->
 
 @pytest.mark.parametrize("name", ["q", "g"])
 def test_saved_model_reloads_as_the_policy(tmp_path: Path, name: str) -> None:
-    from rltuner.models.checkpoint import load_model
+    from rltuner.loading import load_model
 
     domain = toy_domain(tiny_prior(4))
     result = tune(_small(algorithm=name, total_steps=256, eval_every=0), domain, tmp_path)

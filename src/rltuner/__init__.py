@@ -43,7 +43,7 @@ _EXPORTS: dict[str, str] = {
     "Prior": "rltuner.models.prior",
     "ModelConfig": "rltuner.models.prior",
     "build_prior": "rltuner.models.prior",
-    "load_model": "rltuner.models.checkpoint",
+    "load_model": "rltuner.loading",
     "load_prior": "rltuner.models.checkpoint",
     "save_prior": "rltuner.models.checkpoint",
     "load_default_prior": "rltuner.models.checkpoint",
@@ -73,8 +73,8 @@ _EXPORTS: dict[str, str] = {
     "tune": "rltuner.rl.tuner",
     "TuneResult": "rltuner.rl.tuner",
     "TuneConfig": "rltuner.rl.config",
-    "Domain": "rltuner.rl.domain",
-    "music_domain": "rltuner.rl.music",
+    "Domain": "rltuner.domains.base",
+    "music_domain": "rltuner.domains.music",
     "load_policy": "rltuner.rl.policy",
     "ALGORITHMS": "rltuner.rl.targets",
     # evaluation
@@ -124,6 +124,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from rltuner.data.midi_import import ExtractSettings, estimate_key, import_midi_folder
     from rltuner.data.midi_io import midi_to_melody, write_midi, write_midi_batch
     from rltuner.data.pianoroll import plot_piano_roll
+    from rltuner.domains.base import Domain
+    from rltuner.domains.music import music_domain
     from rltuner.encoding import (
         NO_EVENT,
         NOTE_OFF,
@@ -147,7 +149,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from rltuner.evaluation.evaluate import EvaluationResult, evaluate_models
     from rltuner.evaluation.pipeline import PipelineConfig, run_pipeline
     from rltuner.evaluation.study import analyze_ratings, make_study
-    from rltuner.models.checkpoint import load_default_prior, load_model, load_prior, save_prior
+    from rltuner.loading import load_model
+    from rltuner.models.checkpoint import load_default_prior, load_prior, save_prior
     from rltuner.models.prior import ModelConfig, Prior, build_prior
     from rltuner.models.sampling import sample
     from rltuner.models.train import PretrainConfig, pretrain
@@ -161,8 +164,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from rltuner.rewards.statistics import PAPER_TABLE1, melody_statistics
     from rltuner.rl.config import TuneConfig
-    from rltuner.rl.domain import Domain
-    from rltuner.rl.music import music_domain
     from rltuner.rl.policy import load_policy
     from rltuner.rl.targets import ALGORITHMS
     from rltuner.rl.tuner import TuneResult, tune

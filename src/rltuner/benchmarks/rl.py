@@ -37,9 +37,9 @@ def _acting(quick: bool, prior: Any, prior_name: str) -> list[BenchResult]:
     import numpy as np
     import torch
 
+    from rltuner.domains.music import music_domain
     from rltuner.rl.config import preset
     from rltuner.rl.env import BatchedEnv
-    from rltuner.rl.music import music_domain
     from rltuner.rl.targets import get_algorithm
     from rltuner.rl.tuner import make_actor
 
@@ -71,8 +71,8 @@ def _acting(quick: bool, prior: Any, prior_name: str) -> list[BenchResult]:
 
 
 def _full_budget(quick: bool, prior: Any, prior_name: str) -> tuple[list[BenchResult], float]:
+    from rltuner.domains.music import music_domain
     from rltuner.rl.config import preset
-    from rltuner.rl.music import music_domain
     from rltuner.rl.tuner import tune
 
     domain = music_domain(prior)
@@ -87,7 +87,7 @@ def _full_budget(quick: bool, prior: Any, prior_name: str) -> tuple[list[BenchRe
         result = tune(cfg, domain)
         wall = time.perf_counter() - t0
         last = result.metrics[-1]
-        last_r_mt = last["mean_r_mt"]
+        last_r_mt = last["mean_task_reward"]
         results.append(
             BenchResult(
                 name=f"{name}: fast preset, {result.env_steps:,} env steps, {result.sample_updates:,} sample-updates",
@@ -99,15 +99,15 @@ def _full_budget(quick: bool, prior: Any, prior_name: str) -> tuple[list[BenchRe
                 else None,
                 detail=f"{result.env_steps / wall:,.0f} env steps/s, {result.sample_updates / wall:,.0f} "
                 f"sample-updates/s, {result.gradient_steps} gradient steps; final eval mean log p "
-                f"{last['mean_log_p']:.3f}, mean r_MT {last['mean_r_mt']:.3f}; {prior_name}",
+                f"{last['mean_log_p']:.3f}, mean r_MT {last['mean_task_reward']:.3f}; {prior_name}",
             )
         )
     return results, last_r_mt
 
 
 def _profile(quick: bool, prior: Any) -> BenchResult:
+    from rltuner.domains.music import music_domain
     from rltuner.rl.config import preset
-    from rltuner.rl.music import music_domain
     from rltuner.rl.tuner import tune
 
     steps = 4096 if quick else 131_072

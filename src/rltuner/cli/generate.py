@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from rltuner.cli.options import device_option
+from rltuner.cli.options import device_option, domain_option
 from rltuner.errors import CheckpointError, InvalidMelodyError
 
 
@@ -46,7 +46,9 @@ from rltuner.errors import CheckpointError, InvalidMelodyError
     help="Write MIDI/WAV for at most this many melodies (all of them are in melodies.npy).",
 )  # fmt: skip
 @device_option()
+@domain_option()
 def generate(
+    domain: str,
     model_path: Path | None,
     n: int,
     length: int,
@@ -62,13 +64,22 @@ def generate(
     render_max: int,
     device: str,
 ) -> None:
-    """Sample melodies and write melodies.npy (classes, shape n x length) plus MIDI, WAV and a piano roll."""
+    """Sample melodies and write melodies.npy (classes, shape n x length) plus MIDI, WAV and a piano roll.
+
+    With --domain molecules: sample SMILES strings into OUT/molecules.smi, one per line in sampling order,
+    invalid ones included (--length, --primer and the MIDI/WAV/PNG options do not apply).
+    """
     import numpy as np
+
+    if domain == "molecules":
+        _generate_molecules(model_path, n, temperature, seed, out, device)
+        return
 
     from rltuner.devices import resolve_device
     from rltuner.encoding import class_name
     from rltuner.fileio import atomic_path, ensure_writable_dir
-    from rltuner.models.checkpoint import default_prior_path, load_model
+    from rltuner.loading import load_model
+    from rltuner.models.checkpoint import default_prior_path
     from rltuner.models.sampling import sample
 
     if n < 1:
@@ -134,3 +145,32 @@ def _parse_primer(text: str, steps: int) -> Any:
         return note_name_to_class(value)
     except InvalidMelodyError as exc:
         raise InvalidMelodyError(f"--primer: {exc} (or use 'random' or a .mid file)") from None
+
+
+def _generate_molecules(
+    model_path: Path | None, n: int, temperature: float, seed: int | None, out: Path, device: str
+) -> None:
+    from rltuner.devices import resolve_device
+    from rltuner.domains import get_domain
+    from rltuner.fileio import ensure_writable_dir, write_text_atomic
+
+    get_domain("molecules").check_installed()
+    from rltuner.domains.molecules.domain import load_smiles_model
+    from rltuner.domains.molecules.metrics import canonical
+    from rltuner.domains.molecules.sampling import sample_smiles
+
+    if n < 1:
+        raise click.BadParameter("must be at least 1", param_hint="-n")
+    if not temperature > 0:
+        raise click.BadParameter("must be positive", param_hint="--temperature")
+    model, vocab = load_smiles_model(model_path, str(resolve_device(device)))
+    folder = ensure_writable_dir(out)
+    drawn = sample_smiles(model, vocab, n, seed=seed, temperature=temperature)
+    path = write_text_atomic(folder / "molecules.smi", "".join(s + "\n" for s in drawn["smiles"]))
+    canon = canonical([s if not b else "" for s, b in zip(drawn["smiles"], drawn["broken"], strict=True)])
+    valid = [c for c in canon if c]
+    for s in drawn["smiles"][:3]:
+        click.echo(s)
+    click.echo(
+        f"wrote {n:,} strings to {path}: {len(valid) / n:.1%} valid, {len(set(valid)):,} distinct molecules"
+    )

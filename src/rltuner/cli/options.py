@@ -21,3 +21,17 @@ def device_option(
         show_default=default is not None,
         help=help,
     )
+
+
+def domain_option(help: str = "Sequence domain") -> Callable[[Any], Any]:
+    """``--domain music|molecules``: the choices are the domain table's (:data:`rltuner.domains.DOMAINS`)."""
+    from rltuner.domains import DOMAINS
+
+    listing = "; ".join(f"{e.name}: {e.title}" for e in DOMAINS.values())
+    return click.option(
+        "--domain",
+        type=click.Choice(list(DOMAINS)),
+        default="music",
+        show_default=True,
+        help=f"{help} ({listing}).",
+    )

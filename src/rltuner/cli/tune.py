@@ -8,8 +8,9 @@ from typing import Any
 
 import click
 
-from rltuner.cli.options import device_option
+from rltuner.cli.options import device_option, domain_option
 from rltuner.errors import ConfigError, RLTunerError
+from rltuner.rl.targets import ALGORITHMS
 
 # CLI option -> TuneConfig field, for the explicit hyperparameter options.
 _OPTION_FIELDS = {
@@ -24,17 +25,16 @@ _OPTION_FIELDS = {
 @click.option(
     "--algorithm",
     "-a",
-    type=click.Choice(["q", "psi", "g", "rl-only"]),
+    type=click.Choice(list(ALGORITHMS)),
     default=None,
-    help="Q-learning with log-prior reward (q), generalized Psi-learning, G-learning or RL-only "
-    "[default: q].",
+    help="; ".join(f"{a.name}: {a.title}" for a in ALGORITHMS.values()) + " [default: q].",
 )
 @click.option(
     "--prior",
     "prior_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Prior checkpoint to tune [default: the shipped Note RNN].",
+    help="Prior checkpoint to tune [default: the domain's shipped prior: the Note RNN, or the SMILES LSTM].",
 )
 @click.option(
     "--preset",
@@ -50,7 +50,7 @@ _OPTION_FIELDS = {
 @click.option("--lr", type=float, default=None, help="Adam learning rate.")
 @click.option("--gamma", type=float, default=None, help="Discount factor in [0, 1).")
 @click.option("--eta", type=float, default=None, help="Soft target update rate.")
-@click.option("--c", "c", type=float, default=None, help="Reward weight c: r = log p(a|s) + r_MT / c.")
+@click.option("--c", "c", type=float, default=None, help="Reward weight c: r = log p(a|s) + r_T / c.")
 @click.option("--double-q/--no-double-q", default=None, help="Double Q-learning (q and rl-only).")
 @click.option(
     "--exploration",
@@ -66,7 +66,8 @@ _OPTION_FIELDS = {
     "--primer",
     default="random",
     show_default=True,
-    help="First input of each melody: random (a random note), a class 0..37, or a .mid file.",
+    help="Music: first input of each melody: random (a random note), a class 0..37, or a .mid file "
+    "(molecules always start from <bos>).",
 )
 @click.option(
     "--set",
@@ -92,7 +93,9 @@ _OPTION_FIELDS = {
     help="Continue the run saved in this folder (options given here override its settings).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@domain_option()
 def tune(
+    domain: str,
     algorithm: str | None,
     prior_path: Path | None,
     preset: str,
@@ -105,8 +108,11 @@ def tune(
 ) -> None:
     """RL-tune a prior: the tuned model goes to RUN_DIR/model.safetensors, Figure 2's data to metrics.csv."""
     from rltuner.config import parse_override
-    from rltuner.rl.config import PRESETS, TuneConfig
+    from rltuner.domains import DOMAINS, get_domain, tune_preset
+    from rltuner.rl.config import TuneConfig
 
+    entry = get_domain(domain)
+    entry.check_installed()
     changes: dict[str, Any] = {_OPTION_FIELDS[k]: v for k, v in options.items() if v is not None}
     if algorithm is not None:
         changes["algorithm"] = algorithm
@@ -118,25 +124,39 @@ def tune(
             raise click.UsageError("give either --out or --resume, not both")
         base = _saved_config(resume_dir)
         out_dir = resume_dir
+        saved_domain = _saved_domain(resume_dir)
+        if saved_domain in DOMAINS and saved_domain != domain:
+            raise RLTunerError(
+                f"{resume_dir} holds a {saved_domain} run: resume it with --domain {saved_domain}"
+            )
     else:
-        base = PRESETS[preset]
+        base = tune_preset(domain, preset)
     cfg: TuneConfig = base.with_overrides(**changes)  # validated: nonsense fails here, before any work
     out_dir = out_dir if out_dir is not None else Path("runs") / f"tune-{cfg.algorithm}"
 
-    from rltuner.rl.music import music_domain
     from rltuner.rl.tuner import tune as run_tune
 
-    domain = music_domain(prior_path, primer=primer)
-    result = run_tune(cfg, domain, out_dir, resume=resume_dir is not None)
+    kwargs: dict[str, Any] = {"primer": primer} if domain == "music" else {}
+    task = entry.build(prior_path, **kwargs)
+    result = run_tune(cfg, task, out_dir, resume=resume_dir is not None)
     last = result.metrics[-1] if result.metrics else {}
+    nan = float("nan")
     click.echo(
         f"{cfg.algorithm}: {result.env_steps:,} env steps, {result.sample_updates:,} sample-updates in "
-        f"{result.wall_s:.1f} s; mean log p(a|s) {last.get('mean_log_p', float('nan')):.3f}, "
-        f"mean r_MT {last.get('mean_r_mt', float('nan')):.3f}; model: {out_dir / 'model.safetensors'}"
+        f"{result.wall_s:.1f} s; mean log p(a|s) {last.get('mean_log_p', nan):.3f}, mean task reward "
+        f"{last.get('mean_task_reward', nan):.3f} per step, {last.get('mean_return', nan):.3f} per {entry.item}; "
+        f"model: {out_dir / 'model.safetensors'}"
     )
     if result.interrupted:
         click.echo(f"interrupted: saved; continue with rltuner tune --resume {out_dir}", err=True)
         raise SystemExit(130)
+
+
+def _saved_domain(run_dir: Path) -> str:
+    try:
+        return str(json.loads((run_dir / "config.json").read_text()).get("domain", "music"))
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return "music"
 
 
 def _saved_config(run_dir: Path) -> Any:

@@ -312,7 +312,7 @@ class ModelEvaluation:
     table1: dict[str, float]
     counts: dict[str, float]
     mean_log_p: float
-    mean_r_mt: float
+    mean_task_reward: float
     mean_kl: float
     diversity: dict[str, float]
     copying: float
@@ -324,7 +324,7 @@ class ModelEvaluation:
         out: dict[str, float] = {}
         out.update({f"table1.{k}": v for k, v in self.table1.items()})
         out["mean_log_p"] = self.mean_log_p
-        out["mean_r_mt"] = self.mean_r_mt
+        out["mean_task_reward"] = self.mean_task_reward
         out["mean_kl"] = self.mean_kl
         out.update({f"diversity.{k}": v for k, v in self.diversity.items()})
         out["copying.share_16_step_run"] = self.copying
@@ -393,7 +393,7 @@ class EvaluationResult:
         blank = [""] * len(PAPER_COLUMNS)
         for label, getter, fmt in (
             ("Mean log p(a|s) under Note RNN", lambda m: m.mean_log_p, "{:.3f}"),
-            ("Mean r_MT per step", lambda m: m.mean_r_mt, "{:.3f}"),
+            ("Mean r_MT per step", lambda m: m.mean_task_reward, "{:.3f}"),
             ("Mean KL(pi || p) per step", lambda m: m.mean_kl, "{:.3f}"),
             ("Distinct 16-step runs", lambda m: m.diversity.get("distinct_windows", math.nan), "{:.1%}"),
             ("Distinct melodies", lambda m: m.diversity.get("distinct_melodies", math.nan), "{:.1%}"),
@@ -578,7 +578,7 @@ def measure_samples(
         table1=table1,
         counts=counts,
         mean_log_p=scores["mean_log_p"],
-        mean_r_mt=r_mt,
+        mean_task_reward=r_mt,
         mean_kl=scores["mean_kl"],
         diversity=div,
         copying=copy,
@@ -589,7 +589,7 @@ def measure_samples(
 
 def _load(model: Prior | str | Path) -> Prior:
     if isinstance(model, (str, Path)):
-        from rltuner.models.checkpoint import load_model
+        from rltuner.loading import load_model
 
         return load_model(model)
     return model

@@ -98,7 +98,7 @@ def figure2(runs: Mapping[str, PathLike | Sequence[Mapping[str, float]]], path: 
 
     Args:
         runs: algorithm name -> its run folder (or ``metrics.jsonl``) or already-read metric rows, each with
-            ``env_step``, ``mean_log_p`` and ``mean_r_mt``.
+            ``env_step``, ``mean_log_p`` and ``mean_task_reward``.
         path: PNG to write.
 
     Raises:
@@ -115,7 +115,7 @@ def figure2(runs: Mapping[str, PathLike | Sequence[Mapping[str, float]]], path: 
             plt.close(fig)
             raise ConfigError(f"the training log of {name!r} has no rows with env_step and mean_log_p")
         steps = [float(r["env_step"]) for r in rows]
-        for ax, key in zip(axes, ("mean_log_p", "mean_r_mt"), strict=True):
+        for ax, key in zip(axes, ("mean_log_p", "mean_task_reward"), strict=True):
             values = [float(r.get(key, math.nan)) for r in rows]
             ax.plot(steps, values, marker="o", ms=3, color=_colour(name, i), label=model_label(name))
     axes[0].axhline(-math.log(NUM_CLASSES), color="grey", ls=":", lw=1, label="uniform policy")

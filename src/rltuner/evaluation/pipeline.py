@@ -223,11 +223,12 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
     Raises:
         ConfigError: bad settings. CheckpointError: no shipped Note RNN. RLTunerError: unwritable folder.
     """
+    from rltuner.domains.music import music_domain
     from rltuner.evaluation import figures
     from rltuner.evaluation.evaluate import evaluate_models, load_result, step_probabilities
     from rltuner.evaluation.report import ReportData, write_report
-    from rltuner.models.checkpoint import load_default_prior, load_model, load_prior
-    from rltuner.rl.music import music_domain
+    from rltuner.loading import load_model
+    from rltuner.models.checkpoint import load_default_prior, load_prior
 
     config.validate()
     device = str(resolve_device(config.device))

@@ -13,7 +13,7 @@ import os
 import struct
 from importlib import resources
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -218,24 +218,6 @@ def load_prior(
         raise CheckpointError(f"{path} has no model config")
     model = prior_from_tensors(tensors, meta["model"], str(path))
     return model.to(device), meta
-
-
-def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Prior:
-    """Load any samplable model: a prior, or a tuned model (dispatched on the checkpoint's ``kind``).
-
-    Raises:
-        CheckpointError: as :func:`load_prior`, or an unknown kind.
-    """
-    meta = read_meta(path)
-    kind = meta.get("kind")
-    if kind == "prior":
-        return load_prior(path, device)[0]
-    if kind == "tuned":
-        from rltuner.rl.policy import load_policy  # lazy: the RL package is not needed to sample a prior
-
-        # A TunedPolicy follows the Prior interface without subclassing Prior.
-        return cast(Prior, load_policy(Path(path)).to(device))
-    raise CheckpointError(f"{path} is a checkpoint of unknown kind {kind!r} (expected 'prior' or 'tuned')")
 
 
 def default_prior_path() -> Path:

@@ -91,6 +91,8 @@ def sample(
     primer: Primer = None,
     seed: int | None = None,
     batch_size: int = DEFAULT_BATCH,
+    stop_token: int | None = None,
+    pad_token: int = 0,
 ) -> np.ndarray:
     """Sample ``n`` melodies of ``length`` steps.
 
@@ -103,6 +105,9 @@ def sample(
         primer: see the module docstring (default: one random note-on per melody).
         seed: seeds the sampler's generator (None: fresh randomness).
         batch_size: melodies advanced in lockstep (memory vs. speed).
+        stop_token: a token that ends a sequence (e.g. a SMILES ``<eos>``): it is kept, every later position
+            holds ``pad_token``, and sampling stops once every sequence of a batch has ended.
+        pad_token: what fills a sequence after its stop token.
 
     Returns:
         int64 array (n, length) of classes.
@@ -116,6 +121,8 @@ def sample(
         primer=primer,
         seed=seed,
         batch_size=batch_size,
+        stop_token=stop_token,
+        pad_token=pad_token,
     ).melodies
 
 
@@ -129,12 +136,14 @@ class ScoredSamples:
         ref_log_p: float64 (n, length) ``log p_ref(a_t | s_t)`` of each sampled class (None without reference).
         kl: float64 (n, length) ``KL(pi(.|s_t) || p_ref(.|s_t))`` of the sampling distribution (None without
             reference; 0 where the reference is the model itself).
+        mask: bool (n, length), true where a token was sampled (false after a stop token; all true without).
     """
 
     melodies: np.ndarray
     primers: np.ndarray
     ref_log_p: np.ndarray | None = None
     kl: np.ndarray | None = None
+    mask: np.ndarray | None = None
 
 
 @torch.inference_mode()
@@ -149,6 +158,8 @@ def sample_scored(
     primer: Primer = None,
     seed: int | None = None,
     batch_size: int = DEFAULT_BATCH,
+    stop_token: int | None = None,
+    pad_token: int = 0,
 ) -> ScoredSamples:
     """:func:`sample`, and in the same pass the reference model's log-probability of every sampled class and
     the KL divergence of the sampling distribution from the reference's (what evaluation reports).
@@ -166,15 +177,18 @@ def sample_scored(
     for m in models:
         m.eval()
     out = torch.empty((n, length), dtype=torch.int64)
+    mask = torch.ones((n, length), dtype=torch.bool)
     ref_log_p = torch.empty((n, length), dtype=torch.float64) if reference is not None else None
     kl = torch.empty((n, length), dtype=torch.float64) if reference is not None else None
     try:
         for lo in range(0, n, batch_size):
             hi = min(lo + batch_size, n)
-            tokens, batch_log_p, batch_kl = _sample_batch(
-                model, primers[lo:hi].to(device), length, temperature, greedy, gen, reference
-            )
+            tokens, batch_log_p, batch_kl, batch_mask = _sample_batch(
+                model, primers[lo:hi].to(device), length, temperature, greedy, gen, reference,
+                stop_token, pad_token,
+            )  # fmt: skip
             out[lo:hi] = tokens.cpu()
+            mask[lo:hi] = batch_mask.cpu()
             if ref_log_p is not None and kl is not None and batch_log_p is not None and batch_kl is not None:
                 ref_log_p[lo:hi] = batch_log_p.cpu()
                 kl[lo:hi] = batch_kl.cpu()
@@ -186,6 +200,7 @@ def sample_scored(
         primers=primers.numpy(),
         ref_log_p=None if ref_log_p is None else ref_log_p.numpy(),
         kl=None if kl is None else kl.numpy(),
+        mask=mask.numpy(),
     )
 
 
@@ -206,8 +221,11 @@ def _sample_batch(
     greedy: bool,
     gen: torch.Generator,
     reference: Any = None,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """primer (B, k) -> sampled tokens (B, length) and, with a reference, its log p and the KL, (B, length)."""
+    stop_token: int | None = None,
+    pad_token: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+    """primer (B, k) -> sampled tokens (B, length), with a reference its log p and the KL (B, length), and
+    the mask of sampled positions (B, length); log p and KL are 0 after a stop token."""
     b = primer.shape[0]
     logits, state = model(primer, model.initial_state(b, primer.device))
     logits = logits[:, -1]  # (B, V): the distribution of the first sampled step
@@ -215,9 +233,11 @@ def _sample_batch(
     if separate_ref:
         ref_logits, ref_state = reference(primer, reference.initial_state(b, primer.device))
         ref_logits = ref_logits[:, -1]
-    out = torch.empty((b, length), dtype=torch.int64, device=primer.device)
+    out = torch.full((b, length), pad_token, dtype=torch.int64, device=primer.device)
+    mask = torch.zeros((b, length), dtype=torch.bool, device=primer.device)
+    alive = torch.ones(b, dtype=torch.bool, device=primer.device)
     ref_log_p = (
-        torch.empty((b, length), dtype=torch.float64, device=primer.device) if reference is not None else None
+        torch.zeros((b, length), dtype=torch.float64, device=primer.device) if reference is not None else None
     )
     kl = (
         torch.zeros((b, length), dtype=torch.float64, device=primer.device) if reference is not None else None
@@ -231,18 +251,25 @@ def _sample_batch(
             cdf = torch.softmax(logits * inv_t if inv_t != 1.0 else logits, dim=-1).cumsum_(-1)  # (B, V)
             u = torch.rand((b, 1), generator=gen, device=logits.device).mul_(cdf[:, -1:])
             token = (cdf < u).sum(-1).clamp_(max=logits.shape[-1] - 1)
+        if stop_token is not None:
+            token = torch.where(alive, token, pad_token)
         out[:, t] = token
+        mask[:, t] = alive
         if ref_log_p is not None and kl is not None:
             log_pi = torch.log_softmax(logits.float() * inv_t, dim=-1)  # (B, V) the sampling distribution
             log_ref = torch.log_softmax(ref_logits.float(), dim=-1) if separate_ref else log_pi
-            ref_log_p[:, t] = log_ref.gather(-1, token.unsqueeze(-1)).squeeze(-1)
+            ref_log_p[:, t] = log_ref.gather(-1, token.unsqueeze(-1)).squeeze(-1) * alive
             if separate_ref:
-                kl[:, t] = kl_divergence(log_pi, log_ref)
+                kl[:, t] = kl_divergence(log_pi, log_ref) * alive
+        if stop_token is not None:
+            alive &= token != stop_token
+            if not bool(alive.any()):
+                break
         if t + 1 < length:
             logits, state = model.step(token, state)
             if separate_ref:
                 ref_logits, ref_state = reference.step(token, ref_state)
-    return out, ref_log_p, kl
+    return out, ref_log_p, kl, mask
 
 
 @torch.inference_mode()

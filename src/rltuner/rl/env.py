@@ -3,6 +3,10 @@
 The state of each episode is the previous token plus the recurrent states of the Q-network and of the frozen
 Reward RNN (the prior); the task reward's per-episode state lives in the reward object. One call of
 :meth:`BatchedEnv.rollout` plays a whole batch of episodes; the next call restarts them all.
+
+Episodes end after ``episode_length`` actions or, when the domain has an end token, at the step that plays it
+(the end token is the episode's last action). After its end an episode is fed the pad token; its later steps
+are masked out (``mask`` false), carry no reward and no loss. The rollout stops once every episode has ended.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rltuner.rl.domain import PrimerSampler, SequenceReward
+from rltuner.domains.base import PrimerSampler, SequenceReward
 from rltuner.rl.replay import EpisodeBatch
 
 ActFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -43,6 +47,8 @@ class BatchedEnv:
         episode_length: int,
         n_envs: int,
         device: torch.device | str = "cpu",
+        eos_token: int | None = None,
+        pad_token: int = 0,
     ) -> None:
         self.q_net = q_net
         self.reward_rnn = reward_rnn
@@ -51,6 +57,18 @@ class BatchedEnv:
         self.episode_length = episode_length
         self.n_envs = n_envs
         self.device = torch.device(device)
+        self.eos_token = eos_token
+        self.pad_token = pad_token
+
+    @classmethod
+    def for_domain(
+        cls, q_net: Any, reward_rnn: Any, domain: Any, n_envs: int, device: Any = "cpu"
+    ) -> BatchedEnv:
+        """An environment over a :class:`~rltuner.domains.base.Domain` (its reward, primers, length, end)."""
+        return cls(
+            q_net, reward_rnn, domain.make_reward(), domain.sample_primers, domain.episode_length, n_envs,
+            device, eos_token=domain.eos_token, pad_token=domain.pad_token,
+        )  # fmt: skip
 
     @torch.no_grad()
     def rollout(self, act: ActFn, rng: np.random.Generator) -> EpisodeBatch:
@@ -61,27 +79,36 @@ class BatchedEnv:
             rng: draws the primers.
 
         Returns:
-            The episodes (on the CPU): tokens (B, L+1) with the primer first, r_mt (B, L), log_p (B, L).
+            The episodes (on the CPU): tokens (B, L+1) with the primer first, task_reward (B, L), log_p (B, L),
+            mask (B, L). Steps after an episode's end hold the pad token, zeros and ``mask`` false.
         """
         B, L = self.n_envs, self.episode_length
         primers = torch.as_tensor(np.asarray(self.sample_primers(B, rng), dtype=np.int64))
-        tokens = torch.empty(B, L + 1, dtype=torch.int64)
+        tokens = torch.full((B, L + 1), self.pad_token, dtype=torch.int64)
         tokens[:, 0] = primers
-        r_mt = np.empty((B, L), dtype=np.float64)
-        log_p = torch.empty(B, L, dtype=torch.float32, device=self.device)
+        reward = np.zeros((B, L), dtype=np.float64)
+        log_p = torch.zeros(B, L, dtype=torch.float32, device=self.device)
+        mask = torch.zeros(B, L, dtype=torch.bool)
+        alive = torch.ones(B, dtype=torch.bool)  # not yet ended (CPU)
         q_state = self.q_net.initial_state(B, device=self.device)
         p_state = self.reward_rnn.initial_state(B, device=self.device)
         reward_state = self.reward.reset(B)
         prev = primers.to(self.device)
+        pad = torch.full((B,), self.pad_token, dtype=torch.int64)
         for t in range(L):
             # Both networks read the previous token: their outputs are the values at state s_t.
             outputs, q_state = self.q_net.step(prev, q_state)  # (B, V)
             prior_logits, p_state = self.reward_rnn.step(prev, p_state)  # (B, V)
             prior_log_p = torch.log_softmax(prior_logits.float(), dim=-1)
-            actions = act(outputs, prior_log_p)  # (B,)
-            log_p[:, t] = prior_log_p.gather(1, actions[:, None]).squeeze(1)
-            actions_cpu = actions.cpu()
-            r_mt[:, t] = self.reward.step(reward_state, actions_cpu.numpy())
+            actions_cpu = torch.where(alive, act(outputs, prior_log_p).cpu(), pad)  # (B,)
+            actions = actions_cpu.to(self.device)
+            mask[:, t] = alive
+            log_p[:, t] = prior_log_p.gather(1, actions[:, None]).squeeze(1) * alive.to(self.device)
+            reward[:, t] = self.reward.step(reward_state, actions_cpu.numpy()) * alive.numpy()
             tokens[:, t + 1] = actions_cpu
             prev = actions
-        return EpisodeBatch(tokens, torch.from_numpy(r_mt).float(), log_p.cpu())
+            if self.eos_token is not None:
+                alive &= actions_cpu != self.eos_token
+                if not bool(alive.any()):
+                    break
+        return EpisodeBatch(tokens, torch.from_numpy(reward).float(), log_p.cpu(), mask)

@@ -12,8 +12,9 @@ from typing import Any
 
 import torch
 
+from rltuner.domains.base import State
 from rltuner.errors import CheckpointError
-from rltuner.rl.domain import State
+from rltuner.models.checkpoint import prior_from_tensors, read_checkpoint
 from rltuner.rl.targets import get_algorithm
 
 TUNED_KIND = "tuned"
@@ -103,8 +104,6 @@ def policy_checkpoint(
 
 def policy_from_checkpoint(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> TunedPolicy:
     """Rebuild a :class:`TunedPolicy` from what :func:`policy_checkpoint` produced."""
-    from rltuner.models.checkpoint import prior_from_tensors
-
     if meta.get("kind") != TUNED_KIND:
         raise CheckpointError(f"not a tuned model (kind {meta.get('kind')!r})")
     try:
@@ -127,8 +126,6 @@ def load_policy(path: str | Path) -> TunedPolicy:
     Raises:
         CheckpointError: the file is missing, corrupt or not a tuned model.
     """
-    from rltuner.models.checkpoint import read_checkpoint
-
     tensors, meta = read_checkpoint(path)
     return policy_from_checkpoint(tensors, meta)
 

@@ -3,6 +3,7 @@
 The original RL Tuner stored each transition with the LSTM state it was taken in and trained one step from
 that state, so stored states went stale as the network changed. Episodes are short (33 tokens with the
 primer), so we store WHOLE episodes and recompute every network over the whole sequence when learning.
+Episodes of a domain with an end token are stored padded to the longest length, with their mask.
 """
 
 from __future__ import annotations
@@ -16,18 +17,44 @@ class EpisodeBatch(NamedTuple):
     """Complete episodes. ``tokens[:, 0]`` is the primer (an input, not an action); actions are ``tokens[:, 1:]``.
 
     Attributes:
-        tokens: (B, L+1) int64.
-        r_mt: (B, L) float32 task reward of each action.
-        log_p: (B, L) float32 ``log p(a_t|s_t)`` of each action under the frozen prior (Reward RNN).
+        tokens: (B, L+1) int64; after an episode's end, the pad token.
+        task_reward: (B, L) float32 task reward of each action (0 after the end).
+        log_p: (B, L) float32 ``log p(a_t|s_t)`` of each action under the frozen prior (Reward RNN); 0 after
+            the end.
+        mask: (B, L) bool, true for the steps the episode played (its end token included).
     """
 
     tokens: torch.Tensor
-    r_mt: torch.Tensor
+    task_reward: torch.Tensor
     log_p: torch.Tensor
+    mask: torch.Tensor
 
     @property
     def n_transitions(self) -> int:
-        return int(self.r_mt.numel())
+        """Transitions actually played (masked steps excluded)."""
+        return int(self.mask.sum())
+
+    def not_done(self, terminal_last_step: bool = True) -> torch.Tensor:
+        """(B, L) float: 1 where the TD target bootstraps from the next state, 0 where the episode ended.
+
+        Step t bootstraps when step t+1 was played; the last step bootstraps only when
+        ``terminal_last_step`` is false (a fixed-length episode treated as continuing).
+        """
+        nd = torch.zeros(self.mask.shape, dtype=torch.float32)
+        nd[:, :-1] = self.mask[:, 1:].float()
+        if not terminal_last_step:
+            nd[:, -1] = self.mask[:, -1].float()
+        return nd
+
+    def trimmed(self) -> EpisodeBatch:
+        """The same episodes without the trailing steps that no episode played (saves work when learning)."""
+        played = self.mask.any(dim=0).nonzero()
+        n = int(played.max()) + 1 if played.numel() else 1
+        if n == self.mask.shape[1]:
+            return self
+        return EpisodeBatch(
+            self.tokens[:, : n + 1], self.task_reward[:, :n], self.log_p[:, :n], self.mask[:, :n]
+        )
 
 
 class EpisodeReplay:
@@ -42,8 +69,9 @@ class EpisodeReplay:
         self.episode_length = episode_length
         self.capacity = max(1, capacity_transitions // episode_length)
         self.tokens = torch.zeros(self.capacity, episode_length + 1, dtype=torch.int64)
-        self.r_mt = torch.zeros(self.capacity, episode_length, dtype=torch.float32)
+        self.task_reward = torch.zeros(self.capacity, episode_length, dtype=torch.float32)
         self.log_p = torch.zeros(self.capacity, episode_length, dtype=torch.float32)
+        self.mask = torch.zeros(self.capacity, episode_length, dtype=torch.bool)
         self.size = 0
         self.cursor = 0  # next slot to write
 
@@ -53,7 +81,8 @@ class EpisodeReplay:
 
     @property
     def n_transitions(self) -> int:
-        return self.size * self.episode_length
+        """Transitions held (masked steps excluded)."""
+        return int(self.mask[: self.size].sum())
 
     def add(self, batch: EpisodeBatch) -> None:
         """Store episodes, overwriting the oldest when full."""
@@ -63,8 +92,9 @@ class EpisodeReplay:
             n = self.capacity
         slots = (self.cursor + torch.arange(n)) % self.capacity
         self.tokens[slots] = batch.tokens.cpu()
-        self.r_mt[slots] = batch.r_mt.cpu().float()
+        self.task_reward[slots] = batch.task_reward.cpu().float()
         self.log_p[slots] = batch.log_p.cpu().float()
+        self.mask[slots] = batch.mask.cpu()
         self.cursor = int((self.cursor + n) % self.capacity)
         self.size = min(self.capacity, self.size + n)
 
@@ -73,14 +103,15 @@ class EpisodeReplay:
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay memory")
         idx = torch.randint(self.size, (n_episodes,), generator=generator)
-        return EpisodeBatch(self.tokens[idx], self.r_mt[idx], self.log_p[idx])
+        return EpisodeBatch(self.tokens[idx], self.task_reward[idx], self.log_p[idx], self.mask[idx])
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors only (safe to load with ``torch.load(weights_only=True)``)."""
         return {
             "tokens": self.tokens[: self.size].clone(),
-            "r_mt": self.r_mt[: self.size].clone(),
+            "task_reward": self.task_reward[: self.size].clone(),
             "log_p": self.log_p[: self.size].clone(),
+            "mask": self.mask[: self.size].clone(),
             "cursor": torch.tensor(self.cursor),
         }
 
@@ -89,7 +120,8 @@ class EpisodeReplay:
         if size > self.capacity or state["tokens"].shape[1] != self.episode_length + 1:
             raise ValueError("replay state does not fit this memory's capacity or episode length")
         self.tokens[:size] = state["tokens"]
-        self.r_mt[:size] = state["r_mt"]
+        self.task_reward[:size] = state["task_reward"]
         self.log_p[:size] = state["log_p"]
+        self.mask[:size] = state["mask"]
         self.size = size
         self.cursor = int(state["cursor"])

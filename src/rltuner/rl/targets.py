@@ -15,14 +15,14 @@ import torch
 from rltuner.errors import ConfigError
 
 
-def reward_log_prior(log_p: torch.Tensor, r_mt: torch.Tensor, c: float) -> torch.Tensor:
-    """``r = log p(a|s) + r_MT / c`` (Eq. 3): the reward of Q and Psi-learning. Shapes (B, T) -> (B, T)."""
-    return log_p + r_mt / c
+def reward_log_prior(log_p: torch.Tensor, task_reward: torch.Tensor, c: float) -> torch.Tensor:
+    """``r = log p(a|s) + r_T / c`` (Eq. 3; r_T the task reward, r_MT for music): the reward of Q and Psi-learning. Shapes (B, T) -> (B, T)."""
+    return log_p + task_reward / c
 
 
-def reward_task_only(log_p: torch.Tensor, r_mt: torch.Tensor, c: float) -> torch.Tensor:
-    """``r = r_MT / c``: the reward of G-learning (the prior enters through its value) and RL-only."""
-    return r_mt / c
+def reward_task_only(log_p: torch.Tensor, task_reward: torch.Tensor, c: float) -> torch.Tensor:
+    """``r = r_T / c``: the reward of G-learning (the prior enters through its value) and RL-only."""
+    return task_reward / c
 
 
 def value_max(

@@ -28,17 +28,20 @@ import torch
 
 from rltuner.config import to_dict
 from rltuner.devices import resolve_device
+from rltuner.domains.base import Domain
 from rltuner.errors import RLTunerError
 from rltuner.fileio import ensure_writable_dir, write_json_atomic, write_text_atomic
 from rltuner.models.checkpoint import load_training_state, save_training_state
 from rltuner.rl.config import PRESETS, TuneConfig
-from rltuner.rl.domain import Domain
 from rltuner.rl.env import ActFn, BatchedEnv
 from rltuner.rl.policy import TunedPolicy, policy_checkpoint
 from rltuner.rl.replay import EpisodeBatch, EpisodeReplay
 from rltuner.rl.targets import Algorithm, get_algorithm, td_target
 
-METRIC_COLUMNS = ("env_step", "sample_updates", "wall_s", "mean_log_p", "mean_r_mt", "epsilon", "loss")
+METRIC_COLUMNS = (
+    "env_step", "sample_updates", "wall_s", "mean_log_p", "mean_task_reward", "mean_return", "mean_length",
+    "epsilon", "loss",
+)  # fmt: skip
 RESUME_FILE = "resume.pt"
 MODEL_FILE = "model.safetensors"
 
@@ -125,21 +128,27 @@ def evaluate_policy(
     Pass the prior itself as ``q_net`` with ``algorithm="q"`` to score the untuned prior.
 
     Returns:
-        ``{"mean_log_p": mean log p(a|s) under the prior per step, "mean_r_mt": mean task reward per step}``.
+        ``mean_log_p``: mean log p(a|s) under the prior per played step; ``mean_task_reward``: mean task reward
+        per played step; ``mean_return``: mean task reward per episode (summed over its steps);
+        ``mean_length``: mean number of actions per episode.
     """
     algo = get_algorithm(algorithm)
-    env = BatchedEnv(
-        q_net,
-        domain.prior,
-        domain.make_reward(),
-        domain.sample_primers,
-        domain.episode_length,
-        n_episodes,
-        device,
-    )
+    env = BatchedEnv.for_domain(q_net, domain.prior, domain, n_episodes, device)
     generator = torch.Generator().manual_seed(seed)
     batch = env.rollout(sampling_actor(algo, generator), np.random.default_rng(seed))
-    return {"mean_log_p": float(batch.log_p.mean()), "mean_r_mt": float(batch.r_mt.mean())}
+    return episode_summary(batch)
+
+
+def episode_summary(batch: EpisodeBatch) -> dict[str, float]:
+    """Mean log p and task reward per played step, mean return and length per episode (masked steps excluded)."""
+    played = batch.mask.float()
+    n = played.sum().clamp_min(1.0)
+    return {
+        "mean_log_p": float((batch.log_p * played).sum() / n),
+        "mean_task_reward": float((batch.task_reward * played).sum() / n),
+        "mean_return": float((batch.task_reward * played).sum(1).mean()),
+        "mean_length": float(played.sum(1).mean()),
+    }
 
 
 class _Learner:
@@ -161,8 +170,9 @@ class _Learner:
         self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=cfg.learning_rate)
 
     def step(self, batch: EpisodeBatch) -> float:
-        """One gradient step on whole episodes; returns the loss."""
+        """One gradient step on whole episodes; returns the loss (mean squared TD error over played steps)."""
         cfg, algo = self.cfg, self.algo
+        batch = batch.trimmed()
         tokens = batch.tokens.to(self.device)  # (E, L+1): primer, a_0 .. a_{L-1}
         actions = tokens[:, 1:]  # (E, L)
         # One forward over the whole sequence gives Q(s_t, .) for t = 0..L (position t has read token t).
@@ -173,13 +183,15 @@ class _Learner:
             prior_next = None
             if algo.needs_prior_values:
                 prior_next = torch.log_softmax(self.reward_rnn(tokens)[0][:, 1:].float(), dim=-1)
-            reward = algo.reward(batch.log_p.to(self.device), batch.r_mt.to(self.device), cfg.reward_scale)
+            reward = algo.reward(
+                batch.log_p.to(self.device), batch.task_reward.to(self.device), cfg.reward_scale
+            )
             next_value = algo.next_value(target_next, online[:, 1:].detach(), prior_next, cfg.double_q)
-            not_done = torch.ones_like(reward)
-            if cfg.terminal_last_step:
-                not_done[:, -1] = 0.0  # the melody is over: no bootstrap from the last step
+            # No bootstrap past an episode's end (its end token, or the last step when that is terminal).
+            not_done = batch.not_done(cfg.terminal_last_step).to(self.device)
             y = td_target(reward, next_value, cfg.gamma, not_done)
-        loss = torch.nn.functional.mse_loss(q_taken, y)
+        played = batch.mask.to(self.device).float()  # steps after the end carry no loss
+        loss = ((q_taken - y).pow(2) * played).sum() / played.sum().clamp_min(1.0)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -211,7 +223,7 @@ def _stop_on_sigint() -> Iterator[list[bool]]:
 
 
 def _default_domain() -> Domain:
-    from rltuner.rl.music import music_domain
+    from rltuner.domains.music import music_domain
 
     return music_domain()
 
@@ -259,9 +271,7 @@ def tune(
 
     L, n_envs = domain.episode_length, cfg.n_envs
     learner = _Learner(domain.prior, algo, cfg, device)
-    env = BatchedEnv(
-        learner.q_net, learner.reward_rnn, domain.make_reward(), domain.sample_primers, L, n_envs, device
-    )
+    env = BatchedEnv.for_domain(learner.q_net, learner.reward_rnn, domain, n_envs, device)
     replay = EpisodeReplay(cfg.replay_size, L)
     generator = torch.Generator().manual_seed(cfg.seed)
     np_rng = np.random.default_rng(cfg.seed)
@@ -278,7 +288,8 @@ def tune(
         _load_resume(run_dir / RESUME_FILE, learner, replay, generator, np_rng, counters, metrics, cfg)
     if run_dir is not None:
         write_json_atomic(
-            run_dir / "config.json", {**to_dict(cfg), "domain": domain.name, **(domain.meta or {})}
+            run_dir / "config.json",
+            {**to_dict(cfg), "domain": domain.name, **(domain.meta or {}), "reward": domain.reward_config},
         )
     writer = _tensorboard(run_dir, cfg)
 
@@ -294,7 +305,7 @@ def tune(
         }  # fmt: skip
         metrics.append(row)
         if writer is not None:
-            for key in ("mean_log_p", "mean_r_mt", "epsilon", "loss"):
+            for key in ("mean_log_p", "mean_task_reward", "mean_return", "mean_length", "epsilon", "loss"):
                 if row[key] is not None:
                     writer.add_scalar(f"eval/{key}", row[key], counters["env_steps"])
             writer.flush()
@@ -322,13 +333,14 @@ def tune(
             batch = env.rollout(act, np_rng)
             learner.q_net.train()
             replay.add(batch)
-            counters["env_steps"] += n_envs * L
+            counters["env_steps"] += batch.n_transitions
             learned = max(0, counters["env_steps"] - cfg.learning_starts)
             due = learned // cfg.train_every - counters["gradient_steps"]
             for _ in range(due):
-                loss = learner.step(replay.sample(cfg.batch_size // L, generator))
+                sample = replay.sample(cfg.batch_size // L, generator)
+                loss = learner.step(sample)
                 counters["gradient_steps"] += 1
-                counters["sample_updates"] += cfg.batch_size
+                counters["sample_updates"] += sample.n_transitions
             if counters["env_steps"] >= counters["next_eval"] or counters["env_steps"] >= cfg.total_steps:
                 evaluate_now(loss)
                 save()
@@ -373,12 +385,12 @@ def _update_progress(
     now = time.perf_counter()
     dt = max(now - rates["t"], 1e-9)
     upd_s = (counters["gradient_steps"] - rates["updates"]) * cfg.batch_size / dt
-    reward = get_algorithm(cfg.algorithm).reward(batch.log_p, batch.r_mt, cfg.reward_scale)
+    summary = episode_summary(batch)
     bar.set_postfix(
         {
-            "upd/s": f"{upd_s:.3g}", "r": f"{float(reward.mean()):.3f}", "logp": f"{float(batch.log_p.mean()):.3f}",
-            "r_mt": f"{float(batch.r_mt.mean()):.3f}", "eps": f"{epsilon_at(counters['env_steps'], cfg):.3f}",
-            "loss": f"{loss:.3g}",
+            "upd/s": f"{upd_s:.3g}", "logp": f"{summary['mean_log_p']:.3f}",
+            "r_T/ep": f"{summary['mean_return']:.3f}", "len": f"{summary['mean_length']:.1f}",
+            "eps": f"{epsilon_at(counters['env_steps'], cfg):.3f}", "loss": f"{loss:.3g}",
         },
         refresh=False,
     )  # fmt: skip
@@ -412,7 +424,8 @@ def _save_model(
 
     tensors, meta = policy_checkpoint(
         learner.q_net, learner.reward_rnn, cfg.algorithm,
-        {"config": to_dict(cfg), "domain": domain.name, "step": int(counters["env_steps"]),
+        {"config": to_dict(cfg), "domain": domain.name, "domain_meta": domain.meta or {},
+         "reward": domain.reward_config, "step": int(counters["env_steps"]),
          "sample_updates": int(counters["sample_updates"])},
     )  # fmt: skip
     save_checkpoint(path, tensors, meta)

@@ -1,7 +1,8 @@
-"""What the RL core knows of a domain: a vocabulary, a prior, a reward, a primer distribution, a length.
+"""What the RL core knows of a domain: a vocabulary, a prior, a task reward, primers, a length, an end token.
 
-Nothing musical lives in the core (``env``, ``replay``, ``targets``, ``tuner``); a domain plugs in through a
-:class:`Domain`. Music is the first one (:mod:`rltuner.rl.music`); a SMILES generator could be another.
+Nothing domain-specific lives in the core (``rl/``: env, replay, targets, tuner); a domain plugs in through a
+:class:`Domain`. Music (:mod:`rltuner.domains.music`, fixed 32-step melodies) and molecules
+(:mod:`rltuner.domains.molecules`, SMILES ending at ``<eos>``) are the two; :mod:`rltuner.domains` lists them.
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ class PriorLike(Protocol):
 
 
 class SequenceReward(Protocol):
-    """A reward over batches of sequences, computed one step at a time with an explicit per-sequence state."""
+    """A task reward over batches of sequences, computed one step at a time with an explicit per-sequence state.
+
+    ``step`` is called once per step for every episode of the batch, also for episodes that have ended
+    (their action is then the domain's ``pad_token``); what it returns for those is ignored.
+    """
 
     def reset(self, batch_size: int) -> Any: ...
 
@@ -56,8 +61,13 @@ class Domain:
             into the Q-network and the target network and keeps it frozen as the Reward RNN.
         make_reward: builds a fresh :class:`SequenceReward` (one per environment).
         sample_primers: draws the first input token of each episode.
-        episode_length: number of actions per episode (32 for melodies).
-        meta: domain settings worth recording in checkpoints (JSON-able).
+        episode_length: the most actions an episode has (32 for melodies, 100 for SMILES).
+        eos_token: the action that ends an episode early (``<eos>``), or None: every episode runs
+            ``episode_length`` steps (music). The end token itself is the last action of its episode.
+        pad_token: the input fed (and the action recorded) after an episode ended; never in a loss.
+        reward_config: the task reward's settings as JSON (recorded in run configs and checkpoints, and
+            used again by evaluation).
+        meta: more domain settings worth recording in checkpoints (JSON-able).
     """
 
     name: str
@@ -67,11 +77,18 @@ class Domain:
     sample_primers: PrimerSampler
     episode_length: int
     meta: dict[str, Any] | None = None
+    eos_token: int | None = None
+    pad_token: int = 0
+    reward_config: dict[str, Any] | None = None
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` if the parts do not fit together (e.g. a prior of another vocabulary)."""
         if self.episode_length < 1:
             raise ConfigError(f"episode length must be at least 1, got {self.episode_length}")
+        for name in ("eos_token", "pad_token"):
+            token = getattr(self, name)
+            if token is not None and not 0 <= token < self.vocab_size:
+                raise ConfigError(f"{name} {token} is outside the vocabulary (0..{self.vocab_size - 1})")
         prior_vocab = getattr(self.prior, "vocab_size", None)
         if prior_vocab != self.vocab_size:
             raise ConfigError(

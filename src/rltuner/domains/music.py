@@ -1,4 +1,5 @@
-"""The music domain: the Note RNN prior, the music-theory reward, melody primers, 32-step melodies."""
+"""The music domain: the Note RNN prior, the music-theory reward (the task reward r_MT), melody primers, 32-step
+melodies that never end early."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from rltuner.domains.base import Domain, PrimerSampler
 from rltuner.encoding import DEFAULT_MELODY_LENGTH, FIRST_NOTE_CLASS, NUM_CLASSES, random_note_primers
 from rltuner.errors import ConfigError, InvalidMelodyError
-from rltuner.rl.domain import Domain, PrimerSampler
 
 
 def fixed_primer(token: int) -> PrimerSampler:
@@ -90,19 +91,22 @@ def music_domain(
         model = prior
     sampler, primer_desc = primer_sampler(primer)
 
+    import dataclasses
+
+    from rltuner.config import to_dict
+    from rltuner.rewards.music_theory import MusicTheoryReward, RewardConfig
+
+    cfg = reward_config if reward_config is not None else RewardConfig()
+    if cfg.length != length:  # the tonic and extremes rules depend on the melody length
+        cfg = dataclasses.replace(cfg, length=length)
+
     def make_reward() -> Any:
-        from rltuner.rewards.music_theory import MusicTheoryReward, RewardConfig
-
-        cfg = reward_config if reward_config is not None else RewardConfig()
-        if cfg.length != length:  # the tonic and extremes rules depend on the melody length
-            import dataclasses
-
-            cfg = dataclasses.replace(cfg, length=length)
         return MusicTheoryReward(cfg)
 
     domain = Domain(
         name="music", vocab_size=NUM_CLASSES, prior=model, make_reward=make_reward, sample_primers=sampler,
         episode_length=length, meta={"primer": primer_desc, "melody_length": length},
+        reward_config={"music_theory": to_dict(cfg)},
     )  # fmt: skip
     domain.validate()
     return domain
