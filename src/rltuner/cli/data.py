@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from rltuner.cli.options import domain_option
+
 _SPLIT_HELP = "Comma-separated; the option may also be repeated."
 
 
@@ -17,7 +19,7 @@ def _names(values: tuple[str, ...]) -> tuple[str, ...]:
 
 @click.group()
 def data() -> None:
-    """Build a melody dataset from music21's folk corpus or MIDI files, and inspect it."""
+    """Build a dataset (melodies: music21's folk corpus or MIDI files; molecules: MOSES or a SMILES file)."""
 
 
 @data.command()
@@ -25,26 +27,28 @@ def data() -> None:
     "--source",
     "sources",
     multiple=True,
-    metavar="folk|PATH",
-    help="'folk' (music21's folk collections, the default) or a MIDI file/folder; repeatable.",
+    metavar="folk|moses|PATH",
+    help="Music: 'folk' (music21's folk collections, the default) or a MIDI file/folder, repeatable. "
+    "Molecules: 'moses' (the MOSES train set in the molsets wheel, the default) or one .smi/.txt/.csv file "
+    "(gzipped or not).",
 )
 @click.option("--collections", multiple=True, help=f"Folk collections to use (default all). {_SPLIT_HELP}")
 @click.option("--exclude", multiple=True, help=f"Folk collections to leave out. {_SPLIT_HELP}")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("data/melodies.npz"),
-    show_default=True,
-    help="Dataset file to write (its manifest goes beside it as NAME.manifest.json).",
+    default=None,
+    help="Dataset file to write (its manifest goes beside it as NAME.manifest.json) "
+    "[default: data/melodies.npz or data/molecules.npz].",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/validation split.")
 @click.option(
     "--valid-fraction",
     type=float,
-    default=0.1,
-    show_default=True,
-    help="Fraction of tunes in the validation split.",
+    default=None,
+    help="Fraction of tunes (molecules) in the validation split [default: 0.1 for music, 0.01 for molecules].",
 )
+@click.option("--limit", type=int, default=0, help="Molecules only: use the first N strings of the source.")
 @click.option(
     "--min-length", type=int, default=32, show_default=True, help="Shortest melody kept, in sixteenth steps."
 )
@@ -73,13 +77,16 @@ def data() -> None:
     "--jobs", type=int, default=0, show_default=True, help="Worker processes (0: one per CPU core)."
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@domain_option()
 def build(
+    domain: str,
+    limit: int,
     sources: tuple[str, ...],
     collections: tuple[str, ...],
     exclude: tuple[str, ...],
-    out: Path,
+    out: Path | None,
     seed: int,
-    valid_fraction: float,
+    valid_fraction: float | None,
     min_length: int,
     triplets: str,
     polyphony: str,
@@ -91,6 +98,11 @@ def build(
     from rltuner.config import from_dict
     from rltuner.data.dataset import BuildConfig, build_dataset
 
+    if domain == "molecules":
+        _build_molecules(sources, out, seed, valid_fraction, limit, jobs, quiet)
+        return
+    out = out if out is not None else Path("data/melodies.npz")
+    valid_fraction = 0.1 if valid_fraction is None else valid_fraction
     config = from_dict(
         BuildConfig,
         {
@@ -107,6 +119,29 @@ def build(
         },
     )
     report = build_dataset(config, out, progress=not quiet)
+    click.echo(report.format())
+
+
+def _build_molecules(
+    sources: tuple[str, ...], out: Path | None, seed: int, valid_fraction: float | None, limit: int,
+    jobs: int, quiet: bool,
+) -> None:  # fmt: skip
+    from rltuner.config import from_dict
+    from rltuner.domains import get_domain
+
+    get_domain("molecules").check_installed()
+    from rltuner.domains.molecules.corpus import MoleculeBuildConfig, build_molecule_dataset
+
+    if len(sources) > 1:
+        raise click.UsageError("--domain molecules takes one --source: 'moses' or one SMILES file")
+    config = from_dict(
+        MoleculeBuildConfig,
+        {"source": sources[0] if sources else "moses", "seed": seed, "limit": limit, "jobs": jobs,
+         "valid_fraction": 0.01 if valid_fraction is None else valid_fraction},
+    )  # fmt: skip
+    report = build_molecule_dataset(
+        config, out if out is not None else Path("data/molecules.npz"), progress=not quiet
+    )
     click.echo(report.format())
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from rltuner.cli.options import device_option
+from rltuner.cli.options import device_option, domain_option
 from rltuner.errors import ConfigError
 
 
@@ -35,11 +35,13 @@ def _parse_models(specs: tuple[str, ...]) -> dict[str, str]:
     "--prior",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Note RNN checkpoint that log p and KL refer to [default: the shipped one].",
+    help="Prior checkpoint that log p and KL refer to [default: the domain's shipped prior].",
 )
 @click.option(
-    "-n", "--samples", type=int, default=100_000, show_default=True, help="Melodies sampled per model."
-)
+    "-n", "--samples", type=int, default=None,
+    help="Sequences sampled per model [default: 100,000 melodies, 10,000 molecules].",
+)  # fmt: skip
+@click.option("--fcd/--no-fcd", default=True, show_default=True, help="Molecules: FCD to the MOSES test set.")
 @click.option("--length", type=int, default=32, show_default=True, help="Steps per melody.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of primers and sampling.")
 @click.option(
@@ -63,10 +65,13 @@ def _parse_models(specs: tuple[str, ...]) -> dict[str, str]:
     default=None,
     help="Folder for evaluation.json/.csv/.txt and samples.npz (default: print only).",
 )
+@domain_option()
 def evaluate(
+    domain: str,
+    fcd: bool,
     models: tuple[str, ...],
     prior: str | None,
-    samples: int,
+    samples: int | None,
     length: int,
     seed: int,
     muspy_samples: int,
@@ -79,15 +84,36 @@ def evaluate(
     Each model samples N melodies from its stochastic policy (temperature 1, one random priming note);
     the table shows Table 1 beside the paper's numbers, then log p under the Note RNN, r_MT, KL,
     diversity, copying and muspy's metrics.
+
+    With --domain molecules: the SMILES prior and MODELS sample N strings each from <bos>; the table shows
+    MOSES's metrics (valid, unique, novel, IntDiv, filters, FCD), the properties and every reward penalty,
+    log p under the prior and the KL, beside MOSES's published CharRNN.
     """
     from rltuner.devices import resolve_device
+
+    parsed = _parse_models(models)
+    if domain == "molecules":
+        from rltuner.domains import get_domain
+
+        get_domain("molecules").check_installed()
+        from rltuner.domains.molecules.evaluate import evaluate_molecule_models
+
+        if samples is not None and samples < 1:
+            raise click.BadParameter("must be at least 1", param_hint="--samples")
+        mol = evaluate_molecule_models(
+            parsed, n=samples or 10_000, seed=seed, prior=prior, fcd=fcd, device=str(resolve_device(device))
+        )
+        click.echo(mol.format_table())
+        if out:
+            paths = mol.write(out)
+            click.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
+        return
     from rltuner.evaluation.evaluate import evaluate_models
     from rltuner.evaluation.pipeline import _load_corpus, _save_samples
 
-    parsed = _parse_models(models)
     result = evaluate_models(
         parsed,
-        n=samples,
+        n=samples or 100_000,
         length=length,
         seed=seed,
         corpus=_load_corpus() if corpus else None,

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from rltuner.cli.options import device_option
+from rltuner.cli.options import device_option, domain_option
 
 
 @click.command("pretrain")
@@ -16,7 +16,8 @@ from rltuner.cli.options import device_option
     "data_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Dataset file from `rltuner data build` (default: the folk corpus, built into the cache on first use).",
+    help="Dataset file from `rltuner data build` (default: the domain's corpus, folk tunes or MOSES, built "
+    "into the cache on first use).",
 )
 @click.option(
     "--out",
@@ -29,7 +30,10 @@ from rltuner.cli.options import device_option
     help="Model kind.",
 )  # fmt: skip
 @click.option(
-    "--hidden-size", type=int, default=100, show_default=True, help="Cells per layer / model width."
+    "--hidden-size",
+    type=int,
+    default=None,
+    help="Cells per layer / model width [default: music 100, molecules 256].",
 )
 @click.option(
     "--num-layers", type=int, default=1, show_default=True, help="Recurrent layers / Transformer blocks."
@@ -38,15 +42,22 @@ from rltuner.cli.options import device_option
 @click.option(
     "--batch-size", type=int, default=128, show_default=True, help="Windows per batch (the paper: 128)."
 )
-@click.option("--window", type=int, default=128, show_default=True, help="Predictions per training window.")
+@click.option(
+    "--window",
+    type=int,
+    default=None,
+    help="Predictions per training window [default: music 128, molecules 55].",
+)
 @click.option("--lr", type=float, default=3e-3, show_default=True, help="Adam learning rate.")
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Random seed (bit-reproducible on the CPU)."
 )
-@click.option("--eval-every", type=int, default=250, show_default=True, help="Validate every N steps.")
 @click.option(
-    "--patience", type=int, default=8, show_default=True,
-    help="Stop after N validations without improvement (0 = run all steps).",
+    "--eval-every", type=int, default=None, help="Validate every N steps [default: music 250, molecules 500]."
+)
+@click.option(
+    "--patience", type=int, default=None,
+    help="Stop after N validations without improvement (0 = run all steps) [default: music 8, molecules 0].",
 )  # fmt: skip
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from <out>.run/resume.pt.")
 @device_option()
@@ -55,41 +66,36 @@ from rltuner.cli.options import device_option
     help="CPU threads for torch (0 = torch's default; 1 is fastest on a busy machine).",
 )  # fmt: skip
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def pretrain(data_path: Path | None, out: Path, no_progress: bool, **opts: Any) -> None:
+@domain_option()
+def pretrain(domain: str, data_path: Path | None, out: Path, no_progress: bool, **opts: Any) -> None:
     """Train a prior (the paper's Note RNN by default) on a melody dataset; keep the best checkpoint.
 
     Prints validation accuracy and log-perplexity (mean NLL per step, nats) next to trivial baselines.
     Ctrl-C saves a resume state; run the same command with --resume to continue.
     """
-    from rltuner.config import from_dict
+    from rltuner.config import apply_overrides
+    from rltuner.domains import get_domain
     from rltuner.models.train import PretrainConfig
     from rltuner.models.train import pretrain as run_pretrain
 
-    model = {
-        "arch": opts.pop("arch"),
-        "hidden_size": opts.pop("hidden_size"),
-        "num_layers": opts.pop("num_layers"),
-    }
+    entry = get_domain(domain)
+    entry.check_installed()
     resume = opts.pop("resume")
-    if opts["steps"] is None:
-        opts.pop("steps")
-    cfg = from_dict(PretrainConfig, {"model": model, **opts})
-    dataset = _load_dataset(data_path, progress=not no_progress)
+    given = {f"model.{k}" if k in ("arch", "hidden_size", "num_layers") else k: v for k, v in opts.items()}
+    dataset, train, valid, meta = _load_dataset(domain, data_path, progress=not no_progress)
+    settings = {**entry.pretrain_defaults, "model.vocab_size": meta.pop("vocab_size")}
+    settings.update({k: v for k, v in given.items() if v is not None})
+    cfg = apply_overrides(PretrainConfig(), settings)
     click.echo(
         f"training {cfg.model.arch} ({cfg.model.num_layers} x {cfg.model.hidden_size}) on "
-        f"{len(dataset.train):,} melodies, validating on {len(dataset.valid):,}",
+        f"{len(train):,} {entry.item}s, validating on {len(valid):,}",
         err=True,
     )
     result = run_pretrain(
-        dataset.train,
-        dataset.valid,
-        out,
-        cfg,
-        resume=resume,
-        dataset_hash=dataset.content_hash()[:16],
+        train, valid, out, cfg, resume=resume, dataset_hash=dataset.content_hash()[:16],
         progress=not no_progress,
-        extra_meta={"dataset": data_path.name if data_path else "default folk corpus"},
-    )
+        extra_meta={"dataset": data_path.name if data_path else f"default {domain} corpus", **meta},
+    )  # fmt: skip
     click.echo(f"best checkpoint: {result.best_path} (step {result.best_step} of {result.steps_done})")
     click.echo(f"time: {result.seconds:.1f} s; run folder: {result.run_dir}")
     click.echo(f"{'validation':<22}{'accuracy':>9}{'log-perplexity':>16}")
@@ -98,9 +104,20 @@ def pretrain(data_path: Path | None, out: Path, no_progress: bool, **opts: Any) 
         click.echo(f"{name:<22}{m.accuracy:>9.4f}{m.nll:>16.4f}")
 
 
-def _load_dataset(path: Path | None, *, progress: bool) -> Any:
-    from rltuner.data.dataset import load_dataset, load_default_dataset
+def _load_dataset(
+    domain: str, path: Path | None, *, progress: bool
+) -> tuple[Any, list, list, dict[str, Any]]:
+    """The dataset, its train and validation sequences, and metadata for the checkpoint (with vocab_size)."""
+    if domain == "molecules":
+        from rltuner.domains.molecules.corpus import load_default_molecule_dataset, load_molecule_dataset
 
-    if path is None:
-        return load_default_dataset(progress=progress)
-    return load_dataset(path)
+        mols = (
+            load_default_molecule_dataset(progress=progress) if path is None else load_molecule_dataset(path)
+        )
+        meta = {"domain": "molecules", "vocabulary": list(mols.vocab.tokens), "vocab_size": len(mols.vocab)}
+        return mols, mols.sequences("train"), mols.sequences("valid"), meta
+    from rltuner.data.dataset import load_dataset, load_default_dataset
+    from rltuner.encoding import NUM_CLASSES
+
+    ds = load_default_dataset(progress=progress) if path is None else load_dataset(path)
+    return ds, ds.train, ds.valid, {"domain": "music", "vocab_size": NUM_CLASSES}

@@ -26,6 +26,8 @@ class DomainEntry:
         item: what one sequence is called (melody, molecule), for messages.
         requires: a module the domain needs beyond the core, and how to install it.
         preset_overrides: preset name -> TuneConfig settings that differ from the (music-tuned) presets.
+        pretrain_defaults: PretrainConfig settings (``model.*`` for the architecture) that differ from the
+            paper's Note RNN recipe.
     """
 
     name: str
@@ -34,6 +36,7 @@ class DomainEntry:
     item: str
     requires: tuple[str, str] | None = None
     preset_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pretrain_defaults: dict[str, Any] = field(default_factory=dict)
 
     def check_installed(self) -> None:
         """Raise one clear :class:`RLTunerError` when the domain's extra is missing."""
@@ -71,6 +74,9 @@ DOMAINS: dict[str, DomainEntry] = {
                      "eval_episodes": 256},
             "paper": {"batch_size": 100, "replay_size": 100_000, "exploration": "boltzmann"},
         },
+        # Whole molecules (<= 54 tokens + <bos>/<eos>) in one window, every prediction counted, no L2.
+        pretrain_defaults={"model.hidden_size": 256, "window": 55, "skip_first": 0, "l2": 0.0,
+                           "eval_every": 500, "patience": 0},
     ),
 }  # fmt: skip
 

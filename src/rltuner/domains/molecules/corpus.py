@@ -44,7 +44,7 @@ MOSES_FILES = {
 }
 MAX_LINE_CHARS = 10_000  # a line longer than this is not a SMILES: counted, never parsed
 MAX_FILE_BYTES = 2 << 30  # 2 GiB of (decompressed) text
-DROP_REASONS = ("empty", "line_too_long", "unreadable", "invalid", "too_long", "unknown_token", "duplicate")
+DROP_REASONS = ("empty", "line_too_long", "invalid", "too_long", "duplicate")
 INSTALL_HINT = "pip install 'rltuner[molecules]' (or: pip install rdkit && pip install --no-deps molsets)"
 
 
