@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
-from rltuner.errors import ConfigError, InvalidMelodyError
+from rltuner.errors import ConfigError, DatasetError, InvalidMelodyError
 
 
 @click.group("study")
@@ -87,10 +88,10 @@ def make(
 
 
 @study.command("analyze")
-@click.argument("ratings", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("ratings", type=click.Path(exists=False, path_type=Path))
 @click.option(
-    "--key", "key_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
-    help="The key.json written by 'rltuner study make'.",
+    "--key", "key_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="The key.json written by 'rltuner study make' [default: RATINGS/key.json for a study folder].",
 )  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
 @click.option(
@@ -102,17 +103,18 @@ def make(
 @click.option(
     "--alpha", type=float, default=0.05, show_default=True, help="Significance level for the verdicts."
 )
-def analyze(ratings: Path, key_path: Path, as_json: bool, plot: Path | None, alpha: float) -> None:
+def analyze(ratings: Path, key_path: Path | None, as_json: bool, plot: Path | None, alpha: float) -> None:
     """Win counts (binomial error bars), Kruskal-Wallis across models, Mann-Whitney U post-hoc (Holm) of RATINGS.
 
-    RATINGS is a CSV with the header pair_id,choice[,rater_id,strength]; choice is A or B.
+    RATINGS is a CSV with the header pair_id,choice[,rater_id,strength] (choice is A or B), or a study folder
+    whose ratings database 'rltuner study serve' filled.
     """
-    from rltuner.evaluation.study import analyze_ratings, format_analysis, load_key, plot_wins, read_ratings
+    from rltuner.evaluation.study import analyze_ratings, format_analysis, load_key, plot_wins
 
     if not 0.0 < alpha < 1.0:
         raise ConfigError(f"--alpha must be between 0 and 1, got {alpha}")
-    key = load_key(key_path)
-    result = analyze_ratings(read_ratings(ratings), key)
+    answers, key_path = _ratings_and_key(ratings, key_path)
+    result = analyze_ratings(answers, load_key(key_path))
     if plot is not None:
         plot_wins(result, plot)
     if as_json:
@@ -121,3 +123,70 @@ def analyze(ratings: Path, key_path: Path, as_json: bool, plot: Path | None, alp
         click.echo(format_analysis(result, alpha))
         if plot is not None:
             click.echo(f"wrote {plot}")
+
+
+def _ratings_and_key(ratings: Path, key_path: Path | None) -> tuple[list[Any], Path]:
+    """The answers of a ratings CSV or of a study folder's database, and the key to read them with."""
+    from rltuner.evaluation.study import read_ratings
+    from rltuner.web.store import DB_NAME, export_rows, rows_to_ratings
+
+    if ratings.is_dir():
+        answers = rows_to_ratings(export_rows(ratings / DB_NAME))
+        if not answers:
+            raise DatasetError(f"{ratings / DB_NAME} holds no ratings yet")
+        return answers, key_path if key_path is not None else ratings / "key.json"
+    if key_path is None:
+        raise click.UsageError("--key is required when RATINGS is a CSV file")
+    return read_ratings(ratings), key_path
+
+
+@study.command("serve")
+@click.argument("study_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: your network)."
+)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="TCP port.")
+@click.option(
+    "--per-rater", type=click.IntRange(min=1), default=20, show_default=True,
+    help="Pairs each listener rates (at most the study's pairs).",
+)  # fmt: skip
+@click.option(
+    "--admin-token", default=None, envvar="RLTUNER_ADMIN_TOKEN",
+    help="Secret of the admin view (>= 16 characters) [default: a fresh random one, printed at start].",
+)  # fmt: skip
+@click.option(
+    "--max-raters", type=click.IntRange(min=1), default=1000, show_default=True, help="Listeners in all."
+)
+def serve(
+    study_dir: Path, host: str, port: int, per_rater: int, admin_token: str | None, max_raters: int
+) -> None:
+    """Serve STUDY_DIR (from 'rltuner study make') as a web page where listeners rate its pairs.
+
+    Ratings are saved to STUDY_DIR/ratings.sqlite, each as it is submitted. The listeners' link and the admin
+    link (with its token) are printed at start; Ctrl-C stops the server.
+    """
+    from rltuner.web.app import Limits
+    from rltuner.web.server import serve as run_server
+
+    run_server(
+        study_dir, host=host, port=port, per_rater=per_rater, admin_token=admin_token,
+        limits=Limits(max_raters=max_raters),
+    )  # fmt: skip
+
+
+@study.command("export")
+@click.argument("study_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("ratings.csv"), show_default=True,
+    help="The ratings CSV to write (the format 'rltuner study analyze' reads).",
+)  # fmt: skip
+def export(study_dir: Path, out: Path) -> None:
+    """Write the ratings collected by 'rltuner study serve' in STUDY_DIR as a ratings CSV (atomically)."""
+    from rltuner.fileio import write_text_atomic
+    from rltuner.web.app import export_csv
+    from rltuner.web.store import DB_NAME, export_rows
+
+    rows = export_rows(study_dir / DB_NAME)
+    write_text_atomic(out, export_csv(rows))
+    raters = len({r["rater_id"] for r in rows})
+    click.echo(f"wrote {len(rows)} ratings from {raters} raters to {out}")
