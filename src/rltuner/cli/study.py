@@ -47,6 +47,10 @@ def _parse_samples(specs: tuple[str, ...]) -> dict[str, Path]:
 @click.option("--program", type=int, default=0, show_default=True, help="General MIDI program 0..127.")
 @click.option("--sample-rate", type=int, default=44100, show_default=True, help="WAV samples per second.")
 @click.option("--midi/--no-midi", default=True, show_default=True, help="Also write MIDI files.")
+@click.option(
+    "--audio/--no-audio", default=True, show_default=True,
+    help="Render WAV files (--no-audio: pairs for 'study simulate' only; such a study cannot be served).",
+)  # fmt: skip
 def make(
     sample_specs: tuple[str, ...],
     n_pairs: int,
@@ -56,6 +60,7 @@ def make(
     program: int,
     sample_rate: int,
     midi: bool,
+    audio: bool,
 ) -> None:
     """Draw balanced, randomised A/B pairs from the models' samples and write blind audio and a manifest."""
     from rltuner.cli.render import load_npy_melodies
@@ -77,6 +82,7 @@ def make(
         program=program,
         sample_rate=sample_rate,
         midi=midi,
+        audio=audio,
         sources={name: str(path) for name, path in specs.items()},
     )
     if total != n_pairs:
