@@ -196,3 +196,82 @@ def export(study_dir: Path, out: Path) -> None:
     write_text_atomic(out, export_csv(rows))
     raters = len({r["rater_id"] for r in rows})
     click.echo(f"wrote {len(rows)} ratings from {raters} raters to {out}")
+
+
+def _key_of(study: Path) -> Path:
+    return study / "key.json" if study.is_dir() else study
+
+
+@study.command("simulate")
+@click.argument("study_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("ratings.csv"), show_default=True,
+    help="The ratings CSV to write.",
+)  # fmt: skip
+@click.option(
+    "--raters", type=int, default=1, show_default=True, help="Simulated listeners; each rates every pair."
+)
+@click.option(
+    "--noise", type=float, default=1.0, show_default=True,
+    help="Scale of the logistic noise on the hidden rule's difference (P(A) = sigmoid(d / noise)).",
+)  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the answers.")
+def simulate(study_dir: Path, out: Path, raters: int, noise: float, seed: int) -> None:
+    """Rate every pair of STUDY_DIR (a study folder or its key.json) with simulated listeners.
+
+    Their hidden taste favours stepwise motion and dislikes leaps beyond a fourth (see docs/study.md); it
+    stands in for real listeners in tests and in the preference-reward demonstration.
+    """
+    from rltuner.evaluation.preference import SimulatedRater
+    from rltuner.evaluation.study import ratings_csv
+    from rltuner.fileio import write_text_atomic
+
+    ratings = SimulatedRater(noise).rate_study(_key_of(study_dir), raters=raters, seed=seed)
+    write_text_atomic(out, ratings_csv(ratings))
+    click.echo(f"wrote {len(ratings)} simulated ratings ({raters} raters) to {out}")
+
+
+@study.command("reward")
+@click.argument("ratings", type=click.Path(exists=False, path_type=Path))
+@click.option(
+    "--key", "key_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="The study's key.json (it records the melodies) [default: RATINGS/key.json for a study folder].",
+)  # fmt: skip
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("pref.safetensors"), show_default=True,
+    help="Where to write the preference model.",
+)  # fmt: skip
+@click.option(
+    "--set", "overrides", multiple=True, metavar="NAME=VALUE",
+    help="Set a PreferenceConfig field, e.g. --set epochs=30 --set holdout=0.25 (repeatable).",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def reward(
+    ratings: Path, key_path: Path | None, out: Path, overrides: tuple[str, ...], as_json: bool
+) -> None:
+    """Fit a Bradley-Terry preference model on RATINGS and report its held-out pairwise accuracy.
+
+    RATINGS is a ratings CSV (with --key) or a study folder. The model scores one melody; use it as a reward
+    with 'rltuner tune --reward pref=OUT'.
+    """
+    from rltuner.config import apply_overrides, parse_override
+    from rltuner.evaluation.preference import rated_pairs
+    from rltuner.rewards.preference import PreferenceConfig, fit_preference, save_preference
+
+    config = apply_overrides(PreferenceConfig(), dict(parse_override(text) for text in overrides))
+    config.validate()
+    answers, key_path = _ratings_and_key(ratings, key_path)
+    pairs = rated_pairs(answers, key_path)
+    fit = fit_preference(
+        pairs.melodies_a, pairs.melodies_b, pairs.prefer_a, groups=pairs.pair_ids, strength=pairs.strength,
+        config=config,
+    )  # fmt: skip
+    save_preference(out, fit)
+    if as_json:
+        click.echo(json.dumps(fit.metrics(), indent=2))
+        return
+    click.echo(
+        f"held-out pairwise accuracy {fit.heldout_accuracy:.3f} on {fit.n_heldout} ratings of "
+        f"{fit.n_heldout_pairs} pairs never seen in training (train {fit.train_accuracy:.3f} on {fit.n_train})"
+    )
+    click.echo(f"wrote {out}: use it with rltuner tune --reward pref={out}")

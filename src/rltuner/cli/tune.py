@@ -75,6 +75,15 @@ _OPTION_FIELDS = {
     metavar="NAME=VALUE",
     help="Set any TuneConfig field, e.g. --set replay_size=200000 (repeatable).",
 )
+@click.option(
+    "--reward", "reward_terms", multiple=True, metavar="NAME=PATH",
+    help="Add a preference model from 'rltuner study reward' as reward term NAME, beside the music-theory "
+    "rules (repeatable), e.g. --reward pref=pref.safetensors.",
+)  # fmt: skip
+@click.option(
+    "--reward-weight", "reward_weights", multiple=True, metavar="NAME=W",
+    help="Weight of a --reward term, or music=W for the music-theory rules (music=0: the preference alone).",
+)  # fmt: skip
 @click.option("--seed", type=int, default=None, help="Random seed.")
 @device_option(default=None, help="Torch device [default: the preset's, cpu].")
 @click.option(
@@ -101,6 +110,8 @@ def tune(
     out_dir: Path | None,
     resume_dir: Path | None,
     quiet: bool,
+    reward_terms: tuple[str, ...],
+    reward_weights: tuple[str, ...],
     **options: Any,
 ) -> None:
     """RL-tune a prior: the tuned model goes to RUN_DIR/model.safetensors, Figure 2's data to metrics.csv."""
@@ -123,10 +134,16 @@ def tune(
     cfg: TuneConfig = base.with_overrides(**changes)  # validated: nonsense fails here, before any work
     out_dir = out_dir if out_dir is not None else Path("runs") / f"tune-{cfg.algorithm}"
 
+    from rltuner.rewards.preference import register_reward_terms
     from rltuner.rl.music import music_domain
     from rltuner.rl.tuner import tune as run_tune
 
-    domain = music_domain(prior_path, primer=primer)
+    reward_config, reward_desc = register_reward_terms(reward_terms, reward_weights)
+    domain = music_domain(prior_path, primer=primer, reward_config=reward_config)
+    if reward_terms or reward_weights:  # a record of the reward beside config.json (not read on --resume)
+        from rltuner.fileio import write_json_atomic
+
+        write_json_atomic(out_dir / "reward.json", reward_desc)
     result = run_tune(cfg, domain, out_dir, resume=resume_dir is not None)
     last = result.metrics[-1] if result.metrics else {}
     click.echo(

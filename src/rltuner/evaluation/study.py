@@ -337,6 +337,15 @@ def read_ratings(path: PathLike) -> list[Rating]:
     return ratings
 
 
+def ratings_csv(ratings: Sequence[Rating]) -> str:
+    """Ratings as the CSV text that :func:`read_ratings` reads (``pair_id,choice,rater_id,strength``)."""
+    rows = [
+        {"pair_id": r.pair_id, "choice": r.choice, "rater_id": r.rater_id, "strength": f"{r.strength:g}"}
+        for r in ratings
+    ]
+    return _csv(["pair_id", "choice", "rater_id", "strength"], rows)
+
+
 @dataclass(frozen=True)
 class PairwiseTest:
     """Mann-Whitney U between two models' per-comparison scores, with the Holm-corrected p-value."""

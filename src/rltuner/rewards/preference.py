@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,8 @@ class PreferenceConfig:
 
 class PreferenceNet(nn.Module):
     """s(m): a sum of per-step scores of a causal convolution over the class embeddings."""
+
+    offset: torch.Tensor
 
     def __init__(self, embed: int = 8, channels: int = 16, kernel: int = 8):
         super().__init__()
@@ -148,7 +150,7 @@ def fit_preference(
     g = np.arange(len(y)) if groups is None else np.asarray(groups)
     rng = np.random.default_rng(cfg.seed)
     unique = np.unique(g)
-    n_test = int(round(cfg.holdout * len(unique)))
+    n_test = round(cfg.holdout * len(unique))
     if n_test < 1 or n_test >= len(unique):
         raise DatasetError(f"{len(unique)} rated pairs are too few to hold {cfg.holdout:.0%} of them out")
     test_groups = rng.choice(unique, size=n_test, replace=False)
@@ -263,3 +265,50 @@ def register_preference_reward(
     model, meta = load_preference(path)
     register_rule(name, preference_rule(model), weight=weight, replace=True)
     return meta
+
+
+MUSIC_TERM = "music"
+
+
+def register_reward_terms(terms: Sequence[str], weights: Sequence[str] = ()) -> tuple[Any, dict[str, Any]]:
+    """Parse ``rltuner tune``'s ``--reward NAME=PATH`` and ``--reward-weight NAME=W`` and register the rules.
+
+    Each ``NAME=PATH`` loads a preference model and registers it as the reward rule ``NAME``, summed with the
+    music-theory rules. ``--reward-weight NAME=W`` sets a term's weight (default 1); ``music=W`` scales all
+    nine music-theory rules (``music=0``: the preference models alone).
+
+    Returns:
+        (the music-theory ``RewardConfig`` to tune with, a JSON-able description of the reward terms).
+
+    Raises:
+        ConfigError: a malformed spec, an unknown name in a weight, a weight that is not a number.
+        CheckpointError: a preference model that cannot be loaded.
+    """
+    from rltuner.rewards.music_theory import RewardConfig, RuleWeights
+
+    def split(spec: str, option: str, example: str) -> tuple[str, str]:
+        name, sep, value = spec.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ConfigError(f"{option} {spec!r}: expected {example}")
+        return name.strip(), value.strip()
+
+    paths = dict(split(t, "--reward", "NAME=PATH, e.g. pref=pref.safetensors") for t in terms)
+    if MUSIC_TERM in paths:
+        raise ConfigError("--reward: 'music' names the music-theory rules; give the model another name")
+    scale: dict[str, float] = {}
+    for spec in weights:
+        name, value = split(spec, "--reward-weight", "NAME=W, e.g. pref=2 or music=0")
+        if name != MUSIC_TERM and name not in paths:
+            known = ", ".join([MUSIC_TERM, *paths])
+            raise ConfigError(f"--reward-weight {spec!r}: no reward term {name!r} (terms: {known})")
+        try:
+            scale[name] = float(value)
+        except ValueError:
+            raise ConfigError(f"--reward-weight {spec!r}: {value!r} is not a number") from None
+    description: dict[str, Any] = {MUSIC_TERM: {"weight": scale.get(MUSIC_TERM, 1.0)}}
+    for name, path in paths.items():
+        meta = register_preference_reward(name, path, scale.get(name, 1.0))
+        description[name] = {"weight": scale.get(name, 1.0), "path": path, "metrics": meta.get("metrics", {})}
+    music = scale.get(MUSIC_TERM, 1.0)
+    rule_weights = RuleWeights(**{f: music for f in RuleWeights.__dataclass_fields__})
+    return RewardConfig(weights=rule_weights), description

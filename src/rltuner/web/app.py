@@ -80,7 +80,12 @@ def load_study_pairs(folder: str | Path) -> StudyPairs:
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"cannot read {manifest}: {exc}") from None
     reader = csv.DictReader(io.StringIO(text))
-    if not {"pair_id", "audio_a", "audio_b"} <= set(reader.fieldnames or []):
+    columns = set(reader.fieldnames or [])
+    if "pair_id" in columns and not {"audio_a", "audio_b"} & columns:
+        raise DatasetError(
+            f"{root} was made with --no-audio (for simulated raters): it has nothing to listen to"
+        )
+    if not {"pair_id", "audio_a", "audio_b"} <= columns:
         raise DatasetError(f"{manifest}: needs the columns pair_id,audio_a,audio_b (see docs/study.md)")
     audio: dict[str, tuple[Path, Path]] = {}
     for line, row in enumerate(reader, start=2):
