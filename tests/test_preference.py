@@ -15,7 +15,7 @@ import rltuner
 from rltuner.cli.main import cli
 from rltuner.errors import CheckpointError, ConfigError
 from rltuner.evaluation.preference import SimulatedRater, rated_pairs, stepwise_utility, win_rate
-from rltuner.evaluation.study import make_study, read_ratings
+from rltuner.evaluation.study import read_ratings
 from rltuner.rewards.music_theory import MusicTheoryReward, registered_rules, unregister_rule
 from rltuner.rewards.preference import (
     PreferenceConfig,

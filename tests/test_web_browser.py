@@ -72,11 +72,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
             try:
                 urllib.request.urlopen(f"{url}/static/style.css", timeout=1).close()
                 break
-            except OSError:
+            except OSError as exc:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(
                         f"the server did not start: {proc.stdout.read() if proc.stdout else ''}"
-                    )
+                    ) from exc
                 time.sleep(0.1)
         yield url, folder
     finally:
