@@ -1,4 +1,5 @@
-"""``rltuner study``: the listening study's blind A/B pairs (``make``) and the analysis of ratings (``analyze``)."""
+"""``rltuner study``: blind A/B pairs (``make``), the rating web app (``serve``), ``export``, ``analyze``, and the
+preference reward learned from ratings (``reward``; ``simulate`` rates with a simulated listener)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from rltuner.errors import ConfigError, DatasetError, InvalidMelodyError
 
 @click.group("study")
 def study() -> None:
-    """Listening study: make blind A/B pairs of melodies from several models, then analyse the ratings."""
+    """Listening study: blind A/B pairs (make), a rating web app (serve), export, analyze, and a reward learned
+    from the ratings (reward; simulate stands in for listeners)."""
 
 
 def _parse_samples(specs: tuple[str, ...]) -> dict[str, Path]:
