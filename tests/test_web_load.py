@@ -100,3 +100,47 @@ def test_50_concurrent_raters_lose_and_duplicate_nothing(tmp_path: Path) -> None
     print(
         f"load test: {RATERS} raters, {len(stored)} answers stored, {statuses[409]} replays refused, {elapsed:.1f} s"
     )
+
+
+def test_answers_survive_a_killed_server(tmp_path: Path) -> None:
+    """kill -9 right after the answers were acknowledged: every one of them is in the database."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from rltuner.web.store import export_rows
+
+    rng = np.random.default_rng(0)
+    samples = {name: rng.integers(2, 38, size=(4, 32)) for name in ("a", "b")}
+    make_study(samples, tmp_path, n_pairs=8, seed=0, sample_rate=8000, midi=False, progress=False)
+    port = free_port()
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).parents[1] / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rltuner", "study", "serve", str(tmp_path), "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        with httpx.Client(base_url=url, timeout=5.0) as client:
+            while True:
+                try:
+                    client.get("/")
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline and proc.poll() is None, "the server did not start"
+                    time.sleep(0.1)
+            for _ in range(5):
+                item = client.get("/api/next").json()["item"]
+                assert (
+                    client.post("/api/rate", json={"item": item, "prefer": "B", "strength": 3}).status_code
+                    == 200
+                )
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    rows = export_rows(tmp_path / DB_NAME)
+    assert [r["position"] for r in rows] == ["1", "2", "3", "4", "5"]

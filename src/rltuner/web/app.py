@@ -40,7 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rltuner.errors import DatasetError
 from rltuner.evaluation.study import load_key
-from rltuner.web.store import DB_NAME, EXPORT_COLUMNS, RatingStore, SubmissionError
+from rltuner.web.store import DB_NAME, EXPORT_COLUMNS, RatingStore, SubmissionError, rows_to_ratings
 
 STATIC_DIR = Path(__file__).with_name("static")
 COOKIE = "rater"
@@ -235,7 +235,7 @@ def create_app(
         if current_rater(request) is not None:
             return HTMLResponse(page)
         host = request.client.host if request.client else "?"
-        if len(store.progress()) >= limits.max_raters:
+        if store.rater_count() >= limits.max_raters:
             return HTMLResponse("<p>This study has all the listeners it needs. Thank you!</p>", 503)
         if not new_raters.allow(host):
             return HTMLResponse(
@@ -319,8 +319,6 @@ def create_app(
 
     def progress() -> dict[str, Any]:
         raters = [{"rater": r, "answered": n, "assigned": total} for r, n, total in store.progress()]
-        from rltuner.web.store import rows_to_ratings
-
         ratings = rows_to_ratings(store.export_rows())
         models: dict[str, dict[str, int]] = {}
         if key is not None:

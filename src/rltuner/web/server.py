@@ -51,4 +51,9 @@ def serve(
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", limit_concurrency=256, timeout_keep_alive=5
     )
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run()  # returns after Ctrl-C (uvicorn shuts down gracefully)
+    store = app.state.store
+    count = len(store.export_rows())
+    store.close()
+    if echo:
+        print(f"stopped; {count} ratings are in {store.path}", flush=True)

@@ -210,6 +210,10 @@ class RatingStore:
             return None
         return Item(item=row[1], position=int(row[0]), total=int(total), audio_a=row[2], audio_b=row[3])
 
+    def rater_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM raters").fetchone()[0])
+
     def answered(self, rater: int) -> int:
         with self._lock:
             return int(
