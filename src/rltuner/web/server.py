@@ -51,7 +51,10 @@ def serve(
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", limit_concurrency=256, timeout_keep_alive=5
     )
-    uvicorn.Server(config).run()  # returns after Ctrl-C (uvicorn shuts down gracefully)
+    try:
+        uvicorn.Server(config).run()
+    except KeyboardInterrupt:  # uvicorn shuts down gracefully, then re-raises the Ctrl-C
+        pass
     store = app.state.store
     count = len(store.export_rows())
     store.close()
