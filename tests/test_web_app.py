@@ -193,6 +193,7 @@ def test_pairs_are_balanced_across_raters_and_never_repeated(study: Path) -> Non
         assert db.execute(
             "SELECT COUNT(*) FROM (SELECT DISTINCT rater, pair_id FROM assignments)"
         ).fetchone() == (70,)
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
 def test_progress_survives_a_restart_and_the_link_resumes(study: Path) -> None:
