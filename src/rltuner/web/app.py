@@ -38,7 +38,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rltuner.errors import DatasetError
+from rltuner.errors import ConfigError, DatasetError
 from rltuner.evaluation.study import load_key
 from rltuner.web.store import DB_NAME, EXPORT_COLUMNS, RatingStore, SubmissionError, rows_to_ratings
 
@@ -214,12 +214,16 @@ def create_app(
         DatasetError: not a study folder, or a database of another study.
     """
     if len(admin_token) < 16:
-        raise DatasetError("the admin token must be at least 16 characters")
+        raise ConfigError("the admin token must be at least 16 characters")
     limits = limits or Limits()
     study = load_study_pairs(study_dir)
     store = RatingStore(study.folder / DB_NAME, list(study.audio), per_rater=per_rater, seed=seed)
     key_file = Path(key_path) if key_path is not None else study.folder / "key.json"
     key = load_key(key_file) if key_file.is_file() else None
+    if key is not None and not set(study.audio) <= set(key):
+        raise DatasetError(
+            f"{key_file} is the key of another study (it lacks pairs of {study.folder}/pairs.csv)"
+        )
     new_raters = RateLimiter(limits.raters_per_minute, limits.raters_per_minute)
     answers = RateLimiter(limits.ratings_per_minute, limits.ratings_burst)
     page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
@@ -251,8 +255,8 @@ def create_app(
 
     def state(rater: int, token: str) -> dict[str, Any]:
         item = store.next_item(rater)
-        answered = store.answered(rater)
-        body: dict[str, Any] = {"answered": answered, "total": store.per_rater, "link": f"/r/{token}"}
+        answered, assigned = store.counts(rater)
+        body: dict[str, Any] = {"answered": answered, "total": assigned, "link": f"/r/{token}"}
         if item is None:
             body["done"] = True
         else:
@@ -260,7 +264,6 @@ def create_app(
                 done=False,
                 item=item.item,
                 position=item.position,
-                total=item.total,
                 audio_a=f"/audio/{item.audio_a}",
                 audio_b=f"/audio/{item.audio_b}",
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import socket
 from pathlib import Path
@@ -51,10 +52,8 @@ def serve(
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", limit_concurrency=256, timeout_keep_alive=5
     )
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn shuts down gracefully, then re-raises Ctrl-C
         uvicorn.Server(config).run()
-    except KeyboardInterrupt:  # uvicorn shuts down gracefully, then re-raises the Ctrl-C
-        pass
     store = app.state.store
     count = len(store.export_rows())
     store.close()

@@ -83,7 +83,6 @@ class Item:
 
     item: str
     position: int
-    total: int
     audio_a: str
     audio_b: str
 
@@ -197,9 +196,6 @@ class RatingStore:
     def next_item(self, rater: int) -> Item | None:
         """The rater's first unanswered pair (None when all are answered)."""
         with self._lock:
-            total = self._db.execute("SELECT COUNT(*) FROM assignments WHERE rater = ?", (rater,)).fetchone()[
-                0
-            ]
             row = self._db.execute(
                 "SELECT a.position, a.item, a.audio_a, a.audio_b FROM assignments a "
                 "LEFT JOIN ratings r ON r.rater = a.rater AND r.position = a.position "
@@ -208,17 +204,20 @@ class RatingStore:
             ).fetchone()
         if row is None:
             return None
-        return Item(item=row[1], position=int(row[0]), total=int(total), audio_a=row[2], audio_b=row[3])
+        return Item(item=row[1], position=int(row[0]), audio_a=row[2], audio_b=row[3])
 
     def rater_count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM raters").fetchone()[0])
 
-    def answered(self, rater: int) -> int:
+    def counts(self, rater: int) -> tuple[int, int]:
+        """(pairs answered, pairs assigned) of a rater."""
         with self._lock:
-            return int(
-                self._db.execute("SELECT COUNT(*) FROM ratings WHERE rater = ?", (rater,)).fetchone()[0]
-            )
+            answered = self._db.execute("SELECT COUNT(*) FROM ratings WHERE rater = ?", (rater,)).fetchone()
+            assigned = self._db.execute(
+                "SELECT COUNT(*) FROM assignments WHERE rater = ?", (rater,)
+            ).fetchone()
+        return int(answered[0]), int(assigned[0])
 
     def audio(self, rater: int, audio_id: str) -> tuple[str, str] | None:
         """The (pair id, study side "a"/"b") behind one of this rater's opaque audio ids, or None."""
