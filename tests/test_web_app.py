@@ -266,3 +266,15 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
         with pytest.raises(SystemExit) as exit_info:
             main(args)
         assert exit_info.value.code == 2, message
+
+
+def test_a_key_of_another_study_and_a_short_token_are_refused(study: Path, tmp_path: Path) -> None:
+    from rltuner.errors import ConfigError
+
+    other = tmp_path / "other"
+    make_study({"x": np.array([[14, 1, 16, 0]]), "y": np.array([[21, 1, 1, 1]])}, other, n_pairs=2,
+               audio=False, midi=False, progress=False)  # fmt: skip
+    with pytest.raises(DatasetError, match="key of another study"):
+        create_app(study, admin_token=TOKEN, key_path=other / "key.json")
+    with pytest.raises(ConfigError, match="at least 16"):
+        create_app(study, admin_token="short")
