@@ -43,18 +43,17 @@ def serve(
     shown = host
     if host in ("0.0.0.0", "::"):
         shown = lan_address() or "127.0.0.1"
+    store = app.state.store
     if echo:
         print(f"listeners: http://{shown}:{port}/", flush=True)
         print(f"admin:     http://{shown}:{port}/admin?token={token}", flush=True)
-        print(
-            f"ratings are saved to {app.state.store.path} as they come; Ctrl-C stops the server", flush=True
-        )
+        print(f"each listener rates {store.per_rater} of the {len(store.pair_ids)} pairs", flush=True)
+        print(f"ratings are saved to {store.path} as they come; Ctrl-C stops the server", flush=True)
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", limit_concurrency=256, timeout_keep_alive=5
     )
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn shuts down gracefully, then re-raises Ctrl-C
         uvicorn.Server(config).run()
-    store = app.state.store
     count = len(store.export_rows())
     store.close()
     if echo:
