@@ -276,5 +276,7 @@ def test_a_key_of_another_study_and_a_short_token_are_refused(study: Path, tmp_p
                audio=False, midi=False, progress=False)  # fmt: skip
     with pytest.raises(DatasetError, match="key of another study"):
         create_app(study, admin_token=TOKEN, key_path=other / "key.json")
+    with pytest.raises(DatasetError, match="does not exist"):
+        create_app(study, admin_token=TOKEN, key_path=tmp_path / "missing.json")
     with pytest.raises(ConfigError, match="at least 16"):
         create_app(study, admin_token="short")

@@ -165,8 +165,18 @@ def _ratings_and_key(ratings: Path, key_path: Path | None) -> tuple[list[Any], P
 @click.option(
     "--max-raters", type=click.IntRange(min=1), default=1000, show_default=True, help="Listeners in all."
 )
+@click.option(
+    "--key", "key_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="The study key, for the admin view's progress per model [default: STUDY_DIR/key.json if there].",
+)  # fmt: skip
 def serve(
-    study_dir: Path, host: str, port: int, per_rater: int, admin_token: str | None, max_raters: int
+    study_dir: Path,
+    host: str,
+    port: int,
+    per_rater: int,
+    admin_token: str | None,
+    max_raters: int,
+    key_path: Path | None,
 ) -> None:
     """Serve STUDY_DIR (from 'rltuner study make') as a web page where listeners rate its pairs.
 
@@ -178,7 +188,7 @@ def serve(
 
     run_server(
         study_dir, host=host, port=port, per_rater=per_rater, admin_token=admin_token,
-        limits=Limits(max_raters=max_raters),
+        limits=Limits(max_raters=max_raters), key_path=key_path,
     )  # fmt: skip
 
 

@@ -219,7 +219,7 @@ def create_app(
     study = load_study_pairs(study_dir)
     store = RatingStore(study.folder / DB_NAME, list(study.audio), per_rater=per_rater, seed=seed)
     key_file = Path(key_path) if key_path is not None else study.folder / "key.json"
-    key = load_key(key_file) if key_file.is_file() else None
+    key = load_key(key_file) if key_path is not None or key_file.is_file() else None  # given: must exist
     if key is not None and not set(study.audio) <= set(key):
         raise DatasetError(
             f"{key_file} is the key of another study (it lacks pairs of {study.folder}/pairs.csv)"

@@ -29,6 +29,7 @@ def serve(
     per_rater: int = 20,
     admin_token: str | None = None,
     limits: Limits | None = None,
+    key_path: str | Path | None = None,
     echo: bool = True,
 ) -> None:
     """Serve the study until Ctrl-C; prints the listeners' link and the admin link with its token.
@@ -39,7 +40,7 @@ def serve(
     import uvicorn
 
     token = admin_token or secrets.token_urlsafe(24)
-    app = create_app(study_dir, admin_token=token, per_rater=per_rater, limits=limits)
+    app = create_app(study_dir, admin_token=token, per_rater=per_rater, limits=limits, key_path=key_path)
     shown = host
     if host in ("0.0.0.0", "::"):
         shown = lan_address() or "127.0.0.1"
