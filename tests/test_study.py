@@ -259,3 +259,46 @@ def test_cli_errors(
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and message in err and "\n" not in err
+
+
+def test_key_records_the_melodies_and_old_keys_read_their_sources(tmp_path: Path) -> None:
+    from rltuner.evaluation.study import load_key_melodies
+
+    samples = {"x": np.array([[14, 1, 16, 0], [18, 1, 1, 0]]), "y": np.array([[21, 1, 1, 1], [23, 0, 23, 0]])}
+    for name, melodies in samples.items():
+        np.save(tmp_path / f"{name}.npy", melodies)
+    files = make_study(
+        samples, tmp_path / "s", n_pairs=4, audio=False, midi=False, progress=False,
+        sources={name: str(tmp_path / f"{name}.npy") for name in samples},
+    )  # fmt: skip
+    assert not (tmp_path / "s" / "audio").exists()
+    assert (tmp_path / "s" / "pairs.csv").read_text().splitlines()[0] == "pair_id"
+    melodies = load_key_melodies(files.key_json)
+    for pair in files.pairs:
+        a, b = melodies[pair.pair_id]
+        assert a.tolist() == samples[pair.model_a][pair.index_a].tolist()
+        assert b.tolist() == samples[pair.model_b][pair.index_b].tolist()
+    key = json.loads(files.key_json.read_text())
+    for entry in key["pairs"].values():  # a key written before the melodies were recorded
+        del entry["melody_a"], entry["melody_b"]
+    old = tmp_path / "old_key.json"
+    old.write_text(json.dumps(key))
+    assert {k: (a.tolist(), b.tolist()) for k, (a, b) in load_key_melodies(old).items()} == {
+        k: (a.tolist(), b.tolist()) for k, (a, b) in melodies.items()
+    }
+    (tmp_path / "x.npy").unlink()
+    with pytest.raises(DatasetError, match="not recorded"):
+        load_key_melodies(old)
+
+
+def test_ratings_csv_round_trip(tmp_path: Path) -> None:
+    from rltuner.evaluation.study import ratings_csv
+
+    ratings = [
+        Rating("p001", "A", "sim01", 3.0),
+        Rating("p002", "B", "sim01", 1.0),
+        Rating("p001", "B", "", 1.5),
+    ]
+    path = tmp_path / "r.csv"
+    path.write_text(ratings_csv(ratings))
+    assert read_ratings(path) == ratings

@@ -25,7 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("rltuner.cli.score:score", "Music-theory reward and Table 1 statistics of melodies."),
     "tune": ("rltuner.cli.tune:tune", "RL-tune a prior: Q, Psi, G-learning or RL-only."),
     "evaluate": ("rltuner.cli.evaluate:evaluate", "Sample from models and compare them (Table 1, KL...)."),
-    "study": ("rltuner.cli.study:study", "Listening study: make blind A/B pairs, analyse ratings."),
+    "study": (
+        "rltuner.cli.study:study",
+        "Listening study: blind A/B pairs, a rating web app, analysis, a learned reward.",
+    ),
     "bench": ("rltuner.cli.bench:bench", "Measure every speed figure and rewrite BENCHMARKS.md."),
 }
 

@@ -76,6 +76,15 @@ _OPTION_FIELDS = {
     metavar="NAME=VALUE",
     help="Set any TuneConfig field, e.g. --set replay_size=200000 (repeatable).",
 )
+@click.option(
+    "--reward", "reward_terms", multiple=True, metavar="NAME=PATH",
+    help="Add a preference model from 'rltuner study reward' as reward term NAME, beside the music-theory "
+    "rules (repeatable), e.g. --reward pref=pref.safetensors.",
+)  # fmt: skip
+@click.option(
+    "--reward-weight", "reward_weights", multiple=True, metavar="NAME=W",
+    help="Weight of a --reward term, or music=W for the music-theory rules (music=0: the preference alone).",
+)  # fmt: skip
 @click.option("--seed", type=int, default=None, help="Random seed.")
 @device_option(default=None, help="Torch device [default: the preset's, cpu].")
 @click.option(
@@ -104,6 +113,8 @@ def tune(
     out_dir: Path | None,
     resume_dir: Path | None,
     quiet: bool,
+    reward_terms: tuple[str, ...],
+    reward_weights: tuple[str, ...],
     **options: Any,
 ) -> None:
     """RL-tune a prior: the tuned model goes to RUN_DIR/model.safetensors, Figure 2's data to metrics.csv."""
@@ -137,7 +148,18 @@ def tune(
     from rltuner.rl.tuner import tune as run_tune
 
     kwargs: dict[str, Any] = {"primer": primer} if domain == "music" else {}
+    reward_desc: dict[str, Any] = {}
+    if reward_terms or reward_weights:
+        if domain != "music":
+            raise click.UsageError("--reward and --reward-weight apply to the music domain")
+        from rltuner.rewards.preference import register_reward_terms
+
+        kwargs["reward_config"], reward_desc = register_reward_terms(reward_terms, reward_weights)
     task = entry.build(prior_path, **kwargs)
+    if reward_desc:  # a record of the reward beside config.json (not read on --resume)
+        from rltuner.fileio import ensure_writable_dir, write_json_atomic
+
+        write_json_atomic(ensure_writable_dir(out_dir) / "reward.json", reward_desc)
     result = run_tune(cfg, task, out_dir, resume=resume_dir is not None)
     last = result.metrics[-1] if result.metrics else {}
     nan = float("nan")

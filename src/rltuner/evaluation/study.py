@@ -132,6 +132,7 @@ def make_study(
     program: int = 0,
     sample_rate: int = 44100,
     midi: bool = True,
+    audio: bool = True,
     sources: Mapping[str, str] | None = None,
     progress: bool = True,
 ) -> StudyFiles:
@@ -148,6 +149,8 @@ def make_study(
         n_pairs, seed: as in :func:`plan_pairs`.
         tempo, program, sample_rate: rendering options (see :func:`rltuner.data.audio.render_wav`).
         midi: also write MIDI files.
+        audio: render the WAV files (off: a study for simulated raters only, ``rltuner study simulate``;
+            ``pairs.csv`` then has no audio columns and the study cannot be served).
         sources: model name -> where its samples came from, recorded in the key.
         progress: show a progress bar on stderr.
 
@@ -169,15 +172,22 @@ def make_study(
     rows = []
     for pair in tqdm(pairs, desc="study", unit="pair", disable=None if progress else True, leave=False):
         name_a, name_b = _audio_names(pair)
-        row = {"pair_id": pair.pair_id, "audio_a": f"audio/{name_a}.wav", "audio_b": f"audio/{name_b}.wav"}
+        row = {"pair_id": pair.pair_id}
+        if audio:
+            row |= {"audio_a": f"audio/{name_a}.wav", "audio_b": f"audio/{name_b}.wav"}
         for side, model, index, name in (
             ("a", pair.model_a, pair.index_a, name_a),
             ("b", pair.model_b, pair.index_b, name_b),
         ):
             melody = lists[model][index]
-            render_wav(
-                melody, root / "audio" / f"{name}.wav", tempo=tempo, program=program, sample_rate=sample_rate
-            )
+            if audio:
+                render_wav(
+                    melody,
+                    root / "audio" / f"{name}.wav",
+                    tempo=tempo,
+                    program=program,
+                    sample_rate=sample_rate,
+                )
             if midi:
                 write_midi(melody, root / "midi" / f"{name}.mid", tempo=tempo, program=program)
                 row[f"midi_{side}"] = f"midi/{name}.mid"
@@ -196,7 +206,15 @@ def make_study(
         },
         "render": {"tempo": tempo, "program": program, "sample_rate": sample_rate},
         "pairs": {
-            p.pair_id: {"A": p.model_a, "B": p.model_b, "index_a": p.index_a, "index_b": p.index_b}
+            p.pair_id: {
+                "A": p.model_a,
+                "B": p.model_b,
+                "index_a": p.index_a,
+                "index_b": p.index_b,
+                # the melodies themselves, so the ratings can train a preference model (study reward)
+                "melody_a": [int(c) for c in lists[p.model_a][p.index_a]],
+                "melody_b": [int(c) for c in lists[p.model_b][p.index_b]],
+            }
             for p in pairs
         },
     }
@@ -237,6 +255,39 @@ def load_key(path: PathLike) -> dict[str, tuple[str, str]]:
         return {str(pid): (str(v["A"]), str(v["B"])) for pid, v in data["pairs"].items()}
     except (KeyError, TypeError):
         raise DatasetError(f"{source}: every pair needs its A and B model") from None
+
+
+def load_key_melodies(path: PathLike) -> dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
+    """Read the melodies behind each pair of ``key.json``: pair id -> (melody on side A, melody on side B).
+
+    Keys written before the melodies were stored in them are read through their recorded sources (the
+    ``.npy`` files and row indices), when those files still exist.
+
+    Raises:
+        DatasetError: not a study key, or a pair whose melodies can be found neither way.
+    """
+    load_key(path)  # the format checks
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    sources: dict[str, npt.NDArray[np.int64]] = {}
+    melodies = {}
+    for pair_id, entry in data["pairs"].items():
+        try:
+            if "melody_a" in entry:
+                pair = (
+                    np.asarray(entry["melody_a"], dtype=np.int64),
+                    np.asarray(entry["melody_b"], dtype=np.int64),
+                )
+            else:
+                sides = []
+                for side, index in ((entry["A"], entry["index_a"]), (entry["B"], entry["index_b"])):
+                    if side not in sources:
+                        sources[side] = np.load(data["models"][side]["source"])
+                    sides.append(np.asarray(sources[side][int(index)], dtype=np.int64))
+                pair = (sides[0], sides[1])
+        except (KeyError, TypeError, ValueError, OSError, IndexError) as exc:
+            raise DatasetError(f"{path}: the melodies of pair {pair_id!r} are not recorded ({exc})") from None
+        melodies[str(pair_id)] = pair
+    return melodies
 
 
 def read_ratings(path: PathLike) -> list[Rating]:
@@ -284,6 +335,15 @@ def read_ratings(path: PathLike) -> list[Rating]:
     if not ratings:
         raise DatasetError(f"{source} holds no answered ratings")
     return ratings
+
+
+def ratings_csv(ratings: Sequence[Rating]) -> str:
+    """Ratings as the CSV text that :func:`read_ratings` reads (``pair_id,choice,rater_id,strength``)."""
+    rows = [
+        {"pair_id": r.pair_id, "choice": r.choice, "rater_id": r.rater_id, "strength": f"{r.strength:g}"}
+        for r in ratings
+    ]
+    return _csv(["pair_id", "choice", "rater_id", "strength"], rows)
 
 
 @dataclass(frozen=True)
