@@ -123,3 +123,29 @@ def test_corpus_excerpts_start_on_bar_lines_and_come_from_distinct_melodies() ->
     found = [next(k for k, w in windows.items() if w == row.tobytes()) for row in out]
     assert len({i for i, _ in found}) == 3  # three different melodies, each cut on a bar line
     assert corpus_excerpts(corpus, n=0, length=32, seed=0).shape == (0, 32)
+
+
+@pytest.mark.slow
+def test_run_reruns_the_stages_whose_inputs_changed(tmp_path, tiny_prior) -> None:
+    out = tmp_path / "run"
+    base = ["run", "--out", str(out), "--prior", str(tiny_prior), "--algorithms", "q",
+            "--quick", "--samples", "32", "--muspy-samples", "0", "--no-copying"]  # fmt: skip
+    assert CliRunner().invoke(cli, [*base, "--steps", "1024"]).exit_code == 0
+    first = json.loads((out / "stages.json").read_text())
+    same = CliRunner().invoke(cli, [*base, "--steps", "1024"])
+    assert same.exit_code == 0 and json.loads((out / "stages.json").read_text()) == first
+    # another budget: the tuning run and everything after it run again, and the record says so
+    res = CliRunner().invoke(cli, [*base, "--steps", "2048"])
+    assert res.exit_code == 0, res.output
+    second = json.loads((out / "stages.json").read_text())
+    assert all(second[k]["inputs"] != first[k]["inputs"] for k in ("tune/q", "evaluate", "figures"))
+    config = json.loads((out / "tune" / "q" / "config.json").read_text())
+    assert config["total_steps"] == 2048
+    info = json.loads((out / "run.json").read_text())
+    assert info["settings"]["tuning"]["q"]["total_steps"] == 2048
+    # only the number of samples changed: tuning is kept, evaluation reruns
+    res = CliRunner().invoke(cli, [*base[:-5], "--samples", "16", "--muspy-samples", "0", "--no-copying",
+                                   "--steps", "2048"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    third = json.loads((out / "stages.json").read_text())
+    assert third["tune/q"] == second["tune/q"] and third["evaluate"]["inputs"] != second["evaluate"]["inputs"]

@@ -201,3 +201,23 @@ def test_shipped_smiles_prior_loads() -> None:
 
     model, vocab = load_smiles_model()
     assert model.vocab_size == len(vocab) and vocab.tokens[EOS_ID] == "<eos>"
+
+
+@pytest.mark.slow
+def test_cli_run_molecules_quick(tmp_path: Path) -> None:
+    prior, _ = _tiny_smiles_prior(tmp_path)
+    out = tmp_path / "run"
+    args = ["run", "--domain", "molecules", "--quick", "--prior", str(prior), "--algorithms", "q,g", "--steps",
+            "400", "--samples", "24", "--out", str(out)]  # fmt: skip
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    for f in ("report.html", "evaluation.json", "prior.smi", "q.smi", "g.smi", "run.json", "figures/curves.png",
+              "figures/properties.png", "tune/g/model.safetensors"):  # fmt: skip
+        assert (out / f).is_file(), f
+    html = (out / "report.html").read_text()
+    assert "MOSES CharRNN" in html and "Valid" in html and "<svg" in html
+    import json
+
+    ev = json.loads((out / "evaluation.json").read_text())
+    assert list(ev["metrics"]) == ["prior", "q", "g"] and ev["metrics"]["prior"]["mean_kl"] == 0.0
+    assert len((out / "q.smi").read_text().split("\n")[:-1]) == 24

@@ -97,10 +97,11 @@ def test_replay_keeps_masks() -> None:
     assert torch.equal(restored.mask[:2], mask)
 
 
+@pytest.mark.parametrize("offset", [False, True])
 @pytest.mark.parametrize("algorithm", ["q", "psi", "g"])
-def test_learner_loss_equals_step_by_step_td_errors_over_played_steps(algorithm: str) -> None:
+def test_learner_loss_equals_step_by_step_td_errors_over_played_steps(algorithm: str, offset: bool) -> None:
     torch.manual_seed(0)
-    cfg = TuneConfig(algorithm=algorithm, learning_rate=1e-9, batch_size=8, progress=False)
+    cfg = TuneConfig(algorithm=algorithm, learning_rate=1e-9, batch_size=8, progress=False, offset_by_prior=offset)
     learner = _Learner(tiny_prior(1), get_algorithm(algorithm), cfg, torch.device("cpu"))
     tokens = torch.tensor([[5, 6, EOS, PAD, PAD], [5, 7, 8, 9, EOS]])
     mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
@@ -116,7 +117,12 @@ def test_learner_loss_equals_step_by_step_td_errors_over_played_steps(algorithm:
             seq = tokens[b : b + 1, : n + 1]
             online = learner.q_net(seq)[0][0]  # (n+1, V)
             target = learner.target_net(seq)[0][0]
-            prior = torch.log_softmax(learner.reward_rnn(seq)[0][0], -1)
+            prior_logits = learner.reward_rnn(seq)[0][0]
+            prior = torch.log_softmax(prior_logits, -1)
+            if offset:  # Q = outputs - logsumexp(prior logits): at the start, exactly log p(a|s)
+                online = online - torch.logsumexp(prior_logits, -1, keepdim=True)
+                target = target - torch.logsumexp(prior_logits, -1, keepdim=True)
+                torch.testing.assert_close(online, prior, atol=1e-5, rtol=0)
             for t in range(n):
                 r = algo.reward(log_p[b, t : t + 1], reward[b, t : t + 1], cfg.reward_scale)
                 v = algo.next_value(target[None, t + 1 : t + 2], online[None, t + 1 : t + 2], prior[None, t + 1 : t + 2], False)

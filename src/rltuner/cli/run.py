@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from rltuner.cli.options import device_option
+from rltuner.cli.options import device_option, domain_option
 
 
 @click.command("run")
@@ -18,7 +18,9 @@ from rltuner.cli.options import device_option
     default=None,
     help="Run folder (default runs/<timestamp>). Finished stages found there are skipped.",
 )
-@click.option("--quick", is_flag=True, help="A ~1-minute smoke version: few tuning steps, few samples.")
+@click.option(
+    "--quick", is_flag=True, help="A smoke version of a few minutes: few tuning steps, few samples."
+)
 @click.option(
     "--algorithms",
     default="q,psi,g,rl-only",
@@ -29,19 +31,20 @@ from rltuner.cli.options import device_option
     "--samples",
     type=int,
     default=None,
-    help="Melodies sampled per model for evaluation [default: 100000, as the paper; --quick: 1000].",
+    help="Sequences sampled per model for evaluation [default: music 100000, as the paper, molecules 5000; "
+    "--quick: 1000 / 300].",
 )
 @click.option(
     "--steps",
     type=int,
     default=None,
-    help="Environment steps per tuning run [default: the fast preset's; --quick: 8192].",
+    help="Environment steps per tuning run [default: 1,000,000; --quick: music 8192, molecules 20000].",
 )
 @click.option(
     "--prior",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Note RNN checkpoint to tune and compare against [default: the shipped one].",
+    help="Prior checkpoint to tune and compare against [default: the domain's shipped one].",
 )
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed of tuning, sampling and evaluation."
@@ -56,7 +59,11 @@ from rltuner.cli.options import device_option
 )
 @click.option("--no-copying", is_flag=True, help="Skip the copying measure (no training corpus needed).")
 @click.option("--force", is_flag=True, help="Redo every stage even where its outputs exist.")
+@click.option("--no-fcd", is_flag=True, help="Molecules: skip FCD (about 30 s per model).")
+@domain_option()
 def run(
+    domain: str,
+    no_fcd: bool,
     out: str | None,
     quick: bool,
     algorithms: str,
@@ -70,10 +77,28 @@ def run(
     force: bool,
 ) -> None:
     """The main job: RL-tune the shipped Note RNN with each algorithm, evaluate all models (Note RNN
-    included), and write a run folder with a self-contained report.html."""
+    included), and write a run folder with a self-contained report.html.
+
+    With --domain molecules: tune the shipped SMILES prior, evaluate with MOSES's metrics, the chemistry reward's
+    terms, log p and KL, and draw reward curves, property histograms and molecule grids into the report.
+    A stage is skipped only when it finished with the same inputs (settings, prior, code version).
+    """
+    folder = out or f"runs/{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    cmd = " ".join(["rltuner", *sys.argv[1:]]) if sys.argv else None
+    if domain == "molecules":
+        from rltuner.domains import get_domain
+
+        get_domain("molecules").check_installed()
+        from rltuner.domains.molecules.pipeline import MoleculeRunConfig, run_molecule_pipeline
+
+        mol = MoleculeRunConfig(
+            out=folder, algorithms=tuple(a.strip() for a in algorithms.split(",") if a.strip()), samples=samples,
+            steps=steps, prior=prior, seed=seed, device=device, quick=quick, fcd=not no_fcd, force=force,
+        )  # fmt: skip
+        click.echo(str(run_molecule_pipeline(mol, command=cmd)))
+        return
     from rltuner.evaluation.pipeline import PipelineConfig, run_pipeline
 
-    folder = out or f"runs/{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     config = PipelineConfig(
         out=folder,
         algorithms=tuple(a.strip() for a in algorithms.split(",") if a.strip()),
@@ -87,5 +112,5 @@ def run(
         copying=not no_copying,
         force=force,
     )
-    report = run_pipeline(config, command=" ".join(["rltuner", *sys.argv[1:]]) if sys.argv else None)
+    report = run_pipeline(config, command=cmd)
     click.echo(str(report))

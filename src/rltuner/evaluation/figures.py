@@ -28,7 +28,8 @@ PathLike = str | os.PathLike[str]
 MAX_INTERVAL = 12  # histogram bins: -12..+12 semitones, larger leaps pooled at the ends
 
 # fixed colours so a model keeps its colour across every figure of a report
-_COLOURS = {"note_rnn": "#444444", "q": "#1f77b4", "psi": "#2ca02c", "g": "#d62728", "rl_only": "#ff7f0e"}
+_COLOURS = {"note_rnn": "#444444", "prior": "#444444", "q": "#1f77b4", "psi": "#2ca02c", "g": "#d62728",
+            "rl_only": "#ff7f0e", "MOSES test": "#9467bd", "corpus": "#9467bd"}  # fmt: skip
 _LABELS = {
     "note_rnn": "Note RNN",
     "q": "Q",
@@ -37,6 +38,7 @@ _LABELS = {
     "rl_only": "RL only",
     "rl-only": "RL only",
     "corpus": "Corpus (training data)",
+    "prior": "SMILES prior",
 }
 
 

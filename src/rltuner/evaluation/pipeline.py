@@ -116,27 +116,66 @@ def versions() -> dict[str, str]:
     return out
 
 
+def fingerprint(*parts: Any) -> str:
+    """A short hash of JSON-able inputs (settings, file hashes, versions): what a stage's outputs depend on."""
+    import hashlib
+
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes (a prior checkpoint: the stage inputs name it by content, not by path)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
 class _Stages:
-    """The record of finished stages (``stages.json``): name -> seconds it took."""
+    """The record of finished stages (``stages.json``): name -> seconds it took and the fingerprint of its inputs.
+
+    A stage is skipped only when it finished with the same inputs (settings, prior, data, code version); a
+    stage whose inputs changed runs again, and so does every stage after it (they read its outputs).
+    """
 
     def __init__(self, run_dir: Path, force: bool) -> None:
         self.path = run_dir / "stages.json"
-        self.done: dict[str, float] = {}
+        self.done: dict[str, dict[str, Any]] = {}
+        self.changed = False  # an earlier stage of this invocation ran: later ones must too
         if self.path.is_file() and not force:
             try:
-                self.done = {k: float(v) for k, v in json.loads(self.path.read_text()).items()}
+                raw = json.loads(self.path.read_text())
+                # older run folders recorded seconds only: their inputs are unknown, so they rerun
+                self.done = {k: v if isinstance(v, dict) else {"seconds": float(v), "inputs": None}
+                             for k, v in raw.items()}  # fmt: skip
             except (ValueError, AttributeError):
                 log.warning("ignoring the unreadable %s: every stage runs again", self.path)
 
-    def run(self, name: str, fn: Callable[[], None]) -> bool:
-        """Run ``fn`` unless ``name`` is finished; returns whether it ran."""
-        if name in self.done:
-            log.info("stage %s: done already (%.1f s), skipped", name, self.done[name])
+    @property
+    def timings(self) -> dict[str, float]:
+        return {k: float(v.get("seconds", 0.0)) for k, v in self.done.items()}
+
+    def is_current(self, name: str, inputs: str) -> bool:
+        record = self.done.get(name)
+        return record is not None and record.get("inputs") == inputs and not self.changed
+
+    def run(self, name: str, fn: Callable[[], None], inputs: str = "") -> bool:
+        """Run ``fn`` unless ``name`` finished with these ``inputs``; returns whether it ran."""
+        if self.is_current(name, inputs):
+            log.info("stage %s: done already with the same inputs (%.1f s), skipped", name,
+                     self.done[name]["seconds"])  # fmt: skip
             return False
+        if name in self.done and not self.changed:
+            log.info("stage %s: its inputs changed since it ran: running it again", name)
         log.info("stage %s ...", name)
         start = time.perf_counter()
         fn()
-        self.done[name] = round(time.perf_counter() - start, 3)
+        self.done[name] = {"seconds": round(time.perf_counter() - start, 3), "inputs": inputs}
+        self.changed = True
         write_json_atomic(self.path, self.done)
         return True
 
@@ -228,7 +267,7 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
     from rltuner.evaluation.evaluate import evaluate_models, load_result, step_probabilities
     from rltuner.evaluation.report import ReportData, write_report
     from rltuner.loading import load_model
-    from rltuner.models.checkpoint import load_default_prior, load_prior
+    from rltuner.models.checkpoint import default_prior_path, load_default_prior, load_prior
 
     config.validate()
     device = str(resolve_device(config.device))
@@ -241,9 +280,19 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
     tune_dirs = {model_key(a): run_dir / "tune" / model_key(a) for a in config.algorithms}
     tune_cfgs = {model_key(a): _tune_config(config, a) for a in config.algorithms}
 
-    # 1. tuning
+    prior_id = file_digest(config.prior) if config.prior else "shipped:" + file_digest(default_prior_path())
+    code = versions()["rltuner"]
+
+    # 1. tuning (each run depends on its settings, the prior and the code; a changed run starts afresh)
+    tune_inputs = {k: fingerprint(to_dict(c), prior_id, code) for k, c in tune_cfgs.items()}
+    ran = []
     for key, folder in tune_dirs.items():
-        stages.run(f"tune/{key}", _bind_tune(tune_cfgs[key], domain, folder, config.force))
+        name = f"tune/{key}"
+        fresh = config.force or (name in stages.done and not stages.is_current(name, tune_inputs[key]))
+        stages.changed = False  # tuning runs are independent of each other
+        ran.append(stages.run(name, _bind_tune(tune_cfgs[key], domain, folder, fresh), tune_inputs[key]))
+    stages.changed = any(ran)
+    later = fingerprint(_inputs_config(config), prior_id, code, tune_inputs)
 
     # 2. evaluation
     eval_json = run_dir / "evaluation.json"
@@ -266,7 +315,7 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
         result.write(run_dir)
         print(result.format_table(), file=sys.stderr)
 
-    stages.run("evaluate", evaluate)
+    stages.run("evaluate", evaluate, later)
     samples, primers = load_samples(samples_npz)
 
     # 3. media: MIDI, WAV, piano rolls
@@ -291,7 +340,7 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
                 )
                 figures.piano_rolls({"corpus": excerpts}, fig_dir)
 
-    stages.run("media", media)
+    stages.run("media", media, later)
 
     # 4. figures
     def draw() -> None:
@@ -303,7 +352,7 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
         figures.figure4(probs, melody, fig_dir / "figure4.png", primer=primer)
         figures.interval_histograms(samples, fig_dir / "intervals.png")
 
-    stages.run("figures", draw)
+    stages.run("figures", draw, later)
 
     # 5. report (always rebuilt: it is cheap and reflects the timings of this invocation too)
     result = load_result(eval_json)
@@ -318,7 +367,7 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
         "finished": dt.datetime.now().isoformat(timespec="seconds"),
         "settings": settings,
         "versions": versions(),
-        "timings_s": stages.done,
+        "timings_s": stages.timings,
     }
     write_json_atomic(run_dir / "run.json", info)
     n_table1 = len(next(iter(result.models.values())).table1) if result.models else 0
@@ -342,7 +391,7 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
         command=cmd,
         config=settings,
         versions=versions(),
-        timings=stages.done,
+        timings=stages.timings,
         labels={k: figures.model_label(k) for k in media_keys},
     )
     report = write_report(run_dir / "report.html", data)
@@ -372,6 +421,14 @@ def _tune(tune_config: Any, domain: Any, folder: Path, force: bool) -> None:
     if result.interrupted:
         # the tuner saved what it did; stop here so the stage is not recorded as finished
         raise KeyboardInterrupt
+
+
+def _inputs_config(config: PipelineConfig) -> dict[str, Any]:
+    """The settings that change a run's results (not where it is written or whether it was forced)."""
+    data = _jsonable_config(config)
+    for key in ("out", "force"):
+        data.pop(key, None)
+    return data
 
 
 def _jsonable_config(config: PipelineConfig) -> dict[str, Any]:

@@ -37,6 +37,11 @@ class TuneConfig:
     epsilon_steps: int = field(250_000, "environment steps over which epsilon falls linearly")
     replay_size: int = field(131_072, "replay memory in transitions (whole episodes are kept)")
     terminal_last_step: bool = field(True, "the last step of an episode is terminal (false: bootstrap on)")
+    offset_by_prior: bool = field(
+        False,
+        "TD loss on outputs minus the prior's log-partition per state: Q starts as exactly log p(a|s) "
+        "(the policy is unchanged); the molecule presets use it",
+    )
     eval_every: int = field(100_000, "environment steps between evaluations (0 = only at the end)")
     eval_episodes: int = field(100, "episodes sampled from the stochastic policy per evaluation")
     seed: int = field(0, "random seed (a seeded CPU run is exactly reproducible, resumed or not)")

@@ -181,8 +181,14 @@ class _Learner:
         with torch.no_grad():
             target_next = self.target_net(tokens)[0][:, 1:]  # (E, L, V): values at s_{t+1}
             prior_next = None
-            if algo.needs_prior_values:
-                prior_next = torch.log_softmax(self.reward_rnn(tokens)[0][:, 1:].float(), dim=-1)
+            if algo.needs_prior_values or cfg.offset_by_prior:
+                prior_logits = self.reward_rnn(tokens)[0].float()  # (E, L+1, V)
+                prior_next = torch.log_softmax(prior_logits[:, 1:], dim=-1)
+            if cfg.offset_by_prior:
+                # Q = outputs - log sum_a exp(prior logits): a fixed per-state shift, so the network's
+                # initial Q is exactly log p(a|s) and the policy (a softmax, or an argmax) is unchanged.
+                offset = torch.logsumexp(prior_logits, dim=-1)  # (E, L+1)
+                target_next = target_next - offset[:, 1:, None]
             reward = algo.reward(
                 batch.log_p.to(self.device), batch.task_reward.to(self.device), cfg.reward_scale
             )
@@ -190,6 +196,8 @@ class _Learner:
             # No bootstrap past an episode's end (its end token, or the last step when that is terminal).
             not_done = batch.not_done(cfg.terminal_last_step).to(self.device)
             y = td_target(reward, next_value, cfg.gamma, not_done)
+        if cfg.offset_by_prior:
+            q_taken = q_taken - offset[:, :-1]
         played = batch.mask.to(self.device).float()  # steps after the end carry no loss
         loss = ((q_taken - y).pow(2) * played).sum() / played.sum().clamp_min(1.0)
         self.optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,181 @@
+"""The molecule main job (``rltuner run --domain molecules``): tune the shipped SMILES prior, evaluate, report.
+
+Stages (skipped when finished with the same inputs, as in the melody job): ``tune/<algorithm>`` into
+``RUN/tune/<algorithm>/``; ``evaluate`` -> ``RUN/evaluation.{json,csv,txt}`` and ``RUN/<model>.smi``;
+``figures`` -> ``RUN/figures`` (reward curves, property histograms); ``report`` -> ``RUN/report.html`` and
+``RUN/run.json`` (command, settings, versions, timings).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rltuner.config import field, to_dict
+from rltuner.devices import DEVICE_CHOICES, resolve_device
+from rltuner.errors import ConfigError
+from rltuner.evaluation.pipeline import _bind_tune, _Stages, file_digest, fingerprint, model_key, versions
+from rltuner.fileio import ensure_writable_dir, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+ALGORITHMS = ("q", "psi", "g", "rl-only")
+QUICK_STEPS = 20_000
+QUICK_SAMPLES = 300
+RUN_SAMPLES = 5_000
+
+
+@dataclass(frozen=True)
+class MoleculeRunConfig:
+    """Settings of the molecule job. ``None``: the default (or the quick smoke version's) value."""
+
+    out: str = field("", "run folder (created; stages finished with the same inputs are skipped)")
+    algorithms: tuple[str, ...] = field(ALGORITHMS, "algorithms to tune")
+    samples: int | None = field(None, "strings sampled per model for evaluation (default 5,000; quick 300)")
+    steps: int | None = field(None, "environment steps per tuning run (default 1,000,000; quick 20,000)")
+    prior: str | None = field(None, "SMILES prior checkpoint (None: the shipped one)")
+    seed: int = field(0, "seed of tuning, sampling and evaluation")
+    device: str = field("cpu", "torch device: cpu, cuda or auto")
+    quick: bool = field(False, "a smoke version of a minute or two: few steps, few samples, no FCD")
+    fcd: bool = field(True, "compute FCD to the MOSES test set (about 30 s per model)")
+    force: bool = field(False, "redo every stage")
+
+    def validate(self) -> None:
+        if not self.out:
+            raise ConfigError("out: a run folder is needed")
+        if not self.algorithms or any(a not in ALGORITHMS for a in self.algorithms):
+            raise ConfigError(f"algorithms: name one or more of {', '.join(ALGORITHMS)}")
+        if len(set(self.algorithms)) != len(self.algorithms):
+            raise ConfigError("algorithms: an algorithm is named twice")
+        for name in ("samples", "steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}")
+        if self.device not in DEVICE_CHOICES:
+            raise ConfigError(f"device must be cpu, cuda or auto, not {self.device!r}")
+
+    @property
+    def n_samples(self) -> int:
+        return self.samples if self.samples is not None else (QUICK_SAMPLES if self.quick else RUN_SAMPLES)
+
+    @property
+    def n_steps(self) -> int:
+        return self.steps if self.steps is not None else (QUICK_STEPS if self.quick else 1_000_000)
+
+
+def _tune_config(cfg: MoleculeRunConfig, algorithm: str) -> Any:
+    from rltuner.domains import tune_preset
+
+    steps = cfg.n_steps
+    return tune_preset(
+        "molecules", "fast", algorithm=algorithm, seed=cfg.seed, device=cfg.device, tensorboard=False,
+        total_steps=steps, eval_every=max(steps // 10, 1), **({"eval_episodes": 64} if cfg.quick else {}),
+    )  # fmt: skip
+
+
+def run_molecule_pipeline(config: MoleculeRunConfig, *, command: str | None = None) -> Path:
+    """Tune, evaluate, draw and report in one run folder; returns the path of ``report.html``.
+
+    Raises:
+        ConfigError: bad settings. CheckpointError: no usable SMILES prior. RLTunerError: RDKit missing or an
+            unwritable folder.
+    """
+    from rltuner.domains.molecules.domain import default_smiles_prior_path, molecule_domain
+    from rltuner.domains.molecules.evaluate import ROWS, _fmt, evaluate_molecule_models
+    from rltuner.domains.molecules.metrics import MOSES_BASELINES, moses_test_smiles, properties
+    from rltuner.domains.molecules.report import (
+        molecule_grid_svg,
+        property_histograms,
+        reward_curves,
+        write_molecule_report,
+    )
+    from rltuner.domains.molecules.reward import MoleculeReward
+
+    config.validate()
+    device = str(resolve_device(config.device))
+    prior_path = Path(config.prior) if config.prior else default_smiles_prior_path()
+    domain = molecule_domain(prior_path, device=device)
+    run_dir = ensure_writable_dir(config.out)
+    fig_dir = run_dir / "figures"
+    stages = _Stages(run_dir, config.force)
+    keys = {model_key(a): a for a in config.algorithms}
+    tune_dirs = {k: run_dir / "tune" / k for k in keys}
+    tune_cfgs = {k: _tune_config(config, a) for k, a in keys.items()}
+    prior_id = file_digest(prior_path)
+    code = versions()["rltuner"]
+    tune_inputs = {
+        k: fingerprint(to_dict(c), prior_id, code, domain.reward_config) for k, c in tune_cfgs.items()
+    }
+    ran = []
+    for key, folder in tune_dirs.items():
+        name = f"tune/{key}"
+        fresh = config.force or (name in stages.done and not stages.is_current(name, tune_inputs[key]))
+        stages.changed = False
+        ran.append(stages.run(name, _bind_tune(tune_cfgs[key], domain, folder, fresh), tune_inputs[key]))
+    stages.changed = any(ran)
+    settings_in = {k: v for k, v in asdict(config).items() if k not in ("out", "force")}
+    later = fingerprint(settings_in, prior_id, code, tune_inputs)
+
+    def evaluate() -> None:
+        result = evaluate_molecule_models(
+            {k: f for k, f in tune_dirs.items()}, n=config.n_samples, seed=config.seed, prior=prior_path,
+            fcd=config.fcd and not config.quick, novelty=True, device=device,
+        )  # fmt: skip
+        result.write(run_dir)
+        print(result.format_table(), file=sys.stderr)
+
+    stages.run("evaluate", evaluate, later)
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    metrics: dict[str, dict[str, float]] = evaluation["metrics"]
+    smiles = {name: (run_dir / f"{name}.smi").read_text().split("\n")[:-1] for name in metrics}
+
+    def draw() -> None:
+        reward_curves(tune_dirs, fig_dir / "curves.png")
+        props = {"MOSES test": properties(moses_test_smiles(sample_size=2_000, seed=config.seed))}
+        props.update({name: properties([s for s in strings if s]) for name, strings in smiles.items()})
+        property_histograms(props, fig_dir / "properties.png")
+
+    stages.run("figures", draw, later)
+
+    scorer = MoleculeReward()
+    grids: dict[str, tuple[str, str]] = {}
+    for name, strings in smiles.items():
+        rng = np.random.default_rng(config.seed)
+        pick = [strings[i] for i in rng.choice(len(strings), size=min(12, len(strings)), replace=False)]
+        total, _ = scorer(strings)
+        top = [strings[i] for i in np.argsort(-total, kind="stable")[:12]]
+        top_scores = [f"r_T {v:.2f}" for v in np.sort(total)[::-1][:12]]
+        grids[name] = (molecule_grid_svg(pick), molecule_grid_svg(top, top_scores))
+    names = list(metrics)
+    ref = MOSES_BASELINES.get("CharRNN", {})
+    rows = [(label, [*(_fmt(metrics[n].get(k, float("nan")), f) for n in names), _fmt(ref.get(k, float("nan")), f)])
+            for k, label, f in ROWS]  # fmt: skip
+    cmd = command if command is not None else " ".join(["rltuner", *sys.argv[1:]])
+    settings = {"pipeline": {**settings_in, "out": config.out}, "tuning": {k: to_dict(c) for k, c in tune_cfgs.items()},
+                "evaluation": evaluation["settings"], "prior": str(prior_path), "prior_sha256": prior_id}  # fmt: skip
+    info = {"command": cmd, "finished": dt.datetime.now().isoformat(timespec="seconds"), "settings": settings,
+            "versions": versions(), "timings_s": stages.timings}  # fmt: skip
+    write_json_atomic(run_dir / "run.json", info)
+    summary = (
+        f"The SMILES prior was tuned with {', '.join(config.algorithms)} ({config.n_steps:,} environment steps "
+        f"each{', quick smoke version' if config.quick else ''}); every model, the prior included, then sampled "
+        f"{config.n_samples:,} strings from <bos> (temperature 1). Validity, uniqueness, novelty, IntDiv, filters "
+        "and FCD follow MOSES's definitions; the last column is MOSES's published CharRNN (trained on the same "
+        "data; their FCD uses 30,000 samples against the whole test set, so it is lower by construction). r_T is "
+        "the chemistry reward of shared/spec/molecules.md; log p(a|s) is under the prior, KL from it per token."
+    )
+    report = write_molecule_report(
+        run_dir / "report.html", title=f"rltuner run (molecules): {run_dir.name}", summary=summary,
+        table_header=["metric", *names, "MOSES CharRNN"], table_rows=rows,
+        figures={"curves": fig_dir / "curves.png", "properties": fig_dir / "properties.png"}, grids=grids,
+        command=cmd, config=settings, versions=versions(), timings=stages.timings,
+    )  # fmt: skip
+    log.info("report: %s", report)
+    return report
