@@ -168,9 +168,9 @@ def test_reward_terms_beside_or_instead_of_music_theory(prior_melodies: np.ndarr
 
 def test_tuning_on_the_learned_preference_wins_under_the_rater(prior_melodies: np.ndarray) -> None:
     """The loop in small: simulated ratings of prior melodies -> preference model -> tune -> fresh pairs."""
+    from rltuner.domains.music import music_domain
     from rltuner.rewards.music_theory import RewardConfig, RuleWeights, register_rule
     from rltuner.rl.config import PRESETS
-    from rltuner.domains.music import music_domain
 
     rater = SimulatedRater(noise=1.0)
     a, b = prior_melodies[:1200], prior_melodies[1200:]

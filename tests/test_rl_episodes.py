@@ -101,7 +101,9 @@ def test_replay_keeps_masks() -> None:
 @pytest.mark.parametrize("algorithm", ["q", "psi", "g"])
 def test_learner_loss_equals_step_by_step_td_errors_over_played_steps(algorithm: str, offset: bool) -> None:
     torch.manual_seed(0)
-    cfg = TuneConfig(algorithm=algorithm, learning_rate=1e-9, batch_size=8, progress=False, offset_by_prior=offset)
+    cfg = TuneConfig(
+        algorithm=algorithm, learning_rate=1e-9, batch_size=8, progress=False, offset_by_prior=offset
+    )
     learner = _Learner(tiny_prior(1), get_algorithm(algorithm), cfg, torch.device("cpu"))
     tokens = torch.tensor([[5, 6, EOS, PAD, PAD], [5, 7, 8, 9, EOS]])
     mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
@@ -125,7 +127,12 @@ def test_learner_loss_equals_step_by_step_td_errors_over_played_steps(algorithm:
                 torch.testing.assert_close(online, prior, atol=1e-5, rtol=0)
             for t in range(n):
                 r = algo.reward(log_p[b, t : t + 1], reward[b, t : t + 1], cfg.reward_scale)
-                v = algo.next_value(target[None, t + 1 : t + 2], online[None, t + 1 : t + 2], prior[None, t + 1 : t + 2], False)
+                v = algo.next_value(
+                    target[None, t + 1 : t + 2],
+                    online[None, t + 1 : t + 2],
+                    prior[None, t + 1 : t + 2],
+                    False,
+                )
                 last = t == n - 1
                 y = td_target(r, v.view(1), cfg.gamma, torch.tensor([0.0 if last else 1.0]))
                 errors.append(float((online[t, tokens[b, t + 1]] - y) ** 2))

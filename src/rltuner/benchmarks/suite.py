@@ -25,6 +25,7 @@ TOPICS: dict[str, str] = {
     "prior": "rltuner.benchmarks.prior",
     "rl": "rltuner.benchmarks.rl",
     "evaluation": "rltuner.benchmarks.evaluation",
+    "molecules": "rltuner.benchmarks.molecules",
 }
 
 
@@ -78,37 +79,73 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
-def render_markdown(results: dict[str, list[BenchResult] | str], *, command: str, machine: str) -> str:
-    """BENCHMARKS.md text: one table per topic with each figure beside its goal."""
+def render_markdown(
+    results: dict[str, list[BenchResult] | str],
+    *,
+    command: str,
+    machine: str,
+    kept: dict[str, str] | None = None,
+) -> str:
+    """BENCHMARKS.md text: one table per topic with each figure beside its goal.
+
+    Every topic section starts with the command, date and machine that measured it; ``kept`` holds the
+    sections (topic -> markdown) of topics not re-run this time, carried over unchanged from the old file.
+    """
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Benchmarks",
         "",
-        "Written by `rltuner bench`; do not edit by hand (re-run the command).",
+        "Written by `rltuner bench`; do not edit by hand (re-run the command; `--only TOPIC` re-measures one",
+        "topic and keeps the others' sections as they were, each with its own command, date and machine).",
         "",
         "On a shared virtual machine the absolute figures vary between runs (up to 2x seen on the project's",
         "2-core machine); compare figures measured in the same run, as ratios.",
         "",
-        f"- Command: `{command}`",
-        f"- Date: {now}",
-        f"- Machine: {machine}",
-        "",
     ]
+    sections: dict[str, list[str]] = {t: [text.rstrip("\n"), ""] for t, text in (kept or {}).items()}
     for topic, items in results.items():
-        lines += [f"## {topic}", ""]
+        body = [f"## {topic}", "", f"Measured by `{command}` on {now}; machine: {machine}.", ""]
         if isinstance(items, str):
-            lines += [f"Benchmark {items}", ""]
-            continue
-        lines += ["| figure | value | goal | met | detail |", "| --- | --- | --- | --- | --- |"]
-        for r in items:
-            met = "n/a" if r["met"] is None else ("yes" if r["met"] else "**no**")
-            lines.append(
-                f"| {r['name']} | {_fmt(float(r['value']))} {r['unit']} | {r['goal'] or '-'} | {met} "
-                f"| {r['detail']} |"
-            )
-        lines.append("")
+            body += [f"Benchmark {items}", ""]
+        else:
+            body += ["| figure | value | goal | met | detail |", "| --- | --- | --- | --- | --- |"]
+            for r in items:
+                met = "n/a" if r["met"] is None else ("yes" if r["met"] else "**no**")
+                body.append(
+                    f"| {r['name']} | {_fmt(float(r['value']))} {r['unit']} | {r['goal'] or '-'} | {met} "
+                    f"| {r['detail']} |"
+                )
+            body.append("")
+        sections[topic] = body
+    order = [t for t in TOPICS if t in sections] + [t for t in sections if t not in TOPICS]
+    for topic in order:
+        lines += sections[topic]
     return "\n".join(lines)
 
 
-def write_benchmarks(path: str | Path, results: dict[str, list[BenchResult] | str], *, command: str) -> Path:
-    return write_text_atomic(path, render_markdown(results, command=command, machine=machine_description()))
+def read_sections(path: str | Path) -> dict[str, str]:
+    """The ``## topic`` sections of an existing BENCHMARKS.md (topic -> its markdown); {} when absent.
+
+    A section from a file written before per-section provenance gets the file's own command/date/machine.
+    """
+    p = Path(path)
+    if not p.is_file():
+        return {}
+    text = p.read_text()
+    header = "\n".join(line for line in text.split("## ", 1)[0].splitlines() if line.startswith("- "))
+    out: dict[str, str] = {}
+    for chunk in text.split("\n## ")[1:]:
+        topic, _, body = chunk.partition("\n")
+        if "Measured by" not in body.split("|", 1)[0] and header:
+            body = "\n" + header.replace("\n", "; ") + "\n" + body
+        out[topic.strip()] = f"## {topic.strip()}\n{body}"
+    return out
+
+
+def write_benchmarks(
+    path: str | Path, results: dict[str, list[BenchResult] | str], *, command: str, keep_others: bool = False
+) -> Path:
+    """Write BENCHMARKS.md; with ``keep_others``, the sections of topics not in ``results`` are kept."""
+    kept = {t: s for t, s in read_sections(path).items() if t not in results} if keep_others else None
+    text = render_markdown(results, command=command, machine=machine_description(), kept=kept)
+    return write_text_atomic(path, text)

@@ -13,7 +13,8 @@ import click
 @click.option(
     "--only",
     multiple=True,
-    help="Run only these topics (corpus, rewards, prior, rl, evaluation); repeatable. Default: all.",
+    help="Run only these topics (corpus, rewards, prior, rl, evaluation, molecules); repeatable; the other "
+    "topics' sections of --out are kept. Default: all.",
 )
 @click.option("--quick", is_flag=True, help="Tiny sizes: checks that the benchmarks run.")
 @click.option(
@@ -33,7 +34,7 @@ def bench(only: tuple[str, ...], quick: bool, out: Path) -> None:
     topics = list(only) or list(TOPICS)
     results = run_topics(topics, quick=quick)
     command = "rltuner " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "rltuner bench"
-    write_benchmarks(out, results, command=command)
+    write_benchmarks(out, results, command=command, keep_others=bool(only))
     click.echo(f"wrote {out}")
     for topic, items in results.items():
         if isinstance(items, str):

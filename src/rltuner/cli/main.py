@@ -18,13 +18,22 @@ from rltuner.errors import RLTunerError
 # name -> ("module:attribute", one-line help). Each attribute is a click command or group.
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("rltuner.cli.run:run", "The main job: tune, evaluate and write a report (make demo)."),
-    "data": ("rltuner.cli.data:data", "Build a melody dataset from music21's folk corpus or MIDI files."),
+    "data": ("rltuner.cli.data:data", "Build a dataset: folk tunes / MIDI files, or MOSES / SMILES files."),
     "render": ("rltuner.cli.render:render", "Write melodies (.mid/.npy) as MIDI, WAV and piano-roll PNG."),
-    "pretrain": ("rltuner.cli.pretrain:pretrain", "Train a Note RNN prior by maximum likelihood."),
-    "generate": ("rltuner.cli.generate:generate", "Sample melodies from a prior or a tuned model."),
+    "pretrain": (
+        "rltuner.cli.pretrain:pretrain",
+        "Train a prior (Note RNN, SMILES LSTM) by maximum likelihood.",
+    ),
+    "generate": (
+        "rltuner.cli.generate:generate",
+        "Sample melodies or molecules from a prior or a tuned model.",
+    ),
     "score": ("rltuner.cli.score:score", "Music-theory reward and Table 1 statistics of melodies."),
     "tune": ("rltuner.cli.tune:tune", "RL-tune a prior: Q, Psi, G-learning or RL-only."),
-    "evaluate": ("rltuner.cli.evaluate:evaluate", "Sample from models and compare them (Table 1, KL...)."),
+    "evaluate": (
+        "rltuner.cli.evaluate:evaluate",
+        "Sample from models and compare them (Table 1 / MOSES, KL...).",
+    ),
     "study": (
         "rltuner.cli.study:study",
         "Listening study: blind A/B pairs, a rating web app, analysis, a learned reward.",
@@ -65,7 +74,10 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="rltuner")
 @click.option("-v", "--verbose", is_flag=True, help="Log debugging details.")
 def cli(verbose: bool) -> None:
-    """rltuner: tune a trained melody model with reinforcement learning (RL Tuner, Jaques et al.)."""
+    """rltuner: tune a trained sequence model with reinforcement learning (RL Tuner, Jaques et al.).
+
+    Every command works on melodies (the default) and on molecules (--domain molecules).
+    """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s")
 
 

@@ -184,13 +184,13 @@ def _read_csv_column(lines: Iterable[str | None], path: Path, counts: Counter[st
 
 def _canonical_chunk(smiles: Sequence[str]) -> list[str | None]:
     """Canonical isomeric SMILES, or None where RDKit cannot parse (a worker's unit of work)."""
-    from rdkit import Chem, RDLogger
+    from rdkit import Chem, rdBase
 
-    RDLogger.DisableLog("rdApp.*")
     out: list[str | None] = []
-    for s in smiles:
-        mol = Chem.MolFromSmiles(s)
-        out.append(Chem.MolToSmiles(mol) if mol is not None and mol.GetNumAtoms() > 0 else None)
+    with rdBase.BlockLogs():  # invalid strings are counted, not printed
+        for s in smiles:
+            mol = Chem.MolFromSmiles(s)
+            out.append(Chem.MolToSmiles(mol) if mol is not None and mol.GetNumAtoms() > 0 else None)
     return out
 
 

@@ -73,13 +73,13 @@ def property_histograms(props: Mapping[str, Mapping[str, np.ndarray]], path: Pat
 
 def molecule_grid_svg(smiles: Sequence[str], legends: Sequence[str] | None = None, per_row: int = 6) -> str:
     """RDKit drawings of valid SMILES as one SVG string (invalid ones are left out)."""
-    from rdkit import Chem, RDLogger
     from rdkit.Chem import Draw
 
-    RDLogger.DisableLog("rdApp.*")
+    from rltuner.domains.molecules.reward import parse_smiles
+
     mols, names = [], []
     for i, s in enumerate(smiles):
-        mol = Chem.MolFromSmiles(s) if s else None
+        mol = parse_smiles(s) if s else None
         if mol is not None:
             mols.append(mol)
             names.append(legends[i] if legends is not None else "")
