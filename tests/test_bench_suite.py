@@ -53,3 +53,19 @@ def test_bench_cli_writes_file_and_rejects_unknown_topic(monkeypatch, tmp_path):
     assert "## fake" in out.read_text() and "## broken" not in out.read_text()
     result = CliRunner().invoke(cli, ["bench", "--only", "nope", "--out", str(out)])
     assert result.exit_code != 0 and "unknown topic" in result.output
+
+
+def test_bench_only_keeps_the_other_topics_sections(monkeypatch, tmp_path):
+    _fake_module(monkeypatch)
+    out = tmp_path / "B.md"
+    out.write_text(
+        "# Benchmarks\n\n- Command: `rltuner bench`\n- Date: 2026-01-01\n- Machine: old box\n\n"
+        "## broken\n\n| figure | value | goal | met | detail |\n| --- | --- | --- | --- | --- |\n"
+        "| kept row | 1 s | - | n/a | x |\n"
+    )
+    result = CliRunner().invoke(cli, ["bench", "--only", "fake", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "| kept row | 1 s |" in text and "old box" in text  # the old section and its provenance stay
+    assert "## fake" in text and "| speed | 1,234,567 steps/s |" in text
+    assert text.index("## fake") < text.index("## broken")  # in the table's order
