@@ -178,11 +178,20 @@ def silenced_c_output() -> Iterator[None]:
 def abc_to_melodies(text: str, settings: ExtractSettings) -> Extraction:
     """Parse one ABC tune and extract its melody (the first voice); failures are counted, not raised.
 
+    A text longer than ``limits.DEFAULT.max_file_bytes`` is dropped as ``limit``; the parsed score goes
+    through the same limits as a MIDI file (:func:`~rltuner.data.midi_import.score_to_melodies`).
+
     Returns:
         An :class:`Extraction` with ``counts["tunes"] == 1``.
     """
     import symusic
 
+    from rltuner.limits import DEFAULT as LIMITS
+
+    if len(text) > LIMITS.max_file_bytes:  # before abc2midi sees it
+        out = empty_extraction()
+        out.counts.update({"tunes": 1, "limit": 1})
+        return out
     try:
         with silenced_c_output():
             score = symusic.Score.from_abc(text)

@@ -277,16 +277,16 @@ def load_dataset(path: str | os.PathLike[str]) -> MelodyDataset:
             raise DatasetError(
                 f"{p} is not a dataset file (expected an .npz written by `rltuner data build`)"
             )
-    try:
-        with np.load(p, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError, EOFError on truncated files
-        raise DatasetError(f"{p} is not a readable dataset file ({type(exc).__name__}: {exc})") from None
-    needed = {"train_tokens", "train_offsets", "valid_tokens", "valid_offsets", "manifest"}
-    if not needed <= set(arrays):
-        raise DatasetError(
-            f"{p} is not an rltuner dataset (missing {', '.join(sorted(needed - set(arrays)))})"
-        )
+    from rltuner.data.arrays import ArrayFileError, load_npz
+
+    expected = {"manifest": "U", "train_offsets": "i", "valid_offsets": "i"}
+    expected |= {"train_tokens": "i", "valid_tokens": "i"}
+    try:  # headers (dtype, size) are checked before any array is allocated
+        arrays = load_npz(p, expected)
+    except ArrayFileError as exc:
+        raise DatasetError(f"{p} is not a readable dataset file ({exc})") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read dataset {p}: {exc.strerror or exc}") from None
     try:
         manifest = json.loads(str(arrays["manifest"]))
     except json.JSONDecodeError:

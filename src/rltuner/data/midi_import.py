@@ -28,6 +28,7 @@ import numpy.typing as npt
 
 from rltuner.config import field
 from rltuner.encoding import (
+    NUM_CLASSES,
     NUM_PITCHES,
     STEPS_PER_BAR,
     STEPS_PER_QUARTER,
@@ -35,10 +36,14 @@ from rltuner.encoding import (
     normalize_notes,
     notes_to_classes,
 )
-from rltuner.errors import ConfigError, MelodyRangeError, MidiReadError, RLTunerError
+from rltuner.errors import ConfigError, MelodyRangeError, MidiReadError, ReadTimeoutError, RLTunerError
+from rltuner.limits import DEFAULT as LIMITS
+from rltuner.limits import ReadLimits, time_limit
 
 # Why a melody candidate (a tune, a track or a segment of one) was not kept. The build report lists all.
-DROP_REASONS = ("unparseable", "no_notes", "chords", "off_grid", "range", "too_short")
+DROP_REASONS = (
+    "unparseable", "no_notes", "chords", "off_grid", "range", "too_short", "too_long", "limit", "timeout",
+)  # fmt: skip
 DROP_HELP = {
     "unparseable": "file or tune could not be parsed (corrupt, truncated, not MIDI/ABC)",
     "no_notes": "file, tune or track without a single note",
@@ -46,7 +51,13 @@ DROP_HELP = {
     "off_grid": "onsets off the sixteenth grid (triplets) where the triplet policy is 'drop'",
     "range": f"pitch range wider than the {NUM_PITCHES} semitones the encoding holds",
     "too_short": "shorter than the minimum length",
+    "too_long": "a note or a melody longer than the limits (max_note_steps, max_melody_steps)",
+    "limit": "a file beyond a read limit (size, ticks per quarter, tracks, notes; rltuner.limits)",
+    "timeout": "a file that took longer than the per-file time limit (max_file_seconds)",
 }
+# Share of note time (in points) by which a key signature may trail the best-fitting diatonic set before
+# the key is estimated from the notes instead (a signature contradicted by the notes, counted).
+KEY_SIGNATURE_SLACK = 0.15
 MIDI_SUFFIXES = (".mid", ".midi")
 
 # An onset further than this from the nearest sixteenth (in steps) is off the grid. abc2midi puts notes one
@@ -81,8 +92,13 @@ class ExtractSettings:
             raise ConfigError(f"polyphony must be 'top' or 'drop', not {self.polyphony!r}")
         if self.min_length < 1:
             raise ConfigError(f"min_length must be at least 1 step, not {self.min_length}")
-        if self.split_rest_bars <= 0:
-            raise ConfigError(f"split_rest_bars must be positive, not {self.split_rest_bars}")
+        if not 0 < self.split_rest_bars <= 4096:  # also refuses NaN and infinity
+            raise ConfigError(f"split_rest_bars must be in (0, 4096], not {self.split_rest_bars}")
+        if self.min_length > LIMITS.max_melody_steps:
+            raise ConfigError(
+                f"min_length must be at most {LIMITS.max_melody_steps:,} (max_melody_steps), not "
+                f"{self.min_length:,}"
+            )
 
     @property
     def split_rest_steps(self) -> int:
@@ -134,13 +150,38 @@ def estimate_key(pitches: Sequence[int], durations: Sequence[float] | None = Non
     hist = np.bincount(np.asarray(pitches, dtype=np.int64) % 12, weights=weights, minlength=12)
     if np.ptp(hist) == 0:
         return 0, "major"
-    best: tuple[float, int, str] = (-2.0, 0, "major")
-    for mode, profile in (("major", _KK_MAJOR), ("minor", _KK_MINOR)):
-        for tonic in range(12):
-            r = float(np.corrcoef(hist, np.roll(profile, tonic))[0, 1])
-            if r > best[0] + 1e-12:
-                best = (r, tonic, mode)
-    return best[1], best[2]
+    centred = hist - hist.mean()
+    r = _PROFILES_STD @ centred / np.sqrt(centred @ centred)  # (24,) Pearson correlations
+    best = int(np.argmax(r > r.max() - 1e-12))  # ties: the first (C major before C# major ...)
+    return best % 12, "major" if best < 12 else "minor"
+
+
+def _standardised_profiles() -> npt.NDArray[np.float64]:
+    """(24, 12): the major then the minor profile rotated to each tonic, centred and of unit norm."""
+    rows = [np.roll(p, t) for p in (_KK_MAJOR, _KK_MINOR) for t in range(12)]
+    mat = np.array(rows) - np.array(rows).mean(axis=1, keepdims=True)
+    return np.asarray(mat / np.linalg.norm(mat, axis=1, keepdims=True))
+
+
+_PROFILES_STD = _standardised_profiles()
+_DIATONIC = np.array([1, 0, 1, 0, 1, 1, 0, 1, 0, 1, 0, 1], dtype=np.float64)  # C major's pitch classes
+
+
+def in_key_share(pitches: Sequence[int], durations: Sequence[float], tonic: int, mode: str) -> float:
+    """Share of note time on the diatonic scale of ``(tonic, mode)`` (0..1)."""
+    hist = np.bincount(np.asarray(pitches, dtype=np.int64) % 12, weights=durations, minlength=12)
+    major_tonic = tonic if mode == "major" else (tonic + 3) % 12
+    total = hist.sum()
+    return float(np.roll(_DIATONIC, major_tonic) @ hist / total) if total else 1.0
+
+
+def best_in_key_share(pitches: Sequence[int], durations: Sequence[float]) -> float:
+    """The largest :func:`in_key_share` over the 12 diatonic sets (the best transposition)."""
+    hist = np.bincount(np.asarray(pitches, dtype=np.int64) % 12, weights=durations, minlength=12)
+    total = hist.sum()
+    if not total:
+        return 1.0
+    return float(max(np.roll(_DIATONIC, t) @ hist for t in range(12)) / total)
 
 
 def key_signature_tonic(sharps: int, minor: bool) -> tuple[int, str]:
@@ -213,6 +254,7 @@ def track_to_melodies(
     pitches: npt.NDArray[np.int64],
     settings: ExtractSettings,
     key: tuple[int, str] | None,
+    limits: ReadLimits = LIMITS,
 ) -> Extraction:
     """One line of notes (times in sixteenth steps, floats) -> encoded melodies.
 
@@ -220,7 +262,11 @@ def track_to_melodies(
         starts, ends: note onsets and offsets in steps, shape (N,).
         pitches: MIDI pitches, shape (N,).
         settings: triplet and polyphony policies, minimum length, split rests.
-        key: ``(tonic_pc, mode)`` from the key signature, or None to estimate it per segment.
+        key: ``(tonic_pc, mode)`` from the key signature, or None to estimate it per segment. A signature
+            whose scale holds more than :data:`KEY_SIGNATURE_SLACK` less of a segment's note time than the
+            best-fitting scale is overruled by the estimate (counted as ``key_signature_overruled``).
+        limits: a line with a note longer than ``max_note_steps`` is dropped (``too_long``), and so is a
+            segment spanning more than ``max_melody_steps``; both are checked before encoding.
 
     Returns:
         An :class:`Extraction` whose counts hold exactly one outcome per candidate melody (a segment).
@@ -228,6 +274,9 @@ def track_to_melodies(
     out = empty_extraction()
     if len(pitches) == 0:
         out.counts["no_notes"] += 1
+        return out
+    if float(np.max(ends - starts)) > limits.max_note_steps:
+        out.counts["too_long"] += 1
         return out
     notes, off_grid, polyphonic = _quantize(starts, ends, pitches)
     if polyphonic and settings.polyphony == "drop":
@@ -239,11 +288,23 @@ def track_to_melodies(
     segments = _split_at_rests(notes, settings.split_rest_steps)
     for seg in segments:
         offset = seg[0].start  # a melody begins with its first note
+        span = max(n.end for n in seg) - offset  # the encoded length, known before encoding
+        if span > limits.max_melody_steps:
+            out.counts["too_long"] += 1
+            continue
+        if span < settings.min_length:
+            out.counts["too_short"] += 1
+            continue
         seg_notes = [Note(n.pitch, n.start - offset, n.duration) for n in seg]
+        seg_pitches, seg_durations = [n.pitch for n in seg_notes], [n.duration for n in seg_notes]
         if key is None:
-            tonic, mode = estimate_key([n.pitch for n in seg_notes], [n.duration for n in seg_notes])
+            tonic, mode = estimate_key(seg_pitches, seg_durations)
         else:
             tonic, mode = key
+            signed = in_key_share(seg_pitches, seg_durations, tonic, mode)
+            if signed < best_in_key_share(seg_pitches, seg_durations) - KEY_SIGNATURE_SLACK:
+                tonic, mode = estimate_key(seg_pitches, seg_durations)
+                out.counts["key_signature_overruled"] += 1
         try:
             moved = normalize_notes(seg_notes, tonic, "minor" if mode == "minor" else "major")
         except MelodyRangeError:
@@ -262,24 +323,36 @@ def track_to_melodies(
     return out
 
 
-def score_to_melodies(score: Any, settings: ExtractSettings, *, first_track_only: bool = False) -> Extraction:
+def score_to_melodies(
+    score: Any, settings: ExtractSettings, *, first_track_only: bool = False, limits: ReadLimits = LIMITS
+) -> Extraction:
     """A ``symusic.Score`` (any time unit) -> melodies from each non-drum track.
 
     Args:
         score: the parsed score.
         settings: extraction settings.
         first_track_only: keep only the first track with notes (ABC: the first voice is the tune).
+        limits: a score with no valid time division is ``unparseable``; one beyond ``max_ticks_per_quarter``,
+            ``max_tracks`` or ``max_notes`` is dropped as ``limit`` (before any per-track work).
 
     Returns:
         An :class:`Extraction`; ``counts["tunes"]`` is the number of tracks looked at.
     """
     score = score.to("tick")
     tpq = float(score.ticks_per_quarter)
+    out = empty_extraction()
+    if not 0 < tpq <= limits.max_ticks_per_quarter or len(score.tracks) > limits.max_tracks:
+        out.counts["tunes"] += 1
+        out.counts["unparseable" if tpq <= 0 else "limit"] += 1
+        return out
+    if sum(len(t.notes) for t in score.tracks) > limits.max_notes:
+        out.counts["tunes"] += 1
+        out.counts["limit"] += 1
+        return out
     key = None
     if len(score.key_signatures):
         ks = score.key_signatures[0]
         key = key_signature_tonic(int(ks.key), bool(ks.tonality))
-    out = empty_extraction()
     tracks = [t for t in score.tracks if not t.is_drum]
     out.counts["drum_tracks"] += len(score.tracks) - len(tracks)
     if first_track_only:
@@ -293,37 +366,69 @@ def score_to_melodies(score: Any, settings: ExtractSettings, *, first_track_only
         arrays = track.notes.numpy()  # dict of (N,) arrays: time, duration, pitch, velocity
         starts = arrays["time"].astype(np.float64) * STEPS_PER_QUARTER / tpq
         ends = starts + arrays["duration"].astype(np.float64) * STEPS_PER_QUARTER / tpq
-        result = track_to_melodies(starts, ends, arrays["pitch"].astype(np.int64), settings, key)
+        result = track_to_melodies(starts, ends, arrays["pitch"].astype(np.int64), settings, key, limits)
         out.merge(result)
     out.groups = [len(out.melodies)] if out.melodies else []  # one score = one tune or file
     return out
 
 
-def midi_file_to_melodies(path: str | os.PathLike[str], settings: ExtractSettings) -> Extraction:
-    """Read one MIDI file and extract its melodies; a bad file is counted (``unparseable``), not raised.
+def midi_file_to_melodies(
+    path: str | os.PathLike[str], settings: ExtractSettings, limits: ReadLimits = LIMITS
+) -> Extraction:
+    """Read one MIDI file and extract its melodies; a bad file is counted, never raised.
+
+    The header is checked before the file is parsed: a file larger than ``limits.max_file_bytes``, with more
+    than ``max_tracks`` tracks or a time division beyond ``max_ticks_per_quarter`` is dropped as ``limit``; a
+    time division of 0 or in SMPTE frames, like any corrupt file, is ``unparseable``.
 
     Returns:
-        An :class:`Extraction` with ``counts["files"] == 1``.
+        An :class:`Extraction` with ``counts["files"] == 1`` and one outcome per candidate melody.
     """
     import symusic
 
     out = empty_extraction()
     out.counts["files"] += 1
+    out.counts["tunes"] += 1  # the file itself, until it turns out to hold tracks
     try:
+        if Path(path).stat().st_size > limits.max_file_bytes:
+            out.counts["limit"] += 1
+            return out
         data = Path(path).read_bytes()
-        if data[:4] != b"MThd":
-            raise MidiReadError("not a standard MIDI file (no MThd header)")
+    except OSError:
+        out.counts["unparseable"] += 1
+        return out
+    problem = midi_header_problem(data, limits)
+    if problem is not None:
+        out.counts[problem] += 1
+        return out
+    try:
         score: Any = symusic.Score.from_midi(data)
     except Exception:  # symusic raises plain RuntimeError/ValueError on bad data
-        out.counts["tunes"] += 1
         out.counts["unparseable"] += 1
         return out
     if sum(len(t.notes) for t in score.tracks) == 0:
-        out.counts["tunes"] += 1
         out.counts["no_notes"] += 1
         return out
-    out.merge(score_to_melodies(score, settings))
+    out.counts["tunes"] -= 1
+    out.merge(score_to_melodies(score, settings, limits=limits))
     return out
+
+
+def midi_header_problem(data: bytes, limits: ReadLimits = LIMITS) -> str | None:
+    """Why a MIDI file's bytes should not be parsed (``"unparseable"`` or ``"limit"``), or None.
+
+    Reads only the 14-byte header chunk: ``MThd``, its length, format, track count and time division.
+    """
+    if len(data) < 14 or data[:4] != b"MThd" or int.from_bytes(data[4:8], "big") < 6:
+        return "unparseable"
+    fmt, tracks, division = (int.from_bytes(data[i : i + 2], "big") for i in (8, 10, 12))
+    if fmt > 2 or division == 0 or division & 0x8000:  # no time division, or SMPTE frames
+        return "unparseable"
+    if tracks == 0 or b"MTrk" not in data[14:]:  # a header alone holds no music at all
+        return "unparseable"
+    if tracks > limits.max_tracks or division > limits.max_ticks_per_quarter:
+        return "limit"
+    return None
 
 
 def find_midi_files(folder: str | os.PathLike[str]) -> list[Path]:
@@ -358,16 +463,48 @@ def _settings_digest(settings: ExtractSettings) -> str:
 
 
 def _load_cache(path: Path) -> dict[str, Extraction]:
-    """The per-file results of an earlier run, or nothing if the cache is missing or unreadable."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            index = json.loads(str(npz["index"]))
-            tokens = npz["tokens"]
-            offsets = npz["offsets"]
-    except (OSError, ValueError, KeyError):
+    """The per-file results of an earlier run, or nothing if the cache is missing or fails verification.
+
+    Every part is checked (array headers, dtypes, offsets, the index's structure and ranges, the counts), so a
+    truncated or tampered cache costs one re-parse of the folder and is then rewritten, never a crash.
+    """
+    from rltuner.data.arrays import ArrayFileError, load_npz
+
+    if not path.is_file():
         return {}
+    try:
+        arrays = load_npz(path, {"index": "U", "tokens": "i", "offsets": "i"})
+        index = json.loads(str(arrays["index"]))
+        return _cache_entries(index, arrays["tokens"], arrays["offsets"])
+    except (OSError, ArrayFileError, ValueError, TypeError, KeyError):
+        path.unlink(missing_ok=True)  # rebuilt from the files on this run
+        return {}
+
+
+def _cache_entries(index: Any, tokens: Int8Array, offsets: npt.NDArray[np.int64]) -> dict[str, Extraction]:
+    """Check a cache's parts against each other; raise ValueError where they disagree."""
+    if tokens.dtype != np.int8 or tokens.ndim != 1 or offsets.dtype != np.int64 or offsets.ndim != 1:
+        raise ValueError("cache arrays of the wrong dtype or shape")
+    n = len(offsets) - 1
+    if n < 0 or offsets[0] != 0 or offsets[-1] != len(tokens) or np.any(np.diff(offsets) < 0):
+        raise ValueError("cache offsets inconsistent")
+    if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) >= NUM_CLASSES):
+        raise ValueError("cache tokens out of range")
+    if not isinstance(index, list):
+        raise ValueError("cache index is not a list")
     entries: dict[str, Extraction] = {}
-    for key, first, last, counts in index:
+    for item in index:
+        key, first, last, counts = item  # ValueError/TypeError when malformed
+        ok = (
+            isinstance(key, str)
+            and isinstance(first, int)
+            and isinstance(last, int)
+            and 0 <= first <= last <= n
+        )
+        if not ok or not isinstance(counts, dict):
+            raise ValueError("cache index entry malformed")
+        if not all(isinstance(k, str) and isinstance(v, int) and v >= 0 for k, v in counts.items()):
+            raise ValueError("cache counts malformed")
         melodies = [tokens[offsets[i] : offsets[i + 1]] for i in range(first, last)]
         entries[key] = Extraction(melodies, Counter(counts), [len(melodies)] if melodies else [])
     return entries
@@ -392,7 +529,14 @@ def _save_cache(path: Path, entries: dict[str, Extraction]) -> None:
 
 
 def _extract_one(args: tuple[str, ExtractSettings]) -> Extraction:
-    return midi_file_to_melodies(args[0], args[1])
+    """One file under the per-file time limit; running past it counts the file as ``timeout``."""
+    try:
+        with time_limit(LIMITS.max_file_seconds):
+            return midi_file_to_melodies(args[0], args[1])
+    except ReadTimeoutError:
+        out = empty_extraction()
+        out.counts.update({"files": 1, "tunes": 1, "timeout": 1})
+        return out
 
 
 def import_midi_folder(
