@@ -41,3 +41,7 @@ class InputLimitError(RLTunerError, ValueError):
 
 class ReadTimeoutError(RLTunerError):
     """Reading one input took longer than its time limit."""
+
+
+class TrainingDivergedError(RLTunerError):
+    """The loss or the weights became NaN or infinite during training (the run stops, good files are kept)."""

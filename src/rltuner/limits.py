@@ -85,6 +85,55 @@ def check_at_most(value: int | float, bound: int | float, name: str, why: str = 
         raise ConfigError(f"{name} must be at most {bound:,}{reason}, got {value:,}")
 
 
+def check_model_size(
+    arch: str, vocab_size: int, hidden_size: int, num_layers: int, ff_mult: int, context: int
+) -> None:
+    """Raise :class:`ConfigError` when a prior of this shape is beyond the model limits (before building it)."""
+    check_at_most(hidden_size, DEFAULT.max_model_width, "hidden_size", "max_model_width")
+    check_at_most(num_layers, DEFAULT.max_model_layers, "num_layers", "max_model_layers")
+    check_at_most(vocab_size, DEFAULT.max_vocab_size, "vocab_size", "max_vocab_size")
+    check_at_most(context, DEFAULT.max_context, "context", "max_context")
+    check_at_most(ff_mult, 64, "ff_mult")
+    count = prior_parameter_count(arch, vocab_size, hidden_size, num_layers, ff_mult, context)
+    check_at_most(count, DEFAULT.max_model_parameters, "the model's parameter count", "max_model_parameters")
+
+
+def check_tune_config(cfg: Any) -> None:
+    """Bounds of a :class:`~rltuner.rl.config.TuneConfig` whose memory or numerics grow with the value."""
+    check_seed(cfg.seed)
+    for name in ("learning_rate", "grad_clip", "gamma", "target_update_rate", "reward_scale"):
+        check_finite(getattr(cfg, name), name)
+    for name in ("epsilon_start", "epsilon_end"):
+        check_finite(getattr(cfg, name), name)
+    check_at_most(cfg.n_envs, MAX_ENVS, "n_envs", "episodes held in memory at once")
+    check_at_most(cfg.replay_size, MAX_REPLAY, "replay_size")
+    check_at_most(cfg.eval_episodes, MAX_EVAL_EPISODES, "eval_episodes")
+    check_at_most(cfg.batch_size, 16 * MAX_BATCH, "batch_size")
+    check_at_most(cfg.learning_rate, MAX_LEARNING_RATE, "learning_rate")
+    if not MIN_REWARD_SCALE <= cfg.reward_scale <= MAX_REWARD_SCALE:
+        raise ConfigError(
+            f"reward_scale (c) must be in [{MIN_REWARD_SCALE:g}, {MAX_REWARD_SCALE:g}] (r_MT / c must stay "
+            f"finite), got {cfg.reward_scale!r}"
+        )
+
+
+def check_pretrain_config(cfg: Any) -> None:
+    """Bounds of a :class:`~rltuner.models.train.PretrainConfig` (memory per step, numerics, seed)."""
+    check_seed(cfg.seed)
+    for name in ("lr", "grad_clip", "l2"):
+        check_finite(getattr(cfg, name), name)
+    check_at_most(cfg.lr, MAX_LEARNING_RATE, "lr")
+    check_at_most(cfg.batch_size, MAX_BATCH, "batch_size")
+    check_at_most(cfg.window, MAX_WINDOW, "window")
+    check_at_most(cfg.batch_size * cfg.window, MAX_BATCH_TOKENS, "batch_size x window", "tokens per step")
+
+
+def check_sample_size(n: int, length: int) -> None:
+    """Bounds of one sampling call: ``n`` melodies of ``length`` steps (the output alone is n x length int64)."""
+    check_at_most(length, MAX_MELODY_LENGTH, "length", "steps per melody")
+    check_at_most(n * length, MAX_SAMPLE_STEPS, "melodies x length", "1 GiB of int64 output")
+
+
 def prior_parameter_count(
     arch: str, vocab_size: int, hidden_size: int, num_layers: int, ff_mult: int, context: int
 ) -> int:

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from rltuner.cli.options import SEED
+
 _SPLIT_HELP = "Comma-separated; the option may also be repeated."
 
 
@@ -37,7 +39,7 @@ def data() -> None:
     show_default=True,
     help="Dataset file to write (its manifest goes beside it as NAME.manifest.json).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/validation split.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the train/validation split.")
 @click.option(
     "--valid-fraction",
     type=float,

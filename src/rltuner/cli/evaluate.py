@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from rltuner.cli.options import device_option
+from rltuner.cli.options import SEED, device_option
 from rltuner.errors import ConfigError
 
 
@@ -41,7 +41,7 @@ def _parse_models(specs: tuple[str, ...]) -> dict[str, str]:
     "-n", "--samples", type=int, default=100_000, show_default=True, help="Melodies sampled per model."
 )
 @click.option("--length", type=int, default=32, show_default=True, help="Steps per melody.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of primers and sampling.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of primers and sampling.")
 @click.option(
     "--muspy-samples",
     type=int,

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from rltuner.cli.options import device_option
+from rltuner.cli.options import SEED, device_option
 from rltuner.errors import CheckpointError, InvalidMelodyError
 
 
@@ -31,7 +31,7 @@ from rltuner.errors import CheckpointError, InvalidMelodyError
     "--primer-steps", type=int, default=16, show_default=True,
     help="With a .mid primer: how many of its last steps to feed.",
 )  # fmt: skip
-@click.option("--seed", type=int, default=None, help="Random seed (same seed, same melodies).")
+@click.option("--seed", type=SEED, default=None, help="Random seed (same seed, same melodies).")
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("generated"), show_default=True,
     help="Output folder.",

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from rltuner.cli.options import device_option
+from rltuner.cli.options import SEED, device_option
 
 
 @click.command("pretrain")
@@ -41,7 +41,7 @@ from rltuner.cli.options import device_option
 @click.option("--window", type=int, default=128, show_default=True, help="Predictions per training window.")
 @click.option("--lr", type=float, default=3e-3, show_default=True, help="Adam learning rate.")
 @click.option(
-    "--seed", type=int, default=0, show_default=True, help="Random seed (bit-reproducible on the CPU)."
+    "--seed", type=SEED, default=0, show_default=True, help="Random seed (bit-reproducible on the CPU)."
 )
 @click.option("--eval-every", type=int, default=250, show_default=True, help="Validate every N steps.")
 @click.option(

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from rltuner.cli.options import device_option
+from rltuner.cli.options import SEED, device_option
 
 
 @click.command("run")
@@ -44,7 +44,7 @@ from rltuner.cli.options import device_option
     help="Note RNN checkpoint to tune and compare against [default: the shipped one].",
 )
 @click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed of tuning, sampling and evaluation."
+    "--seed", type=SEED, default=0, show_default=True, help="Seed of tuning, sampling and evaluation."
 )
 @device_option()
 @click.option(

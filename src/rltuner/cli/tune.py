@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from rltuner.cli.options import device_option
+from rltuner.cli.options import SEED, device_option
 from rltuner.errors import ConfigError, RLTunerError
 
 # CLI option -> TuneConfig field, for the explicit hyperparameter options.
@@ -75,7 +75,7 @@ _OPTION_FIELDS = {
     metavar="NAME=VALUE",
     help="Set any TuneConfig field, e.g. --set replay_size=200000 (repeatable).",
 )
-@click.option("--seed", type=int, default=None, help="Random seed.")
+@click.option("--seed", type=SEED, default=None, help="Random seed.")
 @device_option(default=None, help="Torch device [default: the preset's, cpu].")
 @click.option(
     "--out",
@@ -148,7 +148,7 @@ def _saved_config(run_dir: Path) -> Any:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise RLTunerError(f"{run_dir} holds no run to resume (no config.json)") from None
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise RLTunerError(f"cannot read {path}: {exc}") from None
     known = set(TuneConfig.__dataclass_fields__)
     try:

@@ -65,6 +65,8 @@ class PretrainConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on nonsense values."""
+        from rltuner.limits import check_pretrain_config
+
         self.model.validate()
         for name in ("steps", "batch_size", "window", "eval_every"):
             if getattr(self, name) < 1:
@@ -78,6 +80,7 @@ class PretrainConfig:
             raise ConfigError(f"skip_first ({self.skip_first}) must be smaller than window ({self.window})")
         if self.device not in DEVICE_CHOICES:
             raise ConfigError(f"device must be cpu, cuda or auto, not {self.device!r}")
+        check_pretrain_config(self)  # seed range, finite numbers, memory per step
 
 
 @dataclass(frozen=True)
