@@ -42,7 +42,7 @@ from rltuner.errors import CheckpointError, InvalidMelodyError
     "--png/--no-png", default=True, show_default=True, help="Draw a piano roll of the first melodies."
 )
 @click.option(
-    "--render-max", type=int, default=16, show_default=True,
+    "--render-max", type=click.IntRange(0), default=16, show_default=True,
     help="Write MIDI/WAV for at most this many melodies (all of them are in melodies.npy).",
 )  # fmt: skip
 @device_option()
@@ -127,7 +127,7 @@ def _parse_primer(text: str, steps: int) -> Any:
         if steps < 1:
             raise InvalidMelodyError(f"--primer-steps must be at least 1, got {steps}")
         melody = midi_to_melody(value)
-        if len(melody) == 0:
+        if not (melody >= 2).any():  # 2 = the first note-on class; drums or silence only
             raise InvalidMelodyError(f"primer file {value} holds no notes")
         return melody[-steps:]
     try:

@@ -85,6 +85,11 @@ class BuildConfig:
         if self.jobs < 0:
             raise ConfigError(f"jobs must be >= 0 (0 = all cores), not {self.jobs}")
         self.extract_settings().validate()
+        from rltuner.limits import check_seed
+
+        check_seed(self.seed)
+        if self.collections and FOLK not in self.sources:
+            raise ConfigError("--collections selects folk collections: add --source folk, or leave it out")
         if any(s == FOLK for s in self.sources):
             from rltuner.data.abc_corpus import resolve_collections
 

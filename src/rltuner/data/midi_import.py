@@ -292,7 +292,7 @@ def track_to_melodies(
         if span > limits.max_melody_steps:
             out.counts["too_long"] += 1
             continue
-        if span < settings.min_length:
+        if span < settings.min_length or len(seg) < 2:  # one held note is not a melody, however long
             out.counts["too_short"] += 1
             continue
         seg_notes = [Note(n.pitch, n.start - offset, n.duration) for n in seg]

@@ -1,0 +1,62 @@
+"""The fuzz suite at a small size (seconds): every format, 0 crashes, 0 timeouts; hypothesis properties."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rltuner.data.dataset import load_dataset
+from rltuner.data.midi_import import DROP_REASONS, ExtractSettings, _load_cache, midi_file_to_melodies
+from rltuner.errors import RLTunerError
+from rltuner.fuzz import FORMATS, format_table, run_format
+from rltuner.models.checkpoint import load_model
+
+# Inputs per format in `make test`; `python -m rltuner.fuzz --inputs 10000` is the large run.
+SMALL = {"abc": 25, "checkpoint": 40}
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_small_fuzz_run_has_no_crash_and_no_hang(name: str) -> None:
+    result = run_format(name, SMALL.get(name, 80), seed=1, seconds_per_input=10.0)
+    assert result.crashes == [] and result.timeouts == 0, result.crashes[:3]
+    assert result.inputs == SMALL.get(name, 80)
+    assert result.kept >= 1  # the unmutated seeds are read fine
+    assert sum(result.outcomes.values()) == result.inputs
+    assert name in format_table([result])
+
+
+MIDI_HEADER = b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0MTrk"
+midi_like = st.one_of(st.binary(max_size=300), st.binary(max_size=200).map(lambda b: MIDI_HEADER + b))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=midi_like)
+def test_any_bytes_give_kept_melodies_or_a_counted_reason(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "x.mid"
+    path.write_bytes(data)
+    counts = midi_file_to_melodies(path, ExtractSettings(min_length=1)).counts
+    assert counts["files"] == 1
+    outcomes = counts["kept"] + sum(counts[r] for r in DROP_REASONS)
+    assert outcomes >= 1  # every file ends as kept melodies or under a drop reason, never silently
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=400).map(lambda b: b"PK\x03\x04" + b))
+def test_any_bytes_are_a_dataset_or_one_dataset_error(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "d.npz"
+    path.write_bytes(data)
+    with pytest.raises(RLTunerError):
+        load_dataset(path)
+    assert _load_cache(path) == {} and not path.exists()  # a bad cache is discarded, to be rebuilt
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=300))
+def test_any_bytes_are_a_checkpoint_or_one_checkpoint_error(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "c.safetensors"
+    path.write_bytes(data)
+    with pytest.raises(RLTunerError):
+        load_model(path)
