@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import struct
 import time
@@ -414,3 +415,36 @@ def test_9_drums_only_primer_is_rejected(tmp_path: Path, capsys: pytest.CaptureF
 def test_9_grad_clip_nan_is_refused() -> None:
     with pytest.raises(ConfigError, match="finite"):
         replace(PretrainConfig(), grad_clip=float("nan")).validate()
+
+
+def test_9_same_seed_checkpoints_are_byte_identical(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_prior(ModelConfig(hidden_size=8))
+    meta = {f"key{i}": i for i in range(20)}  # many keys: hash-map order would differ between writes
+    a = save_prior(tmp_path / "a.safetensors", model, **meta).read_bytes()
+    b = save_prior(tmp_path / "b.safetensors", model, **dict(reversed(list(meta.items())))).read_bytes()
+    assert a == b
+
+
+def test_9_temporaries_of_killed_writers_are_removed(tmp_path: Path) -> None:
+    from rltuner.fileio import write_text_atomic
+
+    dead = tmp_path / ".out.txt.999999999.abc.tmp"  # no such process id
+    alive = tmp_path / f".out.txt.{os.getpid()}.def.tmp"
+    dead.write_bytes(b"")
+    alive.write_bytes(b"")
+    write_text_atomic(tmp_path / "out.txt", "x")
+    assert not dead.exists() and alive.exists() and (tmp_path / "out.txt").read_text() == "x"
+
+
+def test_9_a_stale_manifest_sidecar_is_repaired(tmp_path: Path) -> None:
+    from rltuner.data.dataset import load_dataset, manifest_path
+
+    src = tmp_path / "src"
+    _midi(src / "a.mid", SCALE * 4)
+    cfg = BuildConfig(sources=(str(src),), jobs=1, valid_fraction=0.0, min_length=8)
+    out = tmp_path / "d.npz"
+    build_dataset(cfg, out, progress=False)
+    manifest_path(out).write_text('{"from": "another build"}')
+    ds = load_dataset(out)
+    assert json.loads(manifest_path(out).read_text()) == ds.manifest

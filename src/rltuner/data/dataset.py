@@ -34,7 +34,7 @@ from rltuner.encoding import (
     NUM_CLASSES,
     STEPS_PER_QUARTER,
 )
-from rltuner.errors import ConfigError, DatasetError
+from rltuner.errors import ConfigError, DatasetError, RLTunerError
 from rltuner.fileio import atomic_path, ensure_writable_dir, write_json_atomic
 
 FORMAT_VERSION = 1
@@ -319,7 +319,27 @@ def load_dataset(path: str | os.PathLike[str]) -> MelodyDataset:
         if not ok:
             raise DatasetError(f"{p} is corrupt: the {name} split's tokens or offsets are inconsistent")
         splits.append(_unflatten(tokens, offsets))
+    _repair_sidecar(p, manifest)
     return MelodyDataset(train=splits[0], valid=splits[1], manifest=manifest)
+
+
+def _repair_sidecar(path: Path, manifest: dict[str, Any]) -> None:
+    """Rewrite ``<name>.manifest.json`` when it does not match the manifest inside the ``.npz``.
+
+    The two files are renamed into place one after the other, so a build killed between the renames leaves a
+    sidecar of another build; the copy inside the ``.npz`` is the authoritative one.
+    """
+    side = manifest_path(path)
+    try:
+        current = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        current = None
+    if current != json.loads(json.dumps(manifest)):
+        try:
+            write_json_atomic(side, manifest)
+            _make_readable(side)
+        except (OSError, RLTunerError):
+            pass  # a read-only folder: the dataset itself is fine
 
 
 def _extract_source(
@@ -419,7 +439,7 @@ def cache_dir() -> Path:
 
 
 # Bumped whenever the build's output changes for the same settings, so that cached datasets are rebuilt.
-BUILD_VERSION = 2
+BUILD_VERSION = 3  # 3: read limits, key signatures checked against the notes, one-note melodies dropped
 
 
 def default_dataset_path(config: BuildConfig | None = None) -> Path:

@@ -633,11 +633,16 @@ def parallel_map(
             chunksize = max(1, min(64, len(items) // (4 * workers)))
         # Workers ignore Ctrl-C (no traceback from each of them); the parent stops and cancels what is queued.
         pool = ProcessPoolExecutor(max_workers=min(workers, len(items)), initializer=_ignore_sigint)
+        finished = False
         try:
             for i, result in enumerate(pool.map(fn, items, chunksize=chunksize)):
                 bar.update(weights[i])
                 yield result
+            finished = True
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+            # After a complete run, wait for the workers to exit: leaving them to the interpreter's shutdown
+            # raced with it ("Exception ignored in threading._shutdown ... Bad file descriptor"). On Ctrl-C
+            # or an error, cancel what is queued and return at once.
+            pool.shutdown(wait=finished, cancel_futures=True)
     finally:
         bar.close()

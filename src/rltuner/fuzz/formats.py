@@ -171,7 +171,7 @@ def abc_structured(seed: bytes, rng: random.Random) -> bytes:
         if not any(ln.startswith(field) for ln in lines):
             lines.insert(2, f"{field}{value}")
     elif choice == 1:
-        lines[-1] = lines[-1] * rng.choice((10, 1000))
+        lines[-1] = lines[-1] * rng.choice((10, 200))
     else:
         lines[-1] = rng.choice(("|:", "::", "[")) * rng.randint(1, 200) + lines[-1]
     return "\n".join(lines).encode()

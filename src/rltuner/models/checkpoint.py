@@ -60,7 +60,21 @@ def save_checkpoint(path: str | os.PathLike[str], tensors: dict[str, Tensor], me
     strings["format"] = FORMAT
     strings["format_version"] = str(FORMAT_VERSION)
     cpu = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    return write_bytes_atomic(path, save(cpu, metadata=strings))
+    return write_bytes_atomic(path, _canonical_header(save(cpu, metadata=strings)))
+
+
+def _canonical_header(data: bytes) -> bytes:
+    """The same safetensors file with its JSON header's keys sorted.
+
+    safetensors writes the metadata in hash-map order, which changes from one process to the next, so two
+    runs with the same seed gave files that differ in bytes; sorted, a checksum confirms reproducibility.
+    Tensor offsets are relative to the data section, so only the header changes.
+    """
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the format pads the header to a multiple of 8 bytes
+    return struct.pack("<Q", len(text)) + text + data[8 + n :]
 
 
 def _json_default(obj: Any) -> Any:
