@@ -1,5 +1,6 @@
 import sys
 import types
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -53,3 +54,13 @@ def test_bench_cli_writes_file_and_rejects_unknown_topic(monkeypatch, tmp_path):
     assert "## fake" in out.read_text() and "## broken" not in out.read_text()
     result = CliRunner().invoke(cli, ["bench", "--only", "nope", "--out", str(out)])
     assert result.exit_code != 0 and "unknown topic" in result.output
+
+
+def test_bench_keeps_the_sections_other_commands_write(tmp_path: Path) -> None:
+    from rltuner.benchmarks.suite import KEPT_MARKER, write_benchmarks
+
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text(f"# old figures\n\n{KEPT_MARKER}\n\n## fuzz\n\n| table |\n")
+    write_benchmarks(path, {"corpus": "skipped"}, command="rltuner bench --only corpus")
+    text = path.read_text()
+    assert "old figures" not in text and text.endswith(f"{KEPT_MARKER}\n\n## fuzz\n\n| table |\n")

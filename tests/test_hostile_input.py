@@ -448,3 +448,21 @@ def test_9_a_stale_manifest_sidecar_is_repaired(tmp_path: Path) -> None:
     manifest_path(out).write_text('{"from": "another build"}')
     ds = load_dataset(out)
     assert json.loads(manifest_path(out).read_text()) == ds.manifest
+
+
+def test_9_the_build_report_names_each_dropped_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "src"
+    _midi(src / "good.mid", SCALE * 4)
+    (src / "broken.mid").write_bytes(b"MThd junk")
+    (src / "long.mid").write_bytes(LONG_NOTE)
+    report = tmp_path / "dropped.tsv"
+    main_args = ["data", "build", "--source", str(src), "--out", str(tmp_path / "d.npz"), "--min-length", "8"]
+    main([*main_args, "--valid-fraction", "0", "--jobs", "1", "--quiet", "--report", str(report)])
+    assert "dropped files" in capsys.readouterr().out
+    rows = [line.split("\t") for line in report.read_text().splitlines()[1:]]
+    assert sorted((Path(f).name, r, n) for f, r, n in rows) == [
+        ("broken.mid", "unparseable", "1"),
+        ("long.mid", "too_long", "1"),
+    ]

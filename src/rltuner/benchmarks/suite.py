@@ -110,5 +110,16 @@ def render_markdown(results: dict[str, list[BenchResult] | str], *, command: str
     return "\n".join(lines)
 
 
+# Sections from here on are measured by other commands (the large fuzz run) and kept when bench rewrites the file.
+KEPT_MARKER = "<!-- kept by rltuner bench: sections below are written by other commands -->"
+
+
 def write_benchmarks(path: str | Path, results: dict[str, list[BenchResult] | str], *, command: str) -> Path:
-    return write_text_atomic(path, render_markdown(results, command=command, machine=machine_description()))
+    text = render_markdown(results, command=command, machine=machine_description())
+    try:
+        old = Path(path).read_text(encoding="utf-8")
+    except OSError:
+        old = ""
+    if KEPT_MARKER in old:
+        text = text.rstrip("\n") + "\n\n" + old[old.index(KEPT_MARKER) :]
+    return write_text_atomic(path, text)

@@ -74,6 +74,13 @@ def data() -> None:
 @click.option(
     "--jobs", type=int, default=0, show_default=True, help="Worker processes (0: one per CPU core)."
 )
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write which MIDI file was dropped and why (tab-separated: file, reason, candidates).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def build(
     sources: tuple[str, ...],
@@ -87,6 +94,7 @@ def build(
     polyphony: str,
     split_rest_bars: float,
     jobs: int,
+    report_path: Path | None,
     quiet: bool,
 ) -> None:
     """Build one dataset file (train/validation split, manifest, content hash) and print the build report."""
@@ -110,6 +118,9 @@ def build(
     )
     report = build_dataset(config, out, progress=not quiet)
     click.echo(report.format())
+    if report_path is not None:
+        report.write_dropped(report_path)
+        click.echo(f"dropped files: {report_path} ({len(report.dropped):,} lines)")
 
 
 @data.command()

@@ -148,6 +148,14 @@ class BuildReport:
     steps: int
     seconds: float
     manifest: dict[str, Any]
+    dropped: tuple[tuple[str, str, int], ...] = ()  # (MIDI file, reason, candidates) for each loss
+
+    def write_dropped(self, path: str | os.PathLike[str]) -> Path:
+        """Write which file lost how many candidates and why, as tab-separated ``file reason count`` lines."""
+        lines = ["file\treason\tcandidates"] + [f"{f}\t{r}\t{n}" for f, r, n in self.dropped]
+        from rltuner.fileio import write_text_atomic
+
+        return write_text_atomic(path, "\n".join(lines) + "\n")
 
     @property
     def drops(self) -> dict[str, int]:
@@ -429,7 +437,9 @@ def build_dataset(
         "build_seconds": round(seconds, 2),
     }
     save_dataset(MelodyDataset(train, valid, manifest), out)
-    return BuildReport(out, dict(counts), len(train), len(valid), steps, seconds, manifest)
+    return BuildReport(
+        out, dict(counts), len(train), len(valid), steps, seconds, manifest, tuple(total.dropped)
+    )
 
 
 def cache_dir() -> Path:

@@ -12,6 +12,7 @@ keyed by each file's path, size, modification time and the settings makes an unc
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -120,11 +121,14 @@ class Extraction:
     melodies: list[Int8Array]
     counts: Counter[str]
     groups: list[int]
+    dropped: list[tuple[str, str, int]] = dataclasses.field(default_factory=list)
+    """(source file, drop reason, candidates) for every file that lost a candidate: the build's --report."""
 
     def merge(self, other: Extraction) -> None:
         self.melodies.extend(other.melodies)
         self.counts.update(other.counts)
         self.groups.extend(other.groups)
+        self.dropped.extend(other.dropped)
 
 
 def empty_extraction() -> Extraction:
@@ -584,8 +588,10 @@ def import_midi_folder(
         if use_cache and fresh:  # Ctrl-C keeps what is done for the next run
             _save_cache(cache_path, {k: v for k in keys if (v := fresh.get(k) or cached.get(k)) is not None})
     total = empty_extraction()
-    for key in keys:
-        total.merge(fresh[key] if key in fresh else cached[key])
+    for path, key in zip(files, keys, strict=True):
+        result = fresh[key] if key in fresh else cached[key]
+        total.merge(result)
+        total.dropped.extend((str(path), r, result.counts[r]) for r in DROP_REASONS if result.counts.get(r))
     total.counts["cached"] += len(keys) - len(todo)
     return total
 

@@ -313,6 +313,7 @@ def tune(
     interrupted = False
     if counters["env_steps"] == 0 and not metrics:
         evaluate_now(loss)  # step 0: the prior-initialised network (Figure 2's first point)
+        save()  # a resume state from the start: a double Ctrl-C before the first evaluation loses nothing
     bar = _progress(cfg, counters["env_steps"])
     rates = {"t": time.perf_counter(), "steps": counters["env_steps"], "updates": counters["gradient_steps"]}
     with _stop_on_sigint() as stop:
