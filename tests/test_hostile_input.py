@@ -466,3 +466,62 @@ def test_9_the_build_report_names_each_dropped_file(
         ("broken.mid", "unparseable", "1"),
         ("long.mid", "too_long", "1"),
     ]
+
+
+def test_dataset_with_an_encrypted_member_is_one_error(tmp_path: Path) -> None:
+    """Found by the large fuzz run: zipfile raises RuntimeError ("password required") for such a member."""
+    from rltuner.data.dataset import load_dataset
+    from rltuner.errors import DatasetError
+
+    src = tmp_path / "src"
+    _midi(src / "a.mid", SCALE * 4)
+    out = tmp_path / "d.npz"
+    build_dataset(
+        BuildConfig(sources=(str(src),), jobs=1, valid_fraction=0.0, min_length=8), out, progress=False
+    )
+    data = bytearray(out.read_bytes())
+    for sig, at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # local and central headers: "encrypted" flag
+        i = data.find(sig)
+        while i >= 0:
+            data[i + at] |= 1
+            i = data.find(sig, i + 4)
+    out.write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match="not a readable dataset"):
+        load_dataset(out)
+
+
+def test_7_nan_prior_makes_tune_fail_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = build_prior(ModelConfig())
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    path = save_prior(tmp_path / "nan.safetensors", model)
+    code, err = _cli(capsys, "tune", "--prior", str(path), "--out", str(tmp_path / "run"), "--quiet")
+    assert code == 2 and "NaN" in err and "Traceback" not in err
+
+
+def test_9_double_ctrl_c_before_the_first_evaluation_keeps_a_resume_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rltuner.rl import tuner
+    from rltuner.rl.config import TuneConfig
+    from rltuner.rl.music import music_domain
+
+    cfg = TuneConfig(
+        total_steps=512, n_envs=8, batch_size=64, train_every=128, eval_every=0, eval_episodes=4,
+        epsilon_steps=256, replay_size=1024, tensorboard=False, progress=False,
+    )  # fmt: skip
+    original = tuner.make_actor
+
+    def aborted(*args: object) -> object:  # a second Ctrl-C as the first round starts
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tuner, "make_actor", aborted)
+    with pytest.raises(KeyboardInterrupt):
+        tuner.tune(cfg, music_domain(), tmp_path / "run")
+    assert (tmp_path / "run" / "resume.pt").is_file()
+    monkeypatch.setattr(tuner, "make_actor", original)
+    resumed = tuner.tune(cfg, music_domain(), tmp_path / "run", resume=True)
+    fresh = tuner.tune(cfg, music_domain(), tmp_path / "fresh")
+    assert resumed.env_steps == fresh.env_steps == 512
+    a, b = resumed.policy.state_dict(), fresh.policy.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -98,6 +98,9 @@ def validate_classes(melodies: object, *, allow_empty: bool = False) -> ClassArr
         raise InvalidMelodyError("no melody given (empty input)")
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
         if np.issubdtype(arr.dtype, np.floating) and np.all(np.mod(arr, 1) == 0):
+            if not np.all((arr >= 0) & (arr < NUM_CLASSES)):  # before the cast: 1e30 would wrap around
+                bad_value = float(arr[~((arr >= 0) & (arr < NUM_CLASSES))].flat[0])
+                raise InvalidMelodyError(f"invalid class {bad_value:g}: classes are 0..{NUM_CLASSES - 1}")
             arr = arr.astype(np.int64)
         else:
             raise InvalidMelodyError(f"melody classes must be integers, got dtype {arr.dtype}")
