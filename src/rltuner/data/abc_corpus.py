@@ -203,10 +203,21 @@ def abc_to_melodies(text: str, settings: ExtractSettings) -> Extraction:
 
 
 def _extract_batch(args: tuple[list[str], ExtractSettings]) -> Extraction:
+    """Tunes in a worker, each under the per-file time limit (past it: counted as ``timeout``)."""
+    from rltuner.errors import ReadTimeoutError
+    from rltuner.limits import DEFAULT as LIMITS
+    from rltuner.limits import time_limit
+
     texts, settings = args
     out = empty_extraction()
     for text in texts:
-        out.merge(abc_to_melodies(text, settings))
+        try:
+            with time_limit(LIMITS.max_file_seconds):
+                result = abc_to_melodies(text, settings)
+        except ReadTimeoutError:
+            result = empty_extraction()
+            result.counts.update({"tunes": 1, "timeout": 1})
+        out.merge(result)
     return out
 
 
