@@ -525,3 +525,28 @@ def test_9_double_ctrl_c_before_the_first_evaluation_keeps_a_resume_state(
     assert resumed.env_steps == fresh.env_steps == 512
     a, b = resumed.policy.state_dict(), fresh.policy.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("damage", ["numpy_rng", "model", "info"])
+def test_5_a_damaged_pretraining_resume_state_is_one_error(tmp_path: Path, damage: str) -> None:
+    from rltuner.models.checkpoint import save_training_state
+
+    train, valid = _toy(10, 0), _toy(3, 1)
+    cfg = PretrainConfig(
+        model=ModelConfig(hidden_size=8), steps=4, batch_size=4, window=16, skip_first=2, eval_every=2
+    )
+    out = tmp_path / "p.safetensors"
+    pretrain(train, valid, out, cfg, progress=False)
+    path = run_dir_for(out) / "resume.pt"
+    state = load_training_state(path)
+    if damage == "numpy_rng":
+        state["numpy_rng"] = json.dumps({"bit_generator": "nonsense"})
+    elif damage == "model":
+        state["model"] = {"w": torch.zeros(2)}
+    else:
+        info = json.loads(state["info"])
+        info["step"] = "x"
+        state["info"] = json.dumps(info)
+    save_training_state(path, state)
+    with pytest.raises(CheckpointError, match="cannot resume"):
+        pretrain(train, valid, out, replace(cfg, steps=6), resume=True, progress=False)

@@ -388,17 +388,26 @@ def pretrain(
                 f"{resume_path} was written by a run with other settings; resume with the same options "
                 "(only --steps and --patience may change)"
             )
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        rng.bit_generator.state = json.loads(state["numpy_rng"])
-        torch.set_rng_state(state["torch_rng"])
         if info.get("dataset_hash", data_hash) != data_hash:
             raise CheckpointError(
                 f"{resume_path} was written by a run on other data; resume with the same dataset"
             )
-        step, best_nll, best_step, stale = info["step"], info["best_nll"], info["best_step"], info["stale"]
-        history = info["history"]
-        seconds_before = float(info.get("seconds", 0.0))
+        try:  # a damaged or altered state: one error, not a traceback from deep inside torch or numpy
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            rng.bit_generator.state = json.loads(state["numpy_rng"])
+            torch.set_rng_state(state["torch_rng"])
+            step, best_nll = int(info["step"]), float(info["best_nll"])
+            best_step, stale = int(info["best_step"]), int(info["stale"])
+            history = list(info["history"])
+            seconds_before = float(info.get("seconds", 0.0))
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(
+                f"cannot resume from {resume_path}: the state is damaged ({first})"
+            ) from None
+        if step < 0 or best_step < 0 or stale < 0:
+            raise CheckpointError(f"cannot resume from {resume_path}: step {step} is not a valid step")
     sampler = WindowSampler(train, cfg.window, cfg.skip_first, rng)
     baselines = baseline_metrics(train, valid, cfg.skip_first, cfg.model.vocab_size)
     meta_base = {"dataset_hash": data_hash, "train_config": cfg_dict, **(extra_meta or {})}
