@@ -134,18 +134,22 @@ def test_3_many_tracks_and_many_notes_are_limits(tmp_path: Path) -> None:
     assert midi_file_to_melodies(tmp_path / "one.mid", ANY, tight).counts["limit"] == 1
 
 
-def test_3_a_slow_file_is_counted_as_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("jobs", [1, 2])  # in this process, and in the pool's worker processes
+def test_3_a_slow_file_is_counted_as_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: int
+) -> None:
     _midi(tmp_path / "src" / "a.mid", SCALE)
+    _midi(tmp_path / "src" / "b.mid", SCALE)
 
     def slow(path: object, settings: object, limits: object = None) -> None:
         time.sleep(5)
 
-    monkeypatch.setattr(midi_import, "LIMITS", replace(midi_import.LIMITS, max_file_seconds=0.2))
     monkeypatch.setattr(midi_import, "midi_file_to_melodies", slow)
+    quick = replace(midi_import.LIMITS, max_file_seconds=0.2)
     began = time.perf_counter()
-    res = import_midi_folder(tmp_path / "src", ANY, jobs=1, progress=False, use_cache=False)
-    assert res.counts["timeout"] == 1 and res.counts["files"] == 1
-    assert time.perf_counter() - began < 3.0
+    res = import_midi_folder(tmp_path / "src", ANY, jobs=jobs, progress=False, use_cache=False, limits=quick)
+    assert res.counts["timeout"] == 2 and res.counts["files"] == 2
+    assert time.perf_counter() - began < 4.0
 
 
 # 4. Key signature checked against the notes ---------------------------------------------------------------

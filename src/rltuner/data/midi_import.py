@@ -462,8 +462,13 @@ def _file_key(path: Path) -> str:
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
 
 
-def _settings_digest(settings: ExtractSettings) -> str:
-    return hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode()).hexdigest()[:16]
+# Bumped when the importer's output changes for the same settings, so that older caches are not reused.
+_CACHE_VERSION = 2  # 2: read limits, key signatures checked against the notes, one-note melodies dropped
+
+
+def _settings_digest(settings: ExtractSettings, limits: ReadLimits = LIMITS) -> str:
+    text = json.dumps([_CACHE_VERSION, asdict(settings), asdict(limits)], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _load_cache(path: Path) -> dict[str, Extraction]:
@@ -532,11 +537,12 @@ def _save_cache(path: Path, entries: dict[str, Extraction]) -> None:
         pass  # a cache that cannot be written only costs time on the next run
 
 
-def _extract_one(args: tuple[str, ExtractSettings]) -> Extraction:
+def _extract_one(args: tuple[str, ExtractSettings, ReadLimits]) -> Extraction:
     """One file under the per-file time limit; running past it counts the file as ``timeout``."""
+    path, settings, limits = args
     try:
-        with time_limit(LIMITS.max_file_seconds):
-            return midi_file_to_melodies(args[0], args[1])
+        with time_limit(limits.max_file_seconds):
+            return midi_file_to_melodies(path, settings, limits)
     except ReadTimeoutError:
         out = empty_extraction()
         out.counts.update({"files": 1, "tunes": 1, "timeout": 1})
@@ -550,6 +556,7 @@ def import_midi_folder(
     jobs: int = 0,
     use_cache: bool = True,
     progress: bool = True,
+    limits: ReadLimits | None = None,
 ) -> Extraction:
     """Extract melodies from every MIDI file under ``folder`` (or one file).
 
@@ -559,6 +566,7 @@ def import_midi_folder(
         jobs: worker processes; 0 = one per CPU core, 1 = in this process.
         use_cache: reuse results of unchanged files from ``$RLTUNER_CACHE/midi`` and store new ones.
         progress: show a tqdm progress bar on stderr.
+        limits: read limits (default ``rltuner.limits.DEFAULT``); part of the cache key.
 
     Returns:
         All melodies (in file order) and the summed counts; ``counts["cached"]`` files came from the cache.
@@ -568,10 +576,12 @@ def import_midi_folder(
     """
     settings = settings or ExtractSettings()
     settings.validate()
+    limits = limits or LIMITS
+    limits.validate()
     files = find_midi_files(folder)
     cache_path = _cache_folder() / (
         hashlib.sha256(str(Path(folder).resolve()).encode()).hexdigest()[:16]
-        + f"-{_settings_digest(settings)}.npz"
+        + f"-{_settings_digest(settings, limits)}.npz"
     )
     cached = _load_cache(cache_path) if use_cache else {}
     keys = [_file_key(p) for p in files]
@@ -580,7 +590,7 @@ def import_midi_folder(
     try:
         for key, result in zip(
             (k for _, k in todo),
-            parallel_map(_extract_one, [(p, settings) for p, _ in todo], jobs, progress, "files"),
+            parallel_map(_extract_one, [(p, settings, limits) for p, _ in todo], jobs, progress, "files"),
             strict=False,
         ):
             fresh[key] = result
