@@ -4,7 +4,7 @@ Every reader checks its input against these numbers *before* it allocates anythi
 melody grid, a model, a replay memory). Beyond a limit, a build counts the candidate as dropped (reason
 ``limit`` or ``too_long``) and a single input (``tune --primer x.mid``, ``load_prior``) raises one
 :class:`~rltuner.errors.RLTunerError`. The numbers are far above any real melody or model of this project
-(the folk corpus's longest tune is 2,368 steps; the shipped Note RNN has 56,000 weights) and far below what
+(the folk corpus's longest tune is 2,816 steps; the shipped Note RNN has 59,838 parameters) and far below what
 would exhaust a laptop. ``docs/data.md`` and ``docs/prior.md`` list them; change one for a run with
 ``dataclasses.replace(limits.DEFAULT, ...)`` and pass it where a function takes ``limits=``.
 """
