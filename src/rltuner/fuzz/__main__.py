@@ -13,13 +13,19 @@ from rltuner.fuzz.runner import FORMATS, format_table, run_format
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rltuner.fuzz", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m rltuner.fuzz",
+        description="Feed mutated inputs of every format to rltuner's readers and print a table of outcomes "
+        "(docs/data.md, 'Hostile input'). Exit status 1 when any input crashed or hung.",
+    )
     parser.add_argument("--inputs", type=int, default=10_000, help="inputs per format (default 10,000)")
     parser.add_argument("--formats", default="all", help=f"comma-separated, or 'all': {', '.join(FORMATS)}")
     parser.add_argument("--seed", type=int, default=0, help="seed of the mutations")
     parser.add_argument("--seconds-per-input", type=float, default=5.0, help="time limit of one read")
     parser.add_argument("--keep-crashes", type=Path, default=None, help="copy failing inputs here")
     args = parser.parse_args(argv)
+    if args.inputs < 1 or args.seconds_per_input <= 0:
+        parser.error("--inputs and --seconds-per-input must be positive")
     names = list(FORMATS) if args.formats == "all" else [n.strip() for n in args.formats.split(",")]
     unknown = [n for n in names if n not in FORMATS]
     if unknown:
