@@ -60,3 +60,13 @@ def test_any_bytes_are_a_checkpoint_or_one_checkpoint_error(tmp_path: Path, data
     path.write_bytes(data)
     with pytest.raises(RLTunerError):
         load_model(path)
+
+
+def test_fuzz_command_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    from rltuner.fuzz.__main__ import main
+
+    assert main(["--inputs", "6", "--formats", "midi,npy"]) == 0
+    out = capsys.readouterr().out
+    assert "| midi | 6 |" in out and "| npy | 6 |" in out and "crashes" in out
+    with pytest.raises(SystemExit):
+        main(["--formats", "nope"])
