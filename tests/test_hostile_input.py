@@ -230,6 +230,7 @@ def test_5_sigint_mid_step_then_resume_equals_the_uninterrupted_run(
         ["pretrain", "--out", "OUT/p.safetensors", "--hidden-size", "100000"],
         ["pretrain", "--out", "OUT/p.safetensors", "--seed", "-1"],
         ["pretrain", "--out", "/sys/p.safetensors", "--data", "DATA"],
+        ["pretrain", "--out", "/sys/p.safetensors"],  # refused before the default dataset is even built
         ["data", "build", "--source", "SRC", "--split-rest-bars", "nan", "--out", "OUT/d.npz"],
         ["data", "build", "--source", "SRC", "--split-rest-bars", "inf", "--out", "OUT/d.npz"],
         ["data", "build", "--source", "SRC", "--collections", "essen", "--out", "OUT/d.npz"],

@@ -74,6 +74,10 @@ def pretrain(data_path: Path | None, out: Path, no_progress: bool, **opts: Any) 
     if opts["steps"] is None:
         opts.pop("steps")
     cfg = from_dict(PretrainConfig, {"model": model, **opts})
+    from rltuner.fileio import ensure_writable_dir
+    from rltuner.models.train import run_dir_for
+
+    ensure_writable_dir(run_dir_for(out))  # before the dataset is loaded (or built): fail in a second
     dataset = _load_dataset(data_path, progress=not no_progress)
     click.echo(
         f"training {cfg.model.arch} ({cfg.model.num_layers} x {cfg.model.hidden_size}) on "
