@@ -217,6 +217,9 @@ def test_5_sigint_mid_step_then_resume_equals_the_uninterrupted_run(
         ["generate", "--seed", "99999999999999999999999", "-n", "1"],
         ["generate", "-n", "100000000"],
         ["generate", "--render-max", "-1"],
+        ["generate", "--temperature", "1e-300"],  # NaN probabilities: all-OFF melodies before
+        ["generate", "--temperature", "nan"],
+        ["generate", "--length", "1000000"],
         ["tune", "--seed", "-1"],
         ["tune", "--set", "seed=1e30"],
         ["tune", "--set", "learning_rate=inf"],

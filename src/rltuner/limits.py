@@ -63,6 +63,8 @@ MAX_SAMPLE_STEPS = 2**27  # generate / evaluate: melodies x length sampled in on
 MAX_MELODY_LENGTH = 65_536  # generate / tune: steps per sampled melody
 MAX_LEARNING_RATE = 10.0  # anything larger diverges at once
 MIN_REWARD_SCALE = 1e-6  # c: r_MT / c must stay finite
+MIN_TEMPERATURE = 1e-3  # below, logits / T overflow to NaN probabilities (greedy is the limit T -> 0)
+MAX_TEMPERATURE = 1e3
 MAX_REWARD_SCALE = 1e6
 
 

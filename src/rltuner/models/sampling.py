@@ -78,9 +78,13 @@ def _check_args(n: int, length: int, temperature: float, batch_size: int) -> Non
         raise ConfigError(f"the number of melodies must not be negative, got {n}")
     if length < 1:
         raise ConfigError(f"length must be at least 1 step, got {length}")
-    if not 0 < temperature < float("inf"):
-        raise ConfigError(f"temperature must be positive and finite, got {temperature}")
-    from rltuner.limits import check_sample_size
+    from rltuner.limits import MAX_TEMPERATURE, MIN_TEMPERATURE, check_sample_size
+
+    if not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:  # also refuses NaN
+        raise ConfigError(
+            f"temperature must be in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}] (use greedy for the most "
+            f"likely class), got {temperature}"
+        )
 
     check_sample_size(n, length)  # before the (n, length) output is allocated
     if batch_size < 1:
