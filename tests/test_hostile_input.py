@@ -558,3 +558,12 @@ def test_5_a_damaged_pretraining_resume_state_is_one_error(tmp_path: Path, damag
     save_training_state(path, state)
     with pytest.raises(CheckpointError, match="cannot resume"):
         pretrain(train, valid, out, replace(cfg, steps=6), resume=True, progress=False)
+
+
+def test_6_audio_longer_than_an_hour_is_refused_before_allocating() -> None:
+    from rltuner.data.audio import synthesize
+
+    melody = np.full(20_000, 1, dtype=np.int64)
+    melody[0] = 14
+    with pytest.raises(InputLimitError, match="at most 3,600 s"):
+        synthesize(melody, tempo=1.0, soundfont=False)  # 20,000 sixteenths at 1 qpm: 83 hours

@@ -65,6 +65,7 @@ MAX_LEARNING_RATE = 10.0  # anything larger diverges at once
 MIN_REWARD_SCALE = 1e-6  # c: r_MT / c must stay finite
 MIN_TEMPERATURE = 1e-3  # below, logits / T overflow to NaN probabilities (greedy is the limit T -> 0)
 MAX_TEMPERATURE = 1e3
+MAX_AUDIO_SECONDS = 3600  # render / generate: one WAV file (an hour of audio: 318 MB of float64 samples)
 MAX_REWARD_SCALE = 1e6
 
 
