@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from rltuner.data.dataset import load_dataset
 from rltuner.data.midi_import import DROP_REASONS, ExtractSettings, _load_cache, midi_file_to_melodies
+from rltuner.encoding import Note
 from rltuner.errors import RLTunerError
 from rltuner.fuzz import FORMATS, format_table, run_format
 from rltuner.models.checkpoint import load_model
@@ -70,3 +71,45 @@ def test_fuzz_command_prints_the_table(capsys: pytest.CaptureFixture[str]) -> No
     assert "| midi | 6 |" in out and "| npy | 6 |" in out and "crashes" in out
     with pytest.raises(SystemExit):
         main(["--formats", "nope"])
+
+
+def _notes_to_classes_reference(notes, length=None):
+    """The former quadratic encoder (``ordered[i + 1:]`` per note): the definition the fast one must match."""
+    import numpy as np
+
+    from rltuner.encoding import NO_EVENT, NOTE_OFF, pitch_to_class
+
+    ordered = sorted(notes, key=lambda n: (n.start, -n.pitch))
+    if length is None:
+        length = max((n.end for n in ordered), default=0)
+    out = np.full(length, NO_EVENT, dtype=np.int64)
+    last_start = -1
+    for i, note in enumerate(ordered):
+        if note.start == last_start or note.start >= length:
+            continue
+        out[note.start] = pitch_to_class(note.pitch)
+        last_start = note.start
+        next_start = next((n.start for n in ordered[i + 1 :] if n.start > note.start), None)
+        if note.end < length and (next_start is None or note.end < next_start):
+            out[note.end] = NOTE_OFF
+    return out
+
+
+note_st = st.builds(Note, st.integers(48, 83), st.integers(0, 60), st.integers(1, 20))
+
+
+@settings(max_examples=200, deadline=None)
+@given(notes=st.lists(note_st, max_size=40), length=st.one_of(st.none(), st.integers(0, 90)))
+def test_fast_notes_to_classes_equals_the_reference(notes, length) -> None:
+    from rltuner.encoding import notes_to_classes
+
+    assert notes_to_classes(notes, length).tolist() == _notes_to_classes_reference(notes, length).tolist()
+
+
+@settings(max_examples=25, deadline=None)
+@given(text=st.text(alphabet="XTMLK:1/48CDEFGABcdefgab,'|:[]()z^_=2345 \n", max_size=120))
+def test_any_abc_text_gives_kept_melodies_or_a_counted_reason(text: str) -> None:
+    from rltuner.data.abc_corpus import abc_to_melodies
+
+    counts = abc_to_melodies("X:1\nK:C\n" + text, ExtractSettings(min_length=1)).counts
+    assert counts["tunes"] == 1 and counts["kept"] + sum(counts[r] for r in DROP_REASONS) >= 1
