@@ -163,6 +163,10 @@ def test_4_a_contradicted_signature_is_overruled_and_counted(tmp_path: Path) -> 
     right = midi_file_to_melodies(_midi(tmp_path / "b.mid", D_MINOR, key="Dm"), ANY)
     assert right.counts["key_signature_overruled"] == 0
     assert wrong.melodies[0].tolist() == right.melodies[0].tolist()  # both land in A minor
+    cfg = BuildConfig(sources=(str(tmp_path / "a.mid"),), jobs=1, valid_fraction=0.0, min_length=8)
+    report = build_dataset(cfg, tmp_path / "d.npz", progress=False)
+    assert report.manifest["counts"]["key_signature_overruled"] == 1
+    assert "1 melodies whose key signature the notes contradict" in report.format()
 
 
 # 5. Pretraining: Ctrl-C at any point of a step resumes bit-identically ---------------------------------------

@@ -176,6 +176,9 @@ class BuildReport:
         lines += [f"    {reason:<15}{n:>10,}" for reason, n in self.drops.items()]
         notes = [("rounded_off_grid", "kept after rounding off-grid onsets (triplets)")]
         notes += [("chords_reduced", "kept after reducing chords to the top note")]
+        notes += [
+            ("key_signature_overruled", "melodies whose key signature the notes contradict (key estimated)")
+        ]
         notes += [("drum_tracks", "drum tracks skipped"), ("cached", "MIDI files taken from the cache")]
         lines += [f"  {c[k]:,} {text}" for k, text in notes if c.get(k)]
         lines.append(f"  content hash {self.manifest['content_hash'][:16]}..., built in {self.seconds:.1f} s")
@@ -428,6 +431,7 @@ def build_dataset(
             "drops": {r: counts[r] for r in DROP_REASONS},
             "rounded_off_grid": counts["rounded_off_grid"],
             "chords_reduced": counts["chords_reduced"],
+            "key_signature_overruled": counts["key_signature_overruled"],
         },
         "encoding": ENCODING_DESCRIPTION,
         "split": {"by": "tune", "seed": config.seed, "valid_fraction": config.valid_fraction},
