@@ -12,6 +12,7 @@ keyed by each file's path, size, modification time and the settings makes an unc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -486,7 +487,8 @@ def _load_cache(path: Path) -> dict[str, Extraction]:
         index = json.loads(str(arrays["index"]))
         return _cache_entries(index, arrays["tokens"], arrays["offsets"])
     except (OSError, ArrayFileError, ValueError, TypeError, KeyError):
-        path.unlink(missing_ok=True)  # rebuilt from the files on this run
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)  # rebuilt from the files on this run (or overwritten then)
         return {}
 
 
