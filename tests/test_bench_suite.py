@@ -1,5 +1,6 @@
 import sys
 import types
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -69,3 +70,13 @@ def test_bench_only_keeps_the_other_topics_sections(monkeypatch, tmp_path):
     assert "| kept row | 1 s |" in text and "old box" in text  # the old section and its provenance stay
     assert "## fake" in text and "| speed | 1,234,567 steps/s |" in text
     assert text.index("## fake") < text.index("## broken")  # in the table's order
+
+
+def test_bench_keeps_the_sections_other_commands_write(tmp_path: Path) -> None:
+    from rltuner.benchmarks.suite import KEPT_MARKER, write_benchmarks
+
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text(f"# old figures\n\n{KEPT_MARKER}\n\n## fuzz\n\n| table |\n")
+    write_benchmarks(path, {"corpus": "skipped"}, command="rltuner bench --only corpus")
+    text = path.read_text()
+    assert "old figures" not in text and text.endswith(f"{KEPT_MARKER}\n\n## fuzz\n\n| table |\n")

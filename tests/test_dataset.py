@@ -96,6 +96,9 @@ def test_tiny_folk_build(fake_corpus, tmp_path):
         "off_grid": 0,
         "range": 1,
         "too_short": 0,
+        "too_long": 0,
+        "limit": 0,
+        "timeout": 0,
     }
     assert report.counts["kept"] == 5 and report.counts["rounded_off_grid"] == 1
     assert report.train_melodies + report.valid_melodies == 5 and report.valid_melodies == 2

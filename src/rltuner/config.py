@@ -8,6 +8,7 @@ and a ``validate()`` method that raises :class:`~rltuner.errors.ConfigError`. Th
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -70,9 +71,12 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
                 raise ValueError
             if tp is int and isinstance(value, str):
                 return int(float(value)) if float(value).is_integer() else int(value)
-            return tp(value)
-        except (TypeError, ValueError):
+            result = tp(value)
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{name}: expected {tp.__name__}, got {value!r}") from None
+        if tp is float and not math.isfinite(result):
+            raise ConfigError(f"{name}: must be a finite number, got {value!r}")
+        return result
     if origin in (tuple, list):
         items = value.split(",") if isinstance(value, str) else list(value)
         type_args = typing.get_args(tp)

@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from rltuner.errors import InvalidMelodyError, MelodyRangeError
+from rltuner.errors import InputLimitError, InvalidMelodyError, MelodyRangeError
 
 NOTE_OFF = 0
 NO_EVENT = 1
@@ -98,6 +98,9 @@ def validate_classes(melodies: object, *, allow_empty: bool = False) -> ClassArr
         raise InvalidMelodyError("no melody given (empty input)")
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
         if np.issubdtype(arr.dtype, np.floating) and np.all(np.mod(arr, 1) == 0):
+            if not np.all((arr >= 0) & (arr < NUM_CLASSES)):  # before the cast: 1e30 would wrap around
+                bad_value = float(arr[~((arr >= 0) & (arr < NUM_CLASSES))].flat[0])
+                raise InvalidMelodyError(f"invalid class {bad_value:g}: classes are 0..{NUM_CLASSES - 1}")
             arr = arr.astype(np.int64)
         else:
             raise InvalidMelodyError(f"melody classes must be integers, got dtype {arr.dtype}")
@@ -147,16 +150,29 @@ def classes_to_notes(classes: Sequence[int] | npt.NDArray[np.integer]) -> list[N
 
 
 def notes_to_classes(notes: Iterable[Note], length: int | None = None) -> ClassArray:
-    """Encode notes (on the step grid, MIDI 48..83) canonically.
+    """Encode notes (on the step grid, MIDI 48..83) canonically, in O(N log N) for N notes.
 
     Where notes overlap, a later note-on cuts the earlier note (the line stays monophonic); of two notes that
     start on the same step, the higher one is kept. ``length`` defaults to the end of the last note; notes
     beyond it are cut.
+
+    Raises:
+        InvalidMelodyError: a note starts before step 0 or lasts less than one step.
+        InputLimitError: the melody would be longer than ``limits.DEFAULT.max_melody_steps`` x 256 steps
+            (checked before anything is allocated; readers apply the tighter per-melody limit first).
     """
+    from rltuner.limits import DEFAULT as LIMITS
+
     ordered = sorted(notes, key=lambda n: (n.start, -n.pitch))
     if length is None:
         length = max((n.end for n in ordered), default=0)
+    hard_cap = 256 * LIMITS.max_melody_steps
+    if length > hard_cap:
+        raise InputLimitError(f"a melody of {length:,} steps is longer than the limit of {hard_cap:,} steps")
     out = np.full(length, NO_EVENT, dtype=np.int64)
+    starts = np.fromiter((n.start for n in ordered), dtype=np.int64, count=len(ordered))
+    # Index of the first note starting strictly after each note: where its sound is cut at the latest.
+    after = np.searchsorted(starts, starts, side="right").tolist()
     last_start = -1
     for i, note in enumerate(ordered):
         if note.start == last_start or note.start >= length:
@@ -165,8 +181,8 @@ def notes_to_classes(notes: Iterable[Note], length: int | None = None) -> ClassA
             raise InvalidMelodyError(f"note {note} must start at a step >= 0 and last at least one step")
         out[note.start] = pitch_to_class(note.pitch)
         last_start = note.start
-        next_start = next((n.start for n in ordered[i + 1 :] if n.start > note.start), None)
-        if note.end < length and (next_start is None or note.end < next_start):
+        j = after[i]
+        if note.end < length and (j == len(ordered) or note.end < ordered[j].start):
             out[note.end] = NOTE_OFF
     return out
 

@@ -33,3 +33,15 @@ class CheckpointError(RLTunerError):
 
 class ConfigError(RLTunerError, ValueError):
     """A configuration value is nonsense (a negative rate, an unknown name, ...)."""
+
+
+class InputLimitError(RLTunerError, ValueError):
+    """An input exceeds a documented limit (``rltuner.limits``): too long, too many notes, too large a model."""
+
+
+class ReadTimeoutError(RLTunerError):
+    """Reading one input took longer than its time limit."""
+
+
+class TrainingDivergedError(RLTunerError):
+    """The loss or the weights became NaN or infinite during training (the run stops, good files are kept)."""

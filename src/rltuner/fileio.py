@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
@@ -22,7 +23,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        _remove_stale_temporaries(target)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent
+        )
     except OSError as exc:
         raise RLTunerError(f"cannot write to {target.parent}: {exc.strerror or exc}") from None
     os.close(fd)
@@ -37,6 +41,27 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Delete temporary files of ``target`` left by a writer that was killed (``kill -9``) mid-write.
+
+    A temporary name holds its writer's process id; one whose process no longer exists is stale.
+    """
+    for tmp in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        pid_text = tmp.name[len(target.name) + 2 :].split(".", 1)[0]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _process_exists(int(pid_text)):
+            tmp.unlink(missing_ok=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists, owned by someone else
+        return True
+    return True
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:

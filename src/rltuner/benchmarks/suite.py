@@ -123,15 +123,20 @@ def render_markdown(
     return "\n".join(lines)
 
 
+# Sections from here on are measured by other commands (the large fuzz run) and kept when bench rewrites the file.
+KEPT_MARKER = "<!-- kept by rltuner bench: sections below are written by other commands -->"
+
+
 def read_sections(path: str | Path) -> dict[str, str]:
     """The ``## topic`` sections of an existing BENCHMARKS.md (topic -> its markdown); {} when absent.
 
-    A section from a file written before per-section provenance gets the file's own command/date/machine.
+    Only the part above :data:`KEPT_MARKER` is read (what follows it is carried over whole). A section from a
+    file written before per-section provenance gets the file's own command/date/machine.
     """
     p = Path(path)
     if not p.is_file():
         return {}
-    text = p.read_text()
+    text = p.read_text(encoding="utf-8").split(KEPT_MARKER, 1)[0]
     header = "\n".join(line for line in text.split("## ", 1)[0].splitlines() if line.startswith("- "))
     out: dict[str, str] = {}
     for chunk in text.split("\n## ")[1:]:
@@ -145,7 +150,16 @@ def read_sections(path: str | Path) -> dict[str, str]:
 def write_benchmarks(
     path: str | Path, results: dict[str, list[BenchResult] | str], *, command: str, keep_others: bool = False
 ) -> Path:
-    """Write BENCHMARKS.md; with ``keep_others``, the sections of topics not in ``results`` are kept."""
+    """Write BENCHMARKS.md; with ``keep_others``, the sections of topics not in ``results`` are kept.
+
+    Whatever follows :data:`KEPT_MARKER` in the old file (sections written by other commands) is kept too.
+    """
     kept = {t: s for t, s in read_sections(path).items() if t not in results} if keep_others else None
     text = render_markdown(results, command=command, machine=machine_description(), kept=kept)
+    try:
+        old = Path(path).read_text(encoding="utf-8")
+    except OSError:
+        old = ""
+    if KEPT_MARKER in old:
+        text = text.rstrip("\n") + "\n\n" + old[old.index(KEPT_MARKER) :]
     return write_text_atomic(path, text)

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from rltuner.cli.options import domain_option
+from rltuner.cli.options import SEED, domain_option
 
 _SPLIT_HELP = "Comma-separated; the option may also be repeated."
 
@@ -41,7 +41,7 @@ def data() -> None:
     help="Dataset file to write (its manifest goes beside it as NAME.manifest.json) "
     "[default: data/melodies.npz or data/molecules.npz].",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/validation split.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the train/validation split.")
 @click.option(
     "--valid-fraction",
     type=float,
@@ -76,6 +76,13 @@ def data() -> None:
 @click.option(
     "--jobs", type=int, default=0, show_default=True, help="Worker processes (0: one per CPU core)."
 )
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write which MIDI file was dropped and why (tab-separated: file, reason, candidates).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @domain_option()
 def build(
@@ -92,6 +99,7 @@ def build(
     polyphony: str,
     split_rest_bars: float,
     jobs: int,
+    report_path: Path | None,
     quiet: bool,
 ) -> None:
     """Build one dataset file (train/validation split, manifest, content hash) and print the build report."""
@@ -120,6 +128,9 @@ def build(
     )
     report = build_dataset(config, out, progress=not quiet)
     click.echo(report.format())
+    if report_path is not None:
+        report.write_dropped(report_path)
+        click.echo(f"dropped files: {report_path} ({len(report.dropped):,} lines)")
 
 
 def _build_molecules(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from rltuner.cli.options import device_option, domain_option
+from rltuner.cli.options import SEED, device_option, domain_option
 from rltuner.errors import ConfigError
 
 
@@ -43,7 +43,7 @@ def _parse_models(specs: tuple[str, ...]) -> dict[str, str]:
 )  # fmt: skip
 @click.option("--fcd/--no-fcd", default=True, show_default=True, help="Molecules: FCD to the MOSES test set.")
 @click.option("--length", type=int, default=32, show_default=True, help="Steps per melody.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of primers and sampling.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of primers and sampling.")
 @click.option(
     "--muspy-samples",
     type=int,

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from rltuner.cli.options import device_option, domain_option
+from rltuner.cli.options import SEED, device_option, domain_option
 from rltuner.errors import CheckpointError, InvalidMelodyError
 
 
@@ -31,7 +31,7 @@ from rltuner.errors import CheckpointError, InvalidMelodyError
     "--primer-steps", type=int, default=16, show_default=True,
     help="With a .mid primer: how many of its last steps to feed.",
 )  # fmt: skip
-@click.option("--seed", type=int, default=None, help="Random seed (same seed, same melodies).")
+@click.option("--seed", type=SEED, default=None, help="Random seed (same seed, same melodies).")
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("generated"), show_default=True,
     help="Output folder.",
@@ -42,7 +42,7 @@ from rltuner.errors import CheckpointError, InvalidMelodyError
     "--png/--no-png", default=True, show_default=True, help="Draw a piano roll of the first melodies."
 )
 @click.option(
-    "--render-max", type=int, default=16, show_default=True,
+    "--render-max", type=click.IntRange(0), default=16, show_default=True,
     help="Write MIDI/WAV for at most this many melodies (all of them are in melodies.npy).",
 )  # fmt: skip
 @device_option()
@@ -138,7 +138,7 @@ def _parse_primer(text: str, steps: int) -> Any:
         if steps < 1:
             raise InvalidMelodyError(f"--primer-steps must be at least 1, got {steps}")
         melody = midi_to_melody(value)
-        if len(melody) == 0:
+        if not (melody >= 2).any():  # 2 = the first note-on class; drums or silence only
             raise InvalidMelodyError(f"primer file {value} holds no notes")
         return melody[-steps:]
     try:

@@ -8,6 +8,10 @@ from typing import Any
 import click
 
 from rltuner.devices import DEVICE_CHOICES
+from rltuner.limits import MAX_SEED
+
+# Every --seed option: numpy and torch both take seeds in 0..2^63-1; click refuses others in one line.
+SEED = click.IntRange(0, MAX_SEED)
 
 
 def device_option(

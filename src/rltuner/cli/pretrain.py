@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from rltuner.cli.options import device_option, domain_option
+from rltuner.cli.options import SEED, device_option, domain_option
 
 
 @click.command("pretrain")
@@ -50,7 +50,7 @@ from rltuner.cli.options import device_option, domain_option
 )
 @click.option("--lr", type=float, default=3e-3, show_default=True, help="Adam learning rate.")
 @click.option(
-    "--seed", type=int, default=0, show_default=True, help="Random seed (bit-reproducible on the CPU)."
+    "--seed", type=SEED, default=0, show_default=True, help="Random seed (bit-reproducible on the CPU)."
 )
 @click.option(
     "--eval-every", type=int, default=None, help="Validate every N steps [default: music 250, molecules 500]."
@@ -81,6 +81,10 @@ def pretrain(domain: str, data_path: Path | None, out: Path, no_progress: bool, 
     entry = get_domain(domain)
     entry.check_installed()
     resume = opts.pop("resume")
+    from rltuner.fileio import ensure_writable_dir
+    from rltuner.models.train import run_dir_for
+
+    ensure_writable_dir(run_dir_for(out))  # before the dataset is loaded (or built): fail in a second
     given = {f"model.{k}" if k in ("arch", "hidden_size", "num_layers") else k: v for k, v in opts.items()}
     dataset, train, valid, meta = _load_dataset(domain, data_path, progress=not no_progress)
     settings = {**entry.pretrain_defaults, "model.vocab_size": meta.pop("vocab_size")}

@@ -33,7 +33,9 @@ def load_npy_melodies(path: Path) -> Any:
     from rltuner.encoding import validate_classes
 
     try:
-        data = np.load(path, allow_pickle=False)
+        from rltuner.data.arrays import load_npy
+
+        data = load_npy(path, kinds="iubf")  # header checked before allocating
     except (OSError, ValueError, EOFError) as exc:
         raise InvalidMelodyError(f"cannot read {path} as a .npy array of melodies ({exc})") from None
     if not isinstance(data, np.ndarray):  # an .npz archive saved under a .npy name

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from rltuner.cli.options import device_option, domain_option
+from rltuner.cli.options import SEED, device_option, domain_option
 
 
 @click.command("run")
@@ -47,7 +47,7 @@ from rltuner.cli.options import device_option, domain_option
     help="Prior checkpoint to tune and compare against [default: the domain's shipped one].",
 )
 @click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed of tuning, sampling and evaluation."
+    "--seed", type=SEED, default=0, show_default=True, help="Seed of tuning, sampling and evaluation."
 )
 @device_option()
 @click.option(

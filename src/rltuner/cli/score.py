@@ -16,7 +16,6 @@ _MIDI_SUFFIXES = (".mid", ".midi")
 
 def _load_melodies(path: Path, length: int | None) -> tuple[Any, list[str]]:
     """Melodies of INPUT as an (N, T) int64 array, and one name per melody."""
-    import numpy as np
 
     from rltuner.encoding import validate_classes
 
@@ -29,7 +28,9 @@ def _load_melodies(path: Path, length: int | None) -> tuple[Any, list[str]]:
         return _stack([_read_midi(path, length)], [path.name])
     if path.suffix.lower() == ".npy":
         try:
-            data = np.load(path, allow_pickle=False)
+            from rltuner.data.arrays import load_npy
+
+            data = load_npy(path, kinds="iubf")  # header checked before allocating
         except (OSError, ValueError) as exc:
             raise DatasetError(f"cannot read {path} as a .npy array of melodies: {exc}") from None
         arr = validate_classes(data)

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from rltuner.cli.options import SEED
 from rltuner.errors import ConfigError, DatasetError, InvalidMelodyError
 
 
@@ -44,7 +45,7 @@ def _parse_samples(specs: tuple[str, ...]) -> dict[str, Path]:
     "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("study"), show_default=True,
     help="Output folder: audio/, midi/, pairs.csv, ratings_template.csv, key.json.",
 )  # fmt: skip
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the pairing and order.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Random seed of the pairing and order.")
 @click.option("--tempo", type=float, default=120.0, show_default=True, help="Quarter notes per minute.")
 @click.option("--program", type=int, default=0, show_default=True, help="General MIDI program 0..127.")
 @click.option("--sample-rate", type=int, default=44100, show_default=True, help="WAV samples per second.")

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from rltuner.cli.options import device_option, domain_option
+from rltuner.cli.options import SEED, device_option, domain_option
 from rltuner.errors import ConfigError, RLTunerError
 from rltuner.rl.targets import ALGORITHMS
 
@@ -85,7 +85,7 @@ _OPTION_FIELDS = {
     "--reward-weight", "reward_weights", multiple=True, metavar="NAME=W",
     help="Weight of a --reward term, or music=W for the music-theory rules (music=0: the preference alone).",
 )  # fmt: skip
-@click.option("--seed", type=int, default=None, help="Random seed.")
+@click.option("--seed", type=SEED, default=None, help="Random seed.")
 @device_option(default=None, help="Torch device [default: the preset's, cpu].")
 @click.option(
     "--out",
@@ -190,7 +190,7 @@ def _saved_config(run_dir: Path) -> Any:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise RLTunerError(f"{run_dir} holds no run to resume (no config.json)") from None
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise RLTunerError(f"cannot read {path}: {exc}") from None
     known = set(TuneConfig.__dataclass_fields__)
     try:

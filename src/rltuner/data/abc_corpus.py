@@ -178,11 +178,20 @@ def silenced_c_output() -> Iterator[None]:
 def abc_to_melodies(text: str, settings: ExtractSettings) -> Extraction:
     """Parse one ABC tune and extract its melody (the first voice); failures are counted, not raised.
 
+    A text longer than ``limits.DEFAULT.max_file_bytes`` is dropped as ``limit``; the parsed score goes
+    through the same limits as a MIDI file (:func:`~rltuner.data.midi_import.score_to_melodies`).
+
     Returns:
         An :class:`Extraction` with ``counts["tunes"] == 1``.
     """
     import symusic
 
+    from rltuner.limits import DEFAULT as LIMITS
+
+    if len(text) > LIMITS.max_file_bytes:  # before abc2midi sees it
+        out = empty_extraction()
+        out.counts.update({"tunes": 1, "limit": 1})
+        return out
     try:
         with silenced_c_output():
             score = symusic.Score.from_abc(text)
@@ -194,10 +203,21 @@ def abc_to_melodies(text: str, settings: ExtractSettings) -> Extraction:
 
 
 def _extract_batch(args: tuple[list[str], ExtractSettings]) -> Extraction:
+    """Tunes in a worker, each under the per-file time limit (past it: counted as ``timeout``)."""
+    from rltuner.errors import ReadTimeoutError
+    from rltuner.limits import DEFAULT as LIMITS
+    from rltuner.limits import time_limit
+
     texts, settings = args
     out = empty_extraction()
     for text in texts:
-        out.merge(abc_to_melodies(text, settings))
+        try:
+            with time_limit(LIMITS.max_file_seconds):
+                result = abc_to_melodies(text, settings)
+        except ReadTimeoutError:
+            result = empty_extraction()
+            result.counts.update({"tunes": 1, "timeout": 1})
+        out.merge(result)
     return out
 
 

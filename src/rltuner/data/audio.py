@@ -33,7 +33,7 @@ from rltuner.data.midi_io import (
     numbered_paths,
 )
 from rltuner.encoding import STEPS_PER_QUARTER, Note, validate_classes
-from rltuner.errors import ConfigError
+from rltuner.errors import ConfigError, InputLimitError
 from rltuner.fileio import atomic_path
 
 DEFAULT_SAMPLE_RATE = 44100
@@ -176,6 +176,13 @@ def synthesize(
     length = len(validate_classes(classes, allow_empty=True))
     spb = step_seconds(tempo)
     n_samples = round((length * spb + tail) * sample_rate)
+    from rltuner.limits import MAX_AUDIO_SECONDS
+
+    if length * spb > MAX_AUDIO_SECONDS:  # before the buffer of n_samples is allocated
+        raise InputLimitError(
+            f"a melody of {length:,} steps at {tempo:g} qpm lasts {length * spb:,.0f} s; audio is rendered "
+            f"for at most {MAX_AUDIO_SECONDS:,} s"
+        )
     audio = _render_soundfont(notes, n_samples, spb, program, velocity, sample_rate) if soundfont else None
     if audio is None:
         if soundfont:

@@ -34,7 +34,7 @@ from rltuner.encoding import (
     NUM_CLASSES,
     STEPS_PER_QUARTER,
 )
-from rltuner.errors import ConfigError, DatasetError
+from rltuner.errors import ConfigError, DatasetError, RLTunerError
 from rltuner.fileio import atomic_path, ensure_writable_dir, write_json_atomic
 
 FORMAT_VERSION = 1
@@ -85,6 +85,11 @@ class BuildConfig:
         if self.jobs < 0:
             raise ConfigError(f"jobs must be >= 0 (0 = all cores), not {self.jobs}")
         self.extract_settings().validate()
+        from rltuner.limits import check_seed
+
+        check_seed(self.seed)
+        if self.collections and FOLK not in self.sources:
+            raise ConfigError("--collections selects folk collections: add --source folk, or leave it out")
         if any(s == FOLK for s in self.sources):
             from rltuner.data.abc_corpus import resolve_collections
 
@@ -143,6 +148,14 @@ class BuildReport:
     steps: int
     seconds: float
     manifest: dict[str, Any]
+    dropped: tuple[tuple[str, str, int], ...] = ()  # (MIDI file, reason, candidates) for each loss
+
+    def write_dropped(self, path: str | os.PathLike[str]) -> Path:
+        """Write which file lost how many candidates and why, as tab-separated ``file reason count`` lines."""
+        lines = ["file\treason\tcandidates"] + [f"{f}\t{r}\t{n}" for f, r, n in self.dropped]
+        from rltuner.fileio import write_text_atomic
+
+        return write_text_atomic(path, "\n".join(lines) + "\n")
 
     @property
     def drops(self) -> dict[str, int]:
@@ -163,6 +176,9 @@ class BuildReport:
         lines += [f"    {reason:<15}{n:>10,}" for reason, n in self.drops.items()]
         notes = [("rounded_off_grid", "kept after rounding off-grid onsets (triplets)")]
         notes += [("chords_reduced", "kept after reducing chords to the top note")]
+        notes += [
+            ("key_signature_overruled", "melodies whose key signature the notes contradict (key estimated)")
+        ]
         notes += [("drum_tracks", "drum tracks skipped"), ("cached", "MIDI files taken from the cache")]
         lines += [f"  {c[k]:,} {text}" for k, text in notes if c.get(k)]
         lines.append(f"  content hash {self.manifest['content_hash'][:16]}..., built in {self.seconds:.1f} s")
@@ -277,16 +293,16 @@ def load_dataset(path: str | os.PathLike[str]) -> MelodyDataset:
             raise DatasetError(
                 f"{p} is not a dataset file (expected an .npz written by `rltuner data build`)"
             )
-    try:
-        with np.load(p, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError, EOFError on truncated files
-        raise DatasetError(f"{p} is not a readable dataset file ({type(exc).__name__}: {exc})") from None
-    needed = {"train_tokens", "train_offsets", "valid_tokens", "valid_offsets", "manifest"}
-    if not needed <= set(arrays):
-        raise DatasetError(
-            f"{p} is not an rltuner dataset (missing {', '.join(sorted(needed - set(arrays)))})"
-        )
+    from rltuner.data.arrays import ArrayFileError, load_npz
+
+    expected = {"manifest": "U", "train_offsets": "i", "valid_offsets": "i"}
+    expected |= {"train_tokens": "i", "valid_tokens": "i"}
+    try:  # headers (dtype, size) are checked before any array is allocated
+        arrays = load_npz(p, expected)
+    except ArrayFileError as exc:
+        raise DatasetError(f"{p} is not a readable dataset file ({exc})") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read dataset {p}: {exc.strerror or exc}") from None
     try:
         manifest = json.loads(str(arrays["manifest"]))
     except json.JSONDecodeError:
@@ -314,7 +330,27 @@ def load_dataset(path: str | os.PathLike[str]) -> MelodyDataset:
         if not ok:
             raise DatasetError(f"{p} is corrupt: the {name} split's tokens or offsets are inconsistent")
         splits.append(_unflatten(tokens, offsets))
+    _repair_sidecar(p, manifest)
     return MelodyDataset(train=splits[0], valid=splits[1], manifest=manifest)
+
+
+def _repair_sidecar(path: Path, manifest: dict[str, Any]) -> None:
+    """Rewrite ``<name>.manifest.json`` when it does not match the manifest inside the ``.npz``.
+
+    The two files are renamed into place one after the other, so a build killed between the renames leaves a
+    sidecar of another build; the copy inside the ``.npz`` is the authoritative one.
+    """
+    side = manifest_path(path)
+    try:
+        current = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        current = None
+    if current != json.loads(json.dumps(manifest)):
+        try:
+            write_json_atomic(side, manifest)
+            _make_readable(side)
+        except (OSError, RLTunerError):
+            pass  # a read-only folder: the dataset itself is fine
 
 
 def _extract_source(
@@ -395,6 +431,7 @@ def build_dataset(
             "drops": {r: counts[r] for r in DROP_REASONS},
             "rounded_off_grid": counts["rounded_off_grid"],
             "chords_reduced": counts["chords_reduced"],
+            "key_signature_overruled": counts["key_signature_overruled"],
         },
         "encoding": ENCODING_DESCRIPTION,
         "split": {"by": "tune", "seed": config.seed, "valid_fraction": config.valid_fraction},
@@ -404,7 +441,9 @@ def build_dataset(
         "build_seconds": round(seconds, 2),
     }
     save_dataset(MelodyDataset(train, valid, manifest), out)
-    return BuildReport(out, dict(counts), len(train), len(valid), steps, seconds, manifest)
+    return BuildReport(
+        out, dict(counts), len(train), len(valid), steps, seconds, manifest, tuple(total.dropped)
+    )
 
 
 def cache_dir() -> Path:
@@ -414,7 +453,7 @@ def cache_dir() -> Path:
 
 
 # Bumped whenever the build's output changes for the same settings, so that cached datasets are rebuilt.
-BUILD_VERSION = 2
+BUILD_VERSION = 3  # 3: read limits, key signatures checked against the notes, one-note melodies dropped
 
 
 def default_dataset_path(config: BuildConfig | None = None) -> Path:

@@ -12,6 +12,8 @@ keyed by each file's path, size, modification time and the settings makes an unc
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,6 +30,7 @@ import numpy.typing as npt
 
 from rltuner.config import field
 from rltuner.encoding import (
+    NUM_CLASSES,
     NUM_PITCHES,
     STEPS_PER_BAR,
     STEPS_PER_QUARTER,
@@ -35,10 +38,14 @@ from rltuner.encoding import (
     normalize_notes,
     notes_to_classes,
 )
-from rltuner.errors import ConfigError, MelodyRangeError, MidiReadError, RLTunerError
+from rltuner.errors import ConfigError, MelodyRangeError, MidiReadError, ReadTimeoutError, RLTunerError
+from rltuner.limits import DEFAULT as LIMITS
+from rltuner.limits import ReadLimits, time_limit
 
 # Why a melody candidate (a tune, a track or a segment of one) was not kept. The build report lists all.
-DROP_REASONS = ("unparseable", "no_notes", "chords", "off_grid", "range", "too_short")
+DROP_REASONS = (
+    "unparseable", "no_notes", "chords", "off_grid", "range", "too_short", "too_long", "limit", "timeout",
+)  # fmt: skip
 DROP_HELP = {
     "unparseable": "file or tune could not be parsed (corrupt, truncated, not MIDI/ABC)",
     "no_notes": "file, tune or track without a single note",
@@ -46,7 +53,13 @@ DROP_HELP = {
     "off_grid": "onsets off the sixteenth grid (triplets) where the triplet policy is 'drop'",
     "range": f"pitch range wider than the {NUM_PITCHES} semitones the encoding holds",
     "too_short": "shorter than the minimum length",
+    "too_long": "a note or a melody longer than the limits (max_note_steps, max_melody_steps)",
+    "limit": "a file beyond a read limit (size, ticks per quarter, tracks, notes; rltuner.limits)",
+    "timeout": "a file that took longer than the per-file time limit (max_file_seconds)",
 }
+# Share of note time (in points) by which a key signature may trail the best-fitting diatonic set before
+# the key is estimated from the notes instead (a signature contradicted by the notes, counted).
+KEY_SIGNATURE_SLACK = 0.15
 MIDI_SUFFIXES = (".mid", ".midi")
 
 # An onset further than this from the nearest sixteenth (in steps) is off the grid. abc2midi puts notes one
@@ -81,8 +94,13 @@ class ExtractSettings:
             raise ConfigError(f"polyphony must be 'top' or 'drop', not {self.polyphony!r}")
         if self.min_length < 1:
             raise ConfigError(f"min_length must be at least 1 step, not {self.min_length}")
-        if self.split_rest_bars <= 0:
-            raise ConfigError(f"split_rest_bars must be positive, not {self.split_rest_bars}")
+        if not 0 < self.split_rest_bars <= 4096:  # also refuses NaN and infinity
+            raise ConfigError(f"split_rest_bars must be in (0, 4096], not {self.split_rest_bars}")
+        if self.min_length > LIMITS.max_melody_steps:
+            raise ConfigError(
+                f"min_length must be at most {LIMITS.max_melody_steps:,} (max_melody_steps), not "
+                f"{self.min_length:,}"
+            )
 
     @property
     def split_rest_steps(self) -> int:
@@ -104,11 +122,14 @@ class Extraction:
     melodies: list[Int8Array]
     counts: Counter[str]
     groups: list[int]
+    dropped: list[tuple[str, str, int]] = dataclasses.field(default_factory=list)
+    """(source file, drop reason, candidates) for every file that lost a candidate: the build's --report."""
 
     def merge(self, other: Extraction) -> None:
         self.melodies.extend(other.melodies)
         self.counts.update(other.counts)
         self.groups.extend(other.groups)
+        self.dropped.extend(other.dropped)
 
 
 def empty_extraction() -> Extraction:
@@ -134,13 +155,38 @@ def estimate_key(pitches: Sequence[int], durations: Sequence[float] | None = Non
     hist = np.bincount(np.asarray(pitches, dtype=np.int64) % 12, weights=weights, minlength=12)
     if np.ptp(hist) == 0:
         return 0, "major"
-    best: tuple[float, int, str] = (-2.0, 0, "major")
-    for mode, profile in (("major", _KK_MAJOR), ("minor", _KK_MINOR)):
-        for tonic in range(12):
-            r = float(np.corrcoef(hist, np.roll(profile, tonic))[0, 1])
-            if r > best[0] + 1e-12:
-                best = (r, tonic, mode)
-    return best[1], best[2]
+    centred = hist - hist.mean()
+    r = _PROFILES_STD @ centred / np.sqrt(centred @ centred)  # (24,) Pearson correlations
+    best = int(np.argmax(r > r.max() - 1e-12))  # ties: the first (C major before C# major ...)
+    return best % 12, "major" if best < 12 else "minor"
+
+
+def _standardised_profiles() -> npt.NDArray[np.float64]:
+    """(24, 12): the major then the minor profile rotated to each tonic, centred and of unit norm."""
+    rows = [np.roll(p, t) for p in (_KK_MAJOR, _KK_MINOR) for t in range(12)]
+    mat = np.array(rows) - np.array(rows).mean(axis=1, keepdims=True)
+    return np.asarray(mat / np.linalg.norm(mat, axis=1, keepdims=True))
+
+
+_PROFILES_STD = _standardised_profiles()
+_DIATONIC = np.array([1, 0, 1, 0, 1, 1, 0, 1, 0, 1, 0, 1], dtype=np.float64)  # C major's pitch classes
+
+
+def in_key_share(pitches: Sequence[int], durations: Sequence[float], tonic: int, mode: str) -> float:
+    """Share of note time on the diatonic scale of ``(tonic, mode)`` (0..1)."""
+    hist = np.bincount(np.asarray(pitches, dtype=np.int64) % 12, weights=durations, minlength=12)
+    major_tonic = tonic if mode == "major" else (tonic + 3) % 12
+    total = hist.sum()
+    return float(np.roll(_DIATONIC, major_tonic) @ hist / total) if total else 1.0
+
+
+def best_in_key_share(pitches: Sequence[int], durations: Sequence[float]) -> float:
+    """The largest :func:`in_key_share` over the 12 diatonic sets (the best transposition)."""
+    hist = np.bincount(np.asarray(pitches, dtype=np.int64) % 12, weights=durations, minlength=12)
+    total = hist.sum()
+    if not total:
+        return 1.0
+    return float(max(np.roll(_DIATONIC, t) @ hist for t in range(12)) / total)
 
 
 def key_signature_tonic(sharps: int, minor: bool) -> tuple[int, str]:
@@ -213,6 +259,7 @@ def track_to_melodies(
     pitches: npt.NDArray[np.int64],
     settings: ExtractSettings,
     key: tuple[int, str] | None,
+    limits: ReadLimits = LIMITS,
 ) -> Extraction:
     """One line of notes (times in sixteenth steps, floats) -> encoded melodies.
 
@@ -220,7 +267,11 @@ def track_to_melodies(
         starts, ends: note onsets and offsets in steps, shape (N,).
         pitches: MIDI pitches, shape (N,).
         settings: triplet and polyphony policies, minimum length, split rests.
-        key: ``(tonic_pc, mode)`` from the key signature, or None to estimate it per segment.
+        key: ``(tonic_pc, mode)`` from the key signature, or None to estimate it per segment. A signature
+            whose scale holds more than :data:`KEY_SIGNATURE_SLACK` less of a segment's note time than the
+            best-fitting scale is overruled by the estimate (counted as ``key_signature_overruled``).
+        limits: a line with a note longer than ``max_note_steps`` is dropped (``too_long``), and so is a
+            segment spanning more than ``max_melody_steps``; both are checked before encoding.
 
     Returns:
         An :class:`Extraction` whose counts hold exactly one outcome per candidate melody (a segment).
@@ -228,6 +279,9 @@ def track_to_melodies(
     out = empty_extraction()
     if len(pitches) == 0:
         out.counts["no_notes"] += 1
+        return out
+    if float(np.max(ends - starts)) > limits.max_note_steps:
+        out.counts["too_long"] += 1
         return out
     notes, off_grid, polyphonic = _quantize(starts, ends, pitches)
     if polyphonic and settings.polyphony == "drop":
@@ -239,11 +293,23 @@ def track_to_melodies(
     segments = _split_at_rests(notes, settings.split_rest_steps)
     for seg in segments:
         offset = seg[0].start  # a melody begins with its first note
+        span = max(n.end for n in seg) - offset  # the encoded length, known before encoding
+        if span > limits.max_melody_steps:
+            out.counts["too_long"] += 1
+            continue
+        if span < settings.min_length or len(seg) < 2:  # one held note is not a melody, however long
+            out.counts["too_short"] += 1
+            continue
         seg_notes = [Note(n.pitch, n.start - offset, n.duration) for n in seg]
+        seg_pitches, seg_durations = [n.pitch for n in seg_notes], [n.duration for n in seg_notes]
         if key is None:
-            tonic, mode = estimate_key([n.pitch for n in seg_notes], [n.duration for n in seg_notes])
+            tonic, mode = estimate_key(seg_pitches, seg_durations)
         else:
             tonic, mode = key
+            signed = in_key_share(seg_pitches, seg_durations, tonic, mode)
+            if signed < best_in_key_share(seg_pitches, seg_durations) - KEY_SIGNATURE_SLACK:
+                tonic, mode = estimate_key(seg_pitches, seg_durations)
+                out.counts["key_signature_overruled"] += 1
         try:
             moved = normalize_notes(seg_notes, tonic, "minor" if mode == "minor" else "major")
         except MelodyRangeError:
@@ -262,24 +328,36 @@ def track_to_melodies(
     return out
 
 
-def score_to_melodies(score: Any, settings: ExtractSettings, *, first_track_only: bool = False) -> Extraction:
+def score_to_melodies(
+    score: Any, settings: ExtractSettings, *, first_track_only: bool = False, limits: ReadLimits = LIMITS
+) -> Extraction:
     """A ``symusic.Score`` (any time unit) -> melodies from each non-drum track.
 
     Args:
         score: the parsed score.
         settings: extraction settings.
         first_track_only: keep only the first track with notes (ABC: the first voice is the tune).
+        limits: a score with no valid time division is ``unparseable``; one beyond ``max_ticks_per_quarter``,
+            ``max_tracks`` or ``max_notes`` is dropped as ``limit`` (before any per-track work).
 
     Returns:
         An :class:`Extraction`; ``counts["tunes"]`` is the number of tracks looked at.
     """
     score = score.to("tick")
     tpq = float(score.ticks_per_quarter)
+    out = empty_extraction()
+    if not 0 < tpq <= limits.max_ticks_per_quarter or len(score.tracks) > limits.max_tracks:
+        out.counts["tunes"] += 1
+        out.counts["unparseable" if tpq <= 0 else "limit"] += 1
+        return out
+    if sum(len(t.notes) for t in score.tracks) > limits.max_notes:
+        out.counts["tunes"] += 1
+        out.counts["limit"] += 1
+        return out
     key = None
     if len(score.key_signatures):
         ks = score.key_signatures[0]
         key = key_signature_tonic(int(ks.key), bool(ks.tonality))
-    out = empty_extraction()
     tracks = [t for t in score.tracks if not t.is_drum]
     out.counts["drum_tracks"] += len(score.tracks) - len(tracks)
     if first_track_only:
@@ -293,37 +371,69 @@ def score_to_melodies(score: Any, settings: ExtractSettings, *, first_track_only
         arrays = track.notes.numpy()  # dict of (N,) arrays: time, duration, pitch, velocity
         starts = arrays["time"].astype(np.float64) * STEPS_PER_QUARTER / tpq
         ends = starts + arrays["duration"].astype(np.float64) * STEPS_PER_QUARTER / tpq
-        result = track_to_melodies(starts, ends, arrays["pitch"].astype(np.int64), settings, key)
+        result = track_to_melodies(starts, ends, arrays["pitch"].astype(np.int64), settings, key, limits)
         out.merge(result)
     out.groups = [len(out.melodies)] if out.melodies else []  # one score = one tune or file
     return out
 
 
-def midi_file_to_melodies(path: str | os.PathLike[str], settings: ExtractSettings) -> Extraction:
-    """Read one MIDI file and extract its melodies; a bad file is counted (``unparseable``), not raised.
+def midi_file_to_melodies(
+    path: str | os.PathLike[str], settings: ExtractSettings, limits: ReadLimits = LIMITS
+) -> Extraction:
+    """Read one MIDI file and extract its melodies; a bad file is counted, never raised.
+
+    The header is checked before the file is parsed: a file larger than ``limits.max_file_bytes``, with more
+    than ``max_tracks`` tracks or a time division beyond ``max_ticks_per_quarter`` is dropped as ``limit``; a
+    time division of 0 or in SMPTE frames, like any corrupt file, is ``unparseable``.
 
     Returns:
-        An :class:`Extraction` with ``counts["files"] == 1``.
+        An :class:`Extraction` with ``counts["files"] == 1`` and one outcome per candidate melody.
     """
     import symusic
 
     out = empty_extraction()
     out.counts["files"] += 1
+    out.counts["tunes"] += 1  # the file itself, until it turns out to hold tracks
     try:
+        if Path(path).stat().st_size > limits.max_file_bytes:
+            out.counts["limit"] += 1
+            return out
         data = Path(path).read_bytes()
-        if data[:4] != b"MThd":
-            raise MidiReadError("not a standard MIDI file (no MThd header)")
+    except OSError:
+        out.counts["unparseable"] += 1
+        return out
+    problem = midi_header_problem(data, limits)
+    if problem is not None:
+        out.counts[problem] += 1
+        return out
+    try:
         score: Any = symusic.Score.from_midi(data)
     except Exception:  # symusic raises plain RuntimeError/ValueError on bad data
-        out.counts["tunes"] += 1
         out.counts["unparseable"] += 1
         return out
     if sum(len(t.notes) for t in score.tracks) == 0:
-        out.counts["tunes"] += 1
         out.counts["no_notes"] += 1
         return out
-    out.merge(score_to_melodies(score, settings))
+    out.counts["tunes"] -= 1
+    out.merge(score_to_melodies(score, settings, limits=limits))
     return out
+
+
+def midi_header_problem(data: bytes, limits: ReadLimits = LIMITS) -> str | None:
+    """Why a MIDI file's bytes should not be parsed (``"unparseable"`` or ``"limit"``), or None.
+
+    Reads only the 14-byte header chunk: ``MThd``, its length, format, track count and time division.
+    """
+    if len(data) < 14 or data[:4] != b"MThd" or int.from_bytes(data[4:8], "big") < 6:
+        return "unparseable"
+    fmt, tracks, division = (int.from_bytes(data[i : i + 2], "big") for i in (8, 10, 12))
+    if fmt > 2 or division == 0 or division & 0x8000:  # no time division, or SMPTE frames
+        return "unparseable"
+    if tracks == 0 or b"MTrk" not in data[14:]:  # a header alone holds no music at all
+        return "unparseable"
+    if tracks > limits.max_tracks or division > limits.max_ticks_per_quarter:
+        return "limit"
+    return None
 
 
 def find_midi_files(folder: str | os.PathLike[str]) -> list[Path]:
@@ -353,21 +463,59 @@ def _file_key(path: Path) -> str:
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
 
 
-def _settings_digest(settings: ExtractSettings) -> str:
-    return hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode()).hexdigest()[:16]
+# Bumped when the importer's output changes for the same settings, so that older caches are not reused.
+_CACHE_VERSION = 2  # 2: read limits, key signatures checked against the notes, one-note melodies dropped
+
+
+def _settings_digest(settings: ExtractSettings, limits: ReadLimits = LIMITS) -> str:
+    text = json.dumps([_CACHE_VERSION, asdict(settings), asdict(limits)], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _load_cache(path: Path) -> dict[str, Extraction]:
-    """The per-file results of an earlier run, or nothing if the cache is missing or unreadable."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            index = json.loads(str(npz["index"]))
-            tokens = npz["tokens"]
-            offsets = npz["offsets"]
-    except (OSError, ValueError, KeyError):
+    """The per-file results of an earlier run, or nothing if the cache is missing or fails verification.
+
+    Every part is checked (array headers, dtypes, offsets, the index's structure and ranges, the counts), so a
+    truncated or tampered cache costs one re-parse of the folder and is then rewritten, never a crash.
+    """
+    from rltuner.data.arrays import ArrayFileError, load_npz
+
+    if not path.is_file():
         return {}
+    try:
+        arrays = load_npz(path, {"index": "U", "tokens": "i", "offsets": "i"})
+        index = json.loads(str(arrays["index"]))
+        return _cache_entries(index, arrays["tokens"], arrays["offsets"])
+    except (OSError, ArrayFileError, ValueError, TypeError, KeyError):
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)  # rebuilt from the files on this run (or overwritten then)
+        return {}
+
+
+def _cache_entries(index: Any, tokens: Int8Array, offsets: npt.NDArray[np.int64]) -> dict[str, Extraction]:
+    """Check a cache's parts against each other; raise ValueError where they disagree."""
+    if tokens.dtype != np.int8 or tokens.ndim != 1 or offsets.dtype != np.int64 or offsets.ndim != 1:
+        raise ValueError("cache arrays of the wrong dtype or shape")
+    n = len(offsets) - 1
+    if n < 0 or offsets[0] != 0 or offsets[-1] != len(tokens) or np.any(np.diff(offsets) < 0):
+        raise ValueError("cache offsets inconsistent")
+    if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) >= NUM_CLASSES):
+        raise ValueError("cache tokens out of range")
+    if not isinstance(index, list):
+        raise ValueError("cache index is not a list")
     entries: dict[str, Extraction] = {}
-    for key, first, last, counts in index:
+    for item in index:
+        key, first, last, counts = item  # ValueError/TypeError when malformed
+        ok = (
+            isinstance(key, str)
+            and isinstance(first, int)
+            and isinstance(last, int)
+            and 0 <= first <= last <= n
+        )
+        if not ok or not isinstance(counts, dict):
+            raise ValueError("cache index entry malformed")
+        if not all(isinstance(k, str) and isinstance(v, int) and v >= 0 for k, v in counts.items()):
+            raise ValueError("cache counts malformed")
         melodies = [tokens[offsets[i] : offsets[i + 1]] for i in range(first, last)]
         entries[key] = Extraction(melodies, Counter(counts), [len(melodies)] if melodies else [])
     return entries
@@ -391,8 +539,16 @@ def _save_cache(path: Path, entries: dict[str, Extraction]) -> None:
         pass  # a cache that cannot be written only costs time on the next run
 
 
-def _extract_one(args: tuple[str, ExtractSettings]) -> Extraction:
-    return midi_file_to_melodies(args[0], args[1])
+def _extract_one(args: tuple[str, ExtractSettings, ReadLimits]) -> Extraction:
+    """One file under the per-file time limit; running past it counts the file as ``timeout``."""
+    path, settings, limits = args
+    try:
+        with time_limit(limits.max_file_seconds):
+            return midi_file_to_melodies(path, settings, limits)
+    except ReadTimeoutError:
+        out = empty_extraction()
+        out.counts.update({"files": 1, "tunes": 1, "timeout": 1})
+        return out
 
 
 def import_midi_folder(
@@ -402,6 +558,7 @@ def import_midi_folder(
     jobs: int = 0,
     use_cache: bool = True,
     progress: bool = True,
+    limits: ReadLimits | None = None,
 ) -> Extraction:
     """Extract melodies from every MIDI file under ``folder`` (or one file).
 
@@ -411,6 +568,7 @@ def import_midi_folder(
         jobs: worker processes; 0 = one per CPU core, 1 = in this process.
         use_cache: reuse results of unchanged files from ``$RLTUNER_CACHE/midi`` and store new ones.
         progress: show a tqdm progress bar on stderr.
+        limits: read limits (default ``rltuner.limits.DEFAULT``); part of the cache key.
 
     Returns:
         All melodies (in file order) and the summed counts; ``counts["cached"]`` files came from the cache.
@@ -420,10 +578,12 @@ def import_midi_folder(
     """
     settings = settings or ExtractSettings()
     settings.validate()
+    limits = limits or LIMITS
+    limits.validate()
     files = find_midi_files(folder)
     cache_path = _cache_folder() / (
         hashlib.sha256(str(Path(folder).resolve()).encode()).hexdigest()[:16]
-        + f"-{_settings_digest(settings)}.npz"
+        + f"-{_settings_digest(settings, limits)}.npz"
     )
     cached = _load_cache(cache_path) if use_cache else {}
     keys = [_file_key(p) for p in files]
@@ -432,7 +592,7 @@ def import_midi_folder(
     try:
         for key, result in zip(
             (k for _, k in todo),
-            parallel_map(_extract_one, [(p, settings) for p, _ in todo], jobs, progress, "files"),
+            parallel_map(_extract_one, [(p, settings, limits) for p, _ in todo], jobs, progress, "files"),
             strict=False,
         ):
             fresh[key] = result
@@ -440,8 +600,10 @@ def import_midi_folder(
         if use_cache and fresh:  # Ctrl-C keeps what is done for the next run
             _save_cache(cache_path, {k: v for k in keys if (v := fresh.get(k) or cached.get(k)) is not None})
     total = empty_extraction()
-    for key in keys:
-        total.merge(fresh[key] if key in fresh else cached[key])
+    for path, key in zip(files, keys, strict=True):
+        result = fresh[key] if key in fresh else cached[key]
+        total.merge(result)
+        total.dropped.extend((str(path), r, result.counts[r]) for r in DROP_REASONS if result.counts.get(r))
     total.counts["cached"] += len(keys) - len(todo)
     return total
 
@@ -489,11 +651,16 @@ def parallel_map(
             chunksize = max(1, min(64, len(items) // (4 * workers)))
         # Workers ignore Ctrl-C (no traceback from each of them); the parent stops and cancels what is queued.
         pool = ProcessPoolExecutor(max_workers=min(workers, len(items)), initializer=_ignore_sigint)
+        finished = False
         try:
             for i, result in enumerate(pool.map(fn, items, chunksize=chunksize)):
                 bar.update(weights[i])
                 yield result
+            finished = True
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+            # After a complete run, wait for the workers to exit: leaving them to the interpreter's shutdown
+            # raced with it ("Exception ignored in threading._shutdown ... Bad file descriptor"). On Ctrl-C
+            # or an error, cancel what is queued and return at once.
+            pool.shutdown(wait=finished, cancel_futures=True)
     finally:
         bar.close()

@@ -33,7 +33,7 @@ from rltuner.encoding import (
     pitch_class_of,
     validate_classes,
 )
-from rltuner.errors import ConfigError, InvalidMelodyError, MelodyRangeError, MidiReadError
+from rltuner.errors import ConfigError, InputLimitError, InvalidMelodyError, MelodyRangeError, MidiReadError
 from rltuner.fileio import atomic_path
 
 TICKS_PER_QUARTER = 480
@@ -273,6 +273,7 @@ def _read_midi_notes(path: Path) -> tuple[list[tuple[float, float, int]], float]
         raise MidiReadError(f"cannot read {path}: {exc.strerror or exc}") from None
     if header != b"MThd":
         raise MidiReadError(f"{path} is not a MIDI file (no MThd header)")
+    _check_limits(path)
     try:
         midi = mido.MidiFile(str(path))
     except EOFError:
@@ -305,6 +306,28 @@ def _read_midi_notes(path: Path) -> tuple[list[tuple[float, float, int]], float]
     return notes, end_tick / tpq
 
 
+def _check_limits(path: Path) -> None:
+    """Refuse a MIDI file beyond the read limits (``rltuner.limits``) before it is parsed."""
+    from rltuner.data.midi_import import midi_header_problem
+    from rltuner.limits import DEFAULT as LIMITS
+
+    size = path.stat().st_size
+    if size > LIMITS.max_file_bytes:
+        raise InputLimitError(f"{path} is {size:,} bytes, over the limit of {LIMITS.max_file_bytes:,}")
+    with path.open("rb") as fh:
+        head = fh.read(4096)
+    problem = midi_header_problem(head, LIMITS)
+    if problem == "unparseable":
+        raise MidiReadError(
+            f"{path} is a corrupt MIDI file (its header has no valid time division or tracks)"
+        )
+    if problem == "limit":
+        raise InputLimitError(
+            f"{path} has more than {LIMITS.max_tracks:,} tracks or more than "
+            f"{LIMITS.max_ticks_per_quarter:,} ticks per quarter"
+        )
+
+
 def midi_to_melody(path: PathLike, length: int | None = None, *, fit_range: bool = True) -> ClassArray:
     """Read a (monophonic) MIDI file back into classes on the sixteenth grid.
 
@@ -334,6 +357,13 @@ def midi_to_melody(path: PathLike, length: int | None = None, *, fit_range: bool
             length = max(length, int(last_end))
     if length < 0:
         raise ConfigError(f"length must be >= 0, got {length}")
+    from rltuner.limits import DEFAULT as LIMITS
+
+    if length > LIMITS.max_melody_steps or len(raw) > LIMITS.max_notes:
+        raise InputLimitError(
+            f"{source} is too long to read as one melody: {length:,} steps and {len(raw):,} notes (the limits "
+            f"are {LIMITS.max_melody_steps:,} steps and {LIMITS.max_notes:,} notes)"
+        )
     if length == 0 and not raw:
         raise MidiReadError(f"{source} holds no notes and has zero length")
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import struct
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ FORMAT = "rltuner-checkpoint"
 FORMAT_VERSION = 1
 DEFAULT_PRIOR_FILE = "note_rnn.safetensors"
 _RESERVED = ("format", "format_version")
+_MAX_STATE_BYTES = 4 * 2**30  # a resume state holds a model and its optimizer: far below this
 
 
 def _version() -> str:
@@ -57,7 +60,21 @@ def save_checkpoint(path: str | os.PathLike[str], tensors: dict[str, Tensor], me
     strings["format"] = FORMAT
     strings["format_version"] = str(FORMAT_VERSION)
     cpu = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    return write_bytes_atomic(path, save(cpu, metadata=strings))
+    return write_bytes_atomic(path, _canonical_header(save(cpu, metadata=strings)))
+
+
+def _canonical_header(data: bytes) -> bytes:
+    """The same safetensors file with its JSON header's keys sorted.
+
+    safetensors writes the metadata in hash-map order, which changes from one process to the next, so two
+    runs with the same seed gave files that differ in bytes; sorted, a checksum confirms reproducibility.
+    Tensor offsets are relative to the data section, so only the header changes.
+    """
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the format pads the header to a multiple of 8 bytes
+    return struct.pack("<Q", len(text)) + text + data[8 + n :]
 
 
 def _json_default(obj: Any) -> Any:
@@ -83,6 +100,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], di
     if p.is_dir():
         raise CheckpointError(f"{p} is a folder, not a checkpoint file")
     try:
+        size = p.stat().st_size
+        if size > _MAX_STATE_BYTES:
+            raise CheckpointError(f"{p} is {size:,} bytes, over the 4 GiB limit of a checkpoint")
         data = p.read_bytes()
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {p} does not exist") from None
@@ -156,10 +176,21 @@ def load_training_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"nothing to resume: {p} does not exist")
+    if p.stat().st_size > _MAX_STATE_BYTES:
+        raise CheckpointError(f"cannot resume from {p}: {p.stat().st_size:,} bytes is over the 4 GiB limit")
     try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols are not for the user
+            warnings.simplefilter("ignore")
+            state = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own message advises weights_only=False, i.e. running whatever code the file holds: never.
+        raise CheckpointError(
+            f"cannot resume from {p}: it holds Python objects other than tensors and plain data, so it was "
+            "not written by rltuner (or was altered); it is not loaded, for safety"
+        ) from None
     except Exception as exc:  # corrupt or foreign file: one clear error
-        raise CheckpointError(f"cannot resume from {p}: not a readable resume state ({exc})") from None
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot resume from {p}: not a readable resume state ({first})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"cannot resume from {p}: not a resume state")
     return state
@@ -175,12 +206,18 @@ def save_prior(path: str | os.PathLike[str], model: Prior, **meta: Any) -> Path:
 
 
 def prior_from_tensors(tensors: dict[str, Tensor], model_config: Any, source: str) -> Prior:
-    """Rebuild a prior from its config and weights; any mismatch is a :class:`CheckpointError`."""
+    """Rebuild a prior from its config and weights; any mismatch is a :class:`CheckpointError`.
+
+    Checked before the model is allocated: the config's size limits (``rltuner.limits``), then every weight's
+    name and shape against a copy of the model built on the ``meta`` device (no memory), its dtype (float32,
+    as saved) and its values (all finite: NaN or infinite weights make a model that samples garbage).
+    """
     try:
-        model = build_prior(model_config)
+        with torch.device("meta"):
+            skeleton = build_prior(model_config)
     except ConfigError as exc:
         raise CheckpointError(f"{source} has an invalid model config: {exc}") from None
-    expected = model.state_dict()
+    expected = skeleton.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
@@ -194,6 +231,14 @@ def prior_from_tensors(tensors: dict[str, Tensor], model_config: Any, source: st
                 f"{source}: weight {name} has shape {tuple(tensor.shape)}, the model config needs "
                 f"{tuple(expected[name].shape)}"
             )
+        if tensor.dtype != expected[name].dtype:
+            raise CheckpointError(
+                f"{source}: weight {name} is {str(tensor.dtype).replace('torch.', '')}, expected "
+                f"{str(expected[name].dtype).replace('torch.', '')} (rltuner saves float32 weights)"
+            )
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{source}: weight {name} holds NaN or infinite values")
+    model = build_prior(model_config)
     model.load_state_dict(tensors)
     return model.eval()
 

@@ -63,6 +63,11 @@ class ModelConfig:
             raise ConfigError(f"vocab_size must be at least 2, got {self.vocab_size}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        from rltuner.limits import check_model_size
+
+        check_model_size(
+            self.arch, self.vocab_size, self.hidden_size, self.num_layers, self.ff_mult, self.context
+        )  # before anything of that size is allocated
         if self.arch == "transformer" and self.hidden_size % self.num_heads:
             raise ConfigError(
                 f"hidden_size ({self.hidden_size}) must be a multiple of num_heads ({self.num_heads})"

@@ -30,6 +30,10 @@ DEFAULT_BATCH = 1024  # fastest on 2 CPU cores (the state stays in cache); large
 
 
 def _generator(device: torch.device, seed: int | None) -> torch.Generator:
+    from rltuner.limits import check_seed
+
+    if seed is not None:
+        check_seed(int(seed))
     gen = torch.Generator(device=device)
     if seed is None:
         gen.seed()  # fresh entropy
@@ -74,8 +78,15 @@ def _check_args(n: int, length: int, temperature: float, batch_size: int) -> Non
         raise ConfigError(f"the number of melodies must not be negative, got {n}")
     if length < 1:
         raise ConfigError(f"length must be at least 1 step, got {length}")
-    if not temperature > 0:
-        raise ConfigError(f"temperature must be positive, got {temperature}")
+    from rltuner.limits import MAX_TEMPERATURE, MIN_TEMPERATURE, check_sample_size
+
+    if not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:  # also refuses NaN
+        raise ConfigError(
+            f"temperature must be in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}] (use greedy for the most "
+            f"likely class), got {temperature}"
+        )
+
+    check_sample_size(n, length)  # before the (n, length) output is allocated
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
 

@@ -36,8 +36,9 @@ import torch.nn.functional as F
 from rltuner.config import field, to_dict
 from rltuner.devices import DEVICE_CHOICES, resolve_device
 from rltuner.encoding import NO_EVENT, NUM_CLASSES
-from rltuner.errors import CheckpointError, ConfigError, DatasetError
-from rltuner.fileio import write_json_atomic
+from rltuner.errors import CheckpointError, ConfigError, DatasetError, TrainingDivergedError
+from rltuner.fileio import ensure_writable_dir, write_json_atomic
+from rltuner.interrupts import deferred_sigint
 from rltuner.models.checkpoint import load_training_state, read_checkpoint, save_prior, save_training_state
 from rltuner.models.prior import ModelConfig, Prior, build_prior
 
@@ -65,6 +66,8 @@ class PretrainConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on nonsense values."""
+        from rltuner.limits import check_pretrain_config
+
         self.model.validate()
         for name in ("steps", "batch_size", "window", "eval_every"):
             if getattr(self, name) < 1:
@@ -78,6 +81,7 @@ class PretrainConfig:
             raise ConfigError(f"skip_first ({self.skip_first}) must be smaller than window ({self.window})")
         if self.device not in DEVICE_CHOICES:
             raise ConfigError(f"device must be cpu, cuda or auto, not {self.device!r}")
+        check_pretrain_config(self)  # seed range, finite numbers, memory per step
 
 
 @dataclass(frozen=True)
@@ -358,7 +362,7 @@ def pretrain(
         raise DatasetError("the validation split is empty: pretraining needs melodies to validate on")
     out = Path(out)
     run_dir = run_dir_for(out)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(run_dir)  # one clear error for an unwritable place, before any work
     resume_path = run_dir / "resume.pt"
     device = resolve_device(cfg.device)
     threads_before = torch.get_num_threads()
@@ -384,17 +388,26 @@ def pretrain(
                 f"{resume_path} was written by a run with other settings; resume with the same options "
                 "(only --steps and --patience may change)"
             )
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        rng.bit_generator.state = json.loads(state["numpy_rng"])
-        torch.set_rng_state(state["torch_rng"])
         if info.get("dataset_hash", data_hash) != data_hash:
             raise CheckpointError(
                 f"{resume_path} was written by a run on other data; resume with the same dataset"
             )
-        step, best_nll, best_step, stale = info["step"], info["best_nll"], info["best_step"], info["stale"]
-        history = info["history"]
-        seconds_before = float(info.get("seconds", 0.0))
+        try:  # a damaged or altered state: one error, not a traceback from deep inside torch or numpy
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            rng.bit_generator.state = json.loads(state["numpy_rng"])
+            torch.set_rng_state(state["torch_rng"])
+            step, best_nll = int(info["step"]), float(info["best_nll"])
+            best_step, stale = int(info["best_step"]), int(info["stale"])
+            history = list(info["history"])
+            seconds_before = float(info.get("seconds", 0.0))
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(
+                f"cannot resume from {resume_path}: the state is damaged ({first})"
+            ) from None
+        if step < 0 or best_step < 0 or stale < 0:
+            raise CheckpointError(f"cannot resume from {resume_path}: step {step} is not a valid step")
     sampler = WindowSampler(train, cfg.window, cfg.skip_first, rng)
     baselines = baseline_metrics(train, valid, cfg.skip_first, cfg.model.vocab_size)
     meta_base = {"dataset_hash": data_hash, "train_config": cfg_dict, **(extra_meta or {})}
@@ -411,50 +424,69 @@ def pretrain(
             "seconds": seconds_before + time.perf_counter() - t_start,
         }
 
+    def _one_step() -> None:
+        """One optimizer step, then validation and checkpoints when due."""
+        nonlocal step, best_nll, best_step, stale
+        x_np, y_np, m_np = sampler.batch(cfg.batch_size)
+        m_np = m_np.copy()
+        m_np[:, : cfg.skip_first] = False  # the first predictions of a window lack context
+        x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
+        mask = torch.from_numpy(m_np).to(device)
+        logits, _ = model(x)
+        nll, _, correct = masked_nll(logits, y, mask)
+        loss = nll + cfg.l2 * l2_penalty(model) if cfg.l2 else nll
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        acc = float(correct) / max(int(m_np.sum()), 1)
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(nll.detach()):.3f}", acc=f"{acc:.3f}", best=f"{best_nll:.3f}")
+        if step % 10 == 0:
+            writer.add_scalar("train/nll", float(nll.detach()), step)
+            writer.add_scalar("train/accuracy", acc, step)
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            val = evaluate(model, valid, cfg.skip_first)
+            history.append({"step": step, **val.as_dict()})
+            writer.add_scalar("valid/nll", val.nll, step)
+            writer.add_scalar("valid/accuracy", val.accuracy, step)
+            if not math.isfinite(val.nll):
+                raise TrainingDivergedError(
+                    f"pretraining diverged at step {step:,} (validation NLL {val.nll}); the best checkpoint "
+                    f"so far is kept in {out}; try a smaller --lr"
+                )
+            if val.nll < best_nll:
+                best_nll, best_step, stale = val.nll, step, 0
+                save_prior(out, model, step=step, metrics={"valid": val.as_dict()}, **meta_base)
+            else:
+                stale += 1
+            _save_resume(resume_path, model, opt, rng, info_now())
+
     writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=step or None)
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="pretrain", unit="step", leave=True)
     t_start = time.perf_counter()
     interrupted = False
+    at_boundary = True  # model, optimizer and RNGs hold the state after a whole step
     model.train()
     try:
-        while step < cfg.steps:
-            x_np, y_np, m_np = sampler.batch(cfg.batch_size)
-            m_np = m_np.copy()
-            m_np[:, : cfg.skip_first] = False  # the first predictions of a window lack context
-            x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
-            mask = torch.from_numpy(m_np).to(device)
-            logits, _ = model(x)
-            nll, _, correct = masked_nll(logits, y, mask)
-            loss = nll + cfg.l2 * l2_penalty(model) if cfg.l2 else nll
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            step += 1
-            acc = float(correct) / max(int(m_np.sum()), 1)
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(nll.detach()):.3f}", acc=f"{acc:.3f}", best=f"{best_nll:.3f}")
-            if step % 10 == 0:
-                writer.add_scalar("train/nll", float(nll.detach()), step)
-                writer.add_scalar("train/accuracy", acc, step)
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                val = evaluate(model, valid, cfg.skip_first)
-                history.append({"step": step, **val.as_dict()})
-                writer.add_scalar("valid/nll", val.nll, step)
-                writer.add_scalar("valid/accuracy", val.accuracy, step)
-                if val.nll < best_nll:
-                    best_nll, best_step, stale = val.nll, step, 0
-                    save_prior(out, model, step=step, metrics={"valid": val.as_dict()}, **meta_base)
-                else:
-                    stale += 1
-                _save_resume(resume_path, model, opt, rng, info_now())
+        with deferred_sigint() as stop:
+            while step < cfg.steps:
+                if stop[0]:  # Ctrl-C arrived during the last step: save here, where a resume is exact
+                    raise KeyboardInterrupt
+                at_boundary = False
+                _one_step()
+                at_boundary = True
                 if cfg.patience and stale >= cfg.patience:
                     log.info("validation NLL has not improved for %d evaluations: stopping early", stale)
                     break
+            if stop[0] and step < cfg.steps:
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         interrupted = True
-        _save_resume(resume_path, model, opt, rng, info_now())
+        if at_boundary:  # else (a second Ctrl-C mid-step) the resume state of the last evaluation stays
+            _save_resume(resume_path, model, opt, rng, info_now())
         raise
     finally:
         torch.set_num_threads(threads_before)

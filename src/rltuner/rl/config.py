@@ -51,6 +51,7 @@ class TuneConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on nonsense settings, before any work starts."""
+        from rltuner.limits import check_tune_config
         from rltuner.rl.targets import get_algorithm
 
         algo = get_algorithm(self.algorithm)
@@ -80,6 +81,7 @@ class TuneConfig:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
         if self.double_q and not algo.supports_double_q:
             raise ConfigError(f"double_q applies to q and rl-only, not to {self.algorithm}")
+        check_tune_config(self)  # seed range, finite numbers, sizes that would not fit in memory
 
     def validate_for_episode_length(self, length: int) -> None:
         """Checks that need the domain's episode length."""

@@ -29,7 +29,7 @@ import torch
 from rltuner.config import to_dict
 from rltuner.devices import resolve_device
 from rltuner.domains.base import Domain
-from rltuner.errors import RLTunerError
+from rltuner.errors import RLTunerError, TrainingDivergedError
 from rltuner.fileio import ensure_writable_dir, write_json_atomic, write_text_atomic
 from rltuner.models.checkpoint import load_training_state, save_training_state
 from rltuner.rl.config import PRESETS, TuneConfig
@@ -332,6 +332,7 @@ def tune(
     interrupted = False
     if counters["env_steps"] == 0 and not metrics:
         evaluate_now(loss)  # step 0: the prior-initialised network (Figure 2's first point)
+        save()  # a resume state from the start: a double Ctrl-C before the first evaluation loses nothing
     bar = _progress(cfg, counters["env_steps"])
     rates = {"t": time.perf_counter(), "steps": counters["env_steps"], "updates": counters["gradient_steps"]}
     with _stop_on_sigint() as stop:
@@ -349,6 +350,7 @@ def tune(
                 loss = learner.step(sample)
                 counters["gradient_steps"] += 1
                 counters["sample_updates"] += sample.n_transitions
+            check_not_diverged(learner.q_net, loss, counters["gradient_steps"], run_dir)  # before any save
             if counters["env_steps"] >= counters["next_eval"] or counters["env_steps"] >= cfg.total_steps:
                 evaluate_now(loss)
                 save()
@@ -490,3 +492,19 @@ def _load_resume(
         raise
     except Exception as exc:  # corrupt file, other format, other network size
         raise RLTunerError(f"cannot resume from {path}: {exc}") from None
+
+
+def check_not_diverged(net: torch.nn.Module, loss: float, gradient_step: int, run_dir: Path | None) -> None:
+    """Stop a run whose loss or weights became NaN or infinite, before they can overwrite a good checkpoint.
+
+    Raises:
+        TrainingDivergedError: saying where, and that the last good checkpoint (if any) is kept.
+    """
+    finite = math.isfinite(loss) or (math.isnan(loss) and gradient_step == 0)
+    if finite and all(bool(torch.isfinite(p).all()) for p in net.parameters()):
+        return
+    kept = f"; the last good checkpoint is kept in {run_dir}" if run_dir is not None else ""
+    raise TrainingDivergedError(
+        f"training diverged at gradient step {gradient_step:,}: the loss or the weights became NaN or "
+        f"infinite (try a smaller learning_rate or a larger reward_scale){kept}"
+    )
