@@ -98,9 +98,16 @@ def test_pretrain_option_defaults_are_the_config_defaults() -> None:
     from rltuner.cli.pretrain import pretrain as command
     from rltuner.models.train import PretrainConfig
 
+    from rltuner.domains import DOMAINS
+
     cfg = PretrainConfig()
     defaults = {p.name: p.default for p in command.params}
-    for name in ("batch_size", "window", "lr", "seed", "eval_every", "patience", "device", "threads"):
+    for name in ("batch_size", "lr", "seed", "device", "threads"):
         assert defaults[name] == getattr(cfg, name), name
-    assert defaults["hidden_size"] == cfg.model.hidden_size and defaults["arch"] == cfg.model.arch
-    assert defaults["steps"] is None  # None: take the config's default
+    assert defaults["arch"] == cfg.model.arch
+    # None: the config's default, or the domain's own (the domain table's pretrain_defaults)
+    for name in ("steps", "window", "eval_every", "patience", "hidden_size"):
+        assert defaults[name] is None, name
+    assert DOMAINS["music"].pretrain_defaults == {}  # music: the paper's recipe, PretrainConfig's defaults
+    mol = DOMAINS["molecules"].pretrain_defaults
+    assert mol["skip_first"] == 0 and mol["window"] >= 55  # whole molecules, every prediction counted

@@ -86,10 +86,10 @@ def pretrain(domain: str, data_path: Path | None, out: Path, no_progress: bool, 
 
     ensure_writable_dir(run_dir_for(out))  # before the dataset is loaded (or built): fail in a second
     given = {f"model.{k}" if k in ("arch", "hidden_size", "num_layers") else k: v for k, v in opts.items()}
+    settings = {**entry.pretrain_defaults, **{k: v for k, v in given.items() if v is not None}}
+    apply_overrides(PretrainConfig(), settings)  # nonsense settings fail here, before the data is read
     dataset, train, valid, meta = _load_dataset(domain, data_path, progress=not no_progress)
-    settings = {**entry.pretrain_defaults, "model.vocab_size": meta.pop("vocab_size")}
-    settings.update({k: v for k, v in given.items() if v is not None})
-    cfg = apply_overrides(PretrainConfig(), settings)
+    cfg = apply_overrides(PretrainConfig(), {**settings, "model.vocab_size": meta.pop("vocab_size")})
     click.echo(
         f"training {cfg.model.arch} ({cfg.model.num_layers} x {cfg.model.hidden_size}) on "
         f"{len(train):,} {entry.item}s, validating on {len(valid):,}",
