@@ -410,3 +410,15 @@ def test_a_user_term_must_return_one_finite_value_per_molecule(clean_registry, b
     register_molecule_term("bad", bad)
     with pytest.raises(ConfigError, match="bad"):
         MoleculeReward()([ASPIRIN])
+
+
+def test_a_molecule_whose_properties_fail_counts_as_invalid(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rdkit import Chem
+    from rdkit.Chem import QED
+
+    def fails(mol: object) -> float:
+        raise Chem.rdchem.KekulizeException("Can't kekulize mol.")
+
+    monkeypatch.setattr(QED, "qed", fails)
+    total, terms = MoleculeReward()(["CCO", "c1ccccc1"])
+    assert terms["invalid"].tolist() == [-1.0, -1.0] and total.tolist() == [-1.0, -1.0]

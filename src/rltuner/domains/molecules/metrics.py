@@ -417,12 +417,17 @@ def filters_pass(smiles: Iterable[str]) -> float:
 
 def _properties(valid: _Valid) -> dict[str, FloatArray]:
     def row(mol: Chem.Mol) -> tuple[float, float, float, float]:  # in PROPERTY_NAMES order
-        return (
-            QED.qed(mol),
-            synthetic_accessibility(mol),
-            Crippen.MolLogP(mol),  # type: ignore[attr-defined]
-            Descriptors.MolWt(mol),  # type: ignore[attr-defined]
-        )
+        try:
+            return (
+                QED.qed(mol),
+                synthetic_accessibility(mol),
+                Crippen.MolLogP(mol),  # type: ignore[attr-defined]
+                Descriptors.MolWt(mol),  # type: ignore[attr-defined]
+            )
+        except (Chem.rdchem.MolSanitizeException, ValueError, RuntimeError):
+            # parses, yet QED cannot re-sanitise it: NaN here (the reward counts such a string invalid)
+            nan = float("nan")
+            return (nan, nan, nan, nan)
 
     with rdBase.BlockLogs():
         table = np.asarray(_per_molecule(valid, row), dtype=np.float64).reshape(-1, len(PROPERTY_NAMES))
@@ -680,5 +685,5 @@ def moses_metrics(
         stats = fcd_reference_stats(reference, device=device, n_jobs=n_jobs)
         metrics["FCD/Test"] = _fcd(valid, stats, device, n_jobs, batch_size=512)
     for name, values in _properties(valid).items():
-        metrics[f"{name}_mean"] = float(values.mean()) if values.size else math.nan
+        metrics[f"{name}_mean"] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
     return metrics

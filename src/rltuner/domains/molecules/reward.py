@@ -473,7 +473,14 @@ class MoleculeReward:
                 canonical = Chem.MolToSmiles(mol)
                 molecule_row = self._by_molecule.get(canonical)
                 if molecule_row is None:
-                    molecule_row = self._molecule_values(mol)
+                    try:
+                        molecule_row = self._molecule_values(mol)
+                    except (Chem.rdchem.MolSanitizeException, ValueError, RuntimeError):
+                        # parses, yet a property fails on it (QED re-sanitises without hydrogens and can
+                        # fail to kekulize): what RDKit cannot describe counts as invalid
+                        rows.append(self._invalid_row)
+                        self._misses += 1
+                        continue
                     self._by_molecule.put(canonical, molecule_row)
                     self._misses += 1
                 else:
