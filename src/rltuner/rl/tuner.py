@@ -8,17 +8,13 @@ gradient step (a gradient step on ``batch_size`` transitions is ``batch_size`` s
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import csv
 import io
 import json
 import math
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +27,7 @@ from rltuner.devices import resolve_device
 from rltuner.domains.base import Domain
 from rltuner.errors import RLTunerError, TrainingDivergedError
 from rltuner.fileio import ensure_writable_dir, write_json_atomic, write_text_atomic
+from rltuner.interrupts import deferred_sigint
 from rltuner.models.checkpoint import load_training_state, save_training_state
 from rltuner.rl.config import PRESETS, TuneConfig
 from rltuner.rl.env import ActFn, BatchedEnv
@@ -209,27 +206,6 @@ class _Learner:
         return float(loss.detach())
 
 
-@contextlib.contextmanager
-def _stop_on_sigint() -> Iterator[list[bool]]:
-    """First Ctrl-C asks the loop to stop at the end of the current round (then it saves); a second one aborts."""
-    flag = [False]
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if flag[0]:
-            raise KeyboardInterrupt
-        flag[0] = True
-        print("\nstopping after this round and saving (Ctrl-C again to abort)", file=sys.stderr)
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def _default_domain() -> Domain:
     from rltuner.domains.music import music_domain
 
@@ -335,7 +311,7 @@ def tune(
         save()  # a resume state from the start: a double Ctrl-C before the first evaluation loses nothing
     bar = _progress(cfg, counters["env_steps"])
     rates = {"t": time.perf_counter(), "steps": counters["env_steps"], "updates": counters["gradient_steps"]}
-    with _stop_on_sigint() as stop:
+    with deferred_sigint("stopping after this round and saving (Ctrl-C again to abort)") as stop:
         while counters["env_steps"] < cfg.total_steps and not stop[0]:
             act = make_actor(algo, cfg, generator, counters["env_steps"], n_envs)
             learner.q_net.eval()

@@ -57,6 +57,7 @@ def property_histograms(props: Mapping[str, Mapping[str, np.ndarray]], path: Pat
     fig, axes = plt.subplots(1, len(PROPERTIES), figsize=(4 * len(PROPERTIES), 3.4))
     for ax, (key, label) in zip(axes, PROPERTIES, strict=True):
         values = [np.asarray(p.get(key, []), dtype=float) for p in props.values()]
+        values = [v[np.isfinite(v)] for v in values]  # NaN where RDKit could not compute a property
         finite = np.concatenate([v[np.isfinite(v)] for v in values if v.size] or [np.zeros(1)])
         lo, hi = np.percentile(finite, [0.5, 99.5]) if finite.size > 1 else (0.0, 1.0)
         bins = np.linspace(lo, hi if hi > lo else lo + 1, 40)
