@@ -17,9 +17,13 @@ EXPLORATIONS = ("epsilon", "boltzmann")
 class TuneConfig:
     """Hyperparameters of one tuning run. Steps are environment steps (one token played in one episode)."""
 
-    algorithm: str = field("q", "q | psi | g | rl-only (see docs/tuning.md)")
+    algorithm: str = field(
+        "q", "q | psi | g | rl-only (docs/tuning.md) | reinforce-kl | rloo | dap (docs/onpolicy.md)"
+    )
     total_steps: int = field(1_000_000, "environment steps to play (one token of one episode each)")
-    n_envs: int = field(256, "episodes composed in lockstep (one batched forward per step)")
+    n_envs: int = field(
+        256, "episodes composed in lockstep (one batched forward per step); on-policy: episodes per update"
+    )
     batch_size: int = field(1024, "transitions per gradient step; a multiple of the episode length")
     train_every: int = field(160, "environment steps per gradient step (fractions carry over)")
     learning_starts: int = field(0, "environment steps before the first gradient step")
@@ -43,6 +47,15 @@ class TuneConfig:
     device: str = field("cpu", "cpu | cuda | auto")
     tensorboard: bool = field(True, "also write TensorBoard event files to RUN_DIR/tb")
     progress: bool = field(True, "show a progress bar on stderr")
+    # On-policy KL control (reinforce-kl, rloo, dap; docs/onpolicy.md).
+    kl_coef: float = field(1.0, "beta: the return is r_T / c - beta * KL(pi || p) (reinforce-kl, rloo)")
+    kl_estimator: str = field("k1", "k1 (log pi - log p) | k3 ((r - 1) - log r, r = p / pi), per token")
+    kl_in_reward: bool = field(True, "the KL is part of the return (false: a separate loss term, k3 only)")
+    baseline_momentum: float = field(0.9, "reinforce-kl: b <- m b + (1 - m) mean return, in [0, 1)")
+    group_size: int = field(4, "rloo: k episodes per primer (n_envs must be a multiple)")
+    group_norm: bool = field(False, "rloo: GRPO's (R - group mean) / group std instead of leave-one-out")
+    entropy_coef: float = field(0.0, "on-policy: weight of the entropy bonus (per-sequence sum)")
+    sigma: float = field(60.0, "dap: weight of the score S in [0, 1] in log p(tau) + sigma * S(tau)")
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on nonsense settings, before any work starts."""
@@ -75,9 +88,52 @@ class TuneConfig:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
         if self.double_q and not algo.supports_double_q:
             raise ConfigError(f"double_q applies to q and rl-only, not to {self.algorithm}")
+        self._validate_policy_settings(algo.family)
+
+    def _validate_policy_settings(self, family: str) -> None:
+        from rltuner.rl.policy_gradient import KL_ESTIMATORS
+
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ConfigError(
+                f"kl_estimator must be one of {', '.join(KL_ESTIMATORS)}, not {self.kl_estimator!r}"
+            )
+        for name in ("kl_coef", "entropy_coef"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        if not self.sigma > 0:
+            raise ConfigError(f"sigma must be positive, got {self.sigma}")
+        if not 0 <= self.baseline_momentum < 1:
+            raise ConfigError(f"baseline_momentum must be in [0, 1), got {self.baseline_momentum}")
+        if self.group_size < 1:
+            raise ConfigError(f"group_size must be at least 1, got {self.group_size}")
+        uses_kl_estimate = self.algorithm in ("reinforce-kl", "rloo")
+        if not uses_kl_estimate and (self.kl_estimator != "k1" or not self.kl_in_reward):
+            raise ConfigError(
+                f"kl_estimator and kl_in_reward apply to reinforce-kl and rloo, not {self.algorithm}"
+            )
+        if not self.kl_in_reward and self.kl_estimator == "k1":
+            raise ConfigError(
+                "a k1 KL loss term has zero gradient in expectation on-policy: use kl_estimator=k3 with "
+                "kl_in_reward=false"
+            )
+        if self.algorithm == "rloo":
+            if self.group_size < 2:
+                raise ConfigError("rloo needs group_size >= 2 (the others of a group are the baseline)")
+            if self.n_envs % self.group_size:
+                raise ConfigError(
+                    f"n_envs ({self.n_envs}) must be a multiple of group_size ({self.group_size}) for rloo"
+                )
+        elif self.group_norm:
+            raise ConfigError(f"group_norm applies to rloo, not to {self.algorithm}")
+        if family == "value" and self.entropy_coef:
+            raise ConfigError(f"entropy_coef applies to the on-policy algorithms, not to {self.algorithm}")
 
     def validate_for_episode_length(self, length: int) -> None:
-        """Checks that need the domain's episode length."""
+        """Checks that need the domain's episode length (replay batches: value-family algorithms only)."""
+        from rltuner.rl.targets import get_algorithm
+
+        if get_algorithm(self.algorithm).family == "policy":
+            return
         if self.batch_size % length:
             raise ConfigError(
                 f"batch_size ({self.batch_size}) must be a multiple of the episode length ({length}): "
