@@ -162,9 +162,25 @@ PRESETS: dict[str, TuneConfig] = {
 }  # fmt: skip
 
 
+# Settings of the on-policy family that differ from both presets (the paper has no schedule for them): one
+# gradient step per round of 64 episodes (489 steps in 1,000,000 music env steps), Adam at 1e-3. Chosen with
+# rloo on music (docs/onpolicy.md, "How the defaults were chosen").
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "value": {},
+    "policy": {"n_envs": 64, "learning_rate": 1e-3},
+}
+
+
 def preset(name: str, **overrides: Any) -> TuneConfig:
-    """The preset ``name`` (``fast`` or ``paper``) with ``overrides`` applied and validated."""
+    """The preset ``name`` (``fast`` or ``paper``) with ``overrides`` applied and validated.
+
+    When ``overrides`` names the algorithm, its family's :data:`FAMILY_DEFAULTS` come first.
+    """
+    from rltuner.rl.targets import get_algorithm
+
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    if "algorithm" in overrides:
+        overrides = {**FAMILY_DEFAULTS[get_algorithm(str(overrides["algorithm"])).family], **overrides}
     cfg = PRESETS[name]
     return cfg.with_overrides(**overrides) if overrides else dataclasses.replace(cfg)
