@@ -23,8 +23,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("rltuner.cli.pretrain:pretrain", "Train a Note RNN prior by maximum likelihood."),
     "generate": ("rltuner.cli.generate:generate", "Sample melodies from a prior or a tuned model."),
     "score": ("rltuner.cli.score:score", "Music-theory reward and Table 1 statistics of melodies."),
-    "tune": ("rltuner.cli.tune:tune", "RL-tune a prior: Q, Psi, G-learning or RL-only."),
+    "tune": ("rltuner.cli.tune:tune", "RL-tune a prior: Q, Psi, G, RL-only, REINFORCE-KL, RLOO or DAP."),
     "evaluate": ("rltuner.cli.evaluate:evaluate", "Sample from models and compare them (Table 1, KL...)."),
+    "compare": (
+        "rltuner.cli.compare:compare",
+        "Off- against on-policy KL control at one budget: Pareto figure, table, verdict.",
+    ),
     "study": (
         "rltuner.cli.study:study",
         "Listening study: blind A/B pairs, a rating web app, analysis, a learned reward.",
