@@ -15,7 +15,7 @@ not for speed. Needs the ``gym`` extra (``pip install 'rltuner[gym]'``).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ class SequenceEnv(gymnasium.Env[np.int64, np.int64]):
         log_prior: add ``log p(a|s)`` to the reward (the paper's RL Tuner reward).
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 (gymnasium declares it so)
 
     def __init__(self, domain: Domain, reward_scale: float = 0.5, log_prior: bool = True) -> None:
         if not reward_scale > 0:
