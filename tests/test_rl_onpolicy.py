@@ -252,3 +252,31 @@ def test_dap_needs_a_score_range() -> None:
 
 def test_policy_algorithms_have_their_own_rows() -> None:
     assert get_algorithm("rloo").family == "policy" and get_algorithm("q").family == "value"
+
+
+@pytest.mark.parametrize("name", POLICY_ALGORITHMS)
+def test_cli_tunes_molecules_with_each_policy_algorithm(tmp_path: Path, name: str) -> None:
+    pytest.importorskip("rdkit")
+    from click.testing import CliRunner
+
+    from rltuner.cli.main import cli
+    from rltuner.domains.molecules.domain import molecule_domain
+    from rltuner.domains.molecules.smiles import EOS_ID, Vocabulary
+    from rltuner.models.checkpoint import save_prior
+    from rltuner.models.prior import build_prior
+
+    vocab = Vocabulary(("<pad>", "<bos>", "<eos>", "C", "O", "N", "c", "1", "(", ")", "="))
+    torch.manual_seed(0)
+    model = build_prior({"arch": "lstm", "vocab_size": len(vocab), "hidden_size": 16})
+    with torch.no_grad():  # short episodes
+        model.out.bias[EOS_ID] = 2.0
+    prior = save_prior(
+        tmp_path / "tiny.safetensors", model, domain="molecules", vocabulary=list(vocab.tokens)
+    )
+    assert molecule_domain(prior).score_range == (-1.0, 4.5)
+    res = CliRunner().invoke(cli, ["tune", "--domain", "molecules", "--prior", str(prior), "-a", name, "--steps", "300",
+                                   "--n-envs", "8", "--quiet", "--set", "tensorboard=false", "--set", "eval_episodes=16",
+                                   "--out", str(tmp_path / "run")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert f"{name}: " in res.output and "per molecule" in res.output
+    assert load_policy(tmp_path / "run" / "model.safetensors").algorithm == name
