@@ -29,8 +29,20 @@ _SWEPT = [name for name, a in ALGORITHMS.items() if a.kl_weight is not None]
     "--budget", type=int, default=None, help="Env steps per run [default: 1,000,000; quick 200,000]."
 )
 @click.option("--seeds", type=int, default=None, help="Seeds per setting [default: 3].")
-@click.option("--c", "c_values", type=str, default=None, help="Comma-separated values of c to sweep.")
-@click.option("--sigma", "sigma_values", type=str, default=None, help="Comma-separated sigmas (dap).")
+@click.option(
+    "--c",
+    "c_values",
+    type=str,
+    default=None,
+    help="Comma-separated values of c to sweep [default: 0.2,0.5,1.25; quick 0.25,1].",
+)
+@click.option(
+    "--sigma",
+    "sigma_values",
+    type=str,
+    default=None,
+    help="Comma-separated sigmas of dap [default: 30,60,120; quick 30,120].",
+)
 @click.option(
     "--prior", "prior_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
     help="Prior checkpoint [default: the domain's shipped prior].",
