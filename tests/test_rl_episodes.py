@@ -119,7 +119,12 @@ def test_learner_loss_equals_step_by_step_td_errors_over_played_steps(algorithm:
             prior = torch.log_softmax(learner.reward_rnn(seq)[0][0], -1)
             for t in range(n):
                 r = algo.reward(log_p[b, t : t + 1], reward[b, t : t + 1], cfg.reward_scale)
-                v = algo.next_value(target[None, t + 1 : t + 2], online[None, t + 1 : t + 2], prior[None, t + 1 : t + 2], False)
+                v = algo.next_value(
+                    target[None, t + 1 : t + 2],
+                    online[None, t + 1 : t + 2],
+                    prior[None, t + 1 : t + 2],
+                    False,
+                )
                 last = t == n - 1
                 y = td_target(r, v.view(1), cfg.gamma, torch.tensor([0.0 if last else 1.0]))
                 errors.append(float((online[t, tokens[b, t + 1]] - y) ** 2))
