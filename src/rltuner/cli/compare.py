@@ -11,9 +11,9 @@ from typing import Any
 import click
 
 from rltuner.cli.options import domain_option
-from rltuner.rl.targets import ALGORITHMS
+from rltuner.evaluation.compare import swept_algorithms
 
-_SWEPT = [name for name, a in ALGORITHMS.items() if a.kl_weight is not None]
+_SWEPT = list(swept_algorithms())
 
 
 @click.command("compare")

@@ -31,13 +31,20 @@ from rltuner.fileio import ensure_writable_dir, write_json_atomic, write_text_at
 POINT_VERSION = 1
 
 
+def swept_algorithms() -> tuple[str, ...]:
+    """Every row of the algorithm table that has a KL weight (all but RL-only today), in table order."""
+    from rltuner.rl.targets import ALGORITHMS
+
+    return tuple(name for name, a in ALGORITHMS.items() if a.kl_weight is not None)
+
+
 @dataclass(frozen=True)
 class CompareConfig:
     """The grid of a comparison.
 
     Attributes:
         domain: a name of the domain table.
-        algorithms: names of the algorithm table (each must have a KL weight).
+        algorithms: names of the algorithm table (each must have a KL weight; default: all that have one).
         budget: environment steps per run (the paper's 1,000,000).
         seeds: runs per (algorithm, setting), seeds 0 .. seeds-1.
         settings: KL-weight field -> the values swept (``reward_scale`` is c, ``sigma`` DAP's sigma).
@@ -47,7 +54,7 @@ class CompareConfig:
     """
 
     domain: str = "music"
-    algorithms: tuple[str, ...] = ("q", "psi", "g", "reinforce-kl", "rloo", "dap")
+    algorithms: tuple[str, ...] = field(default_factory=lambda: swept_algorithms())
     budget: int = 1_000_000
     seeds: int = 3
     settings: dict[str, tuple[float, ...]] = field(

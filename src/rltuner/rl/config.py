@@ -88,10 +88,11 @@ class TuneConfig:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
         if self.double_q and not algo.supports_double_q:
             raise ConfigError(f"double_q applies to q and rl-only, not to {self.algorithm}")
-        self._validate_policy_settings(algo.family)
+        self._validate_policy_settings(algo)
 
-    def _validate_policy_settings(self, family: str) -> None:
+    def _validate_policy_settings(self, algo: Any) -> None:
         from rltuner.rl.policy_gradient import KL_ESTIMATORS
+        from rltuner.rl.targets import ALGORITHMS
 
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ConfigError(
@@ -106,26 +107,28 @@ class TuneConfig:
             raise ConfigError(f"baseline_momentum must be in [0, 1), got {self.baseline_momentum}")
         if self.group_size < 1:
             raise ConfigError(f"group_size must be at least 1, got {self.group_size}")
-        uses_kl_estimate = self.algorithm in ("reinforce-kl", "rloo")
-        if not uses_kl_estimate and (self.kl_estimator != "k1" or not self.kl_in_reward):
-            raise ConfigError(
-                f"kl_estimator and kl_in_reward apply to reinforce-kl and rloo, not {self.algorithm}"
-            )
+        if not algo.kl_estimate and (self.kl_estimator != "k1" or not self.kl_in_reward):
+            users = " and ".join(a.name for a in ALGORITHMS.values() if a.kl_estimate)
+            raise ConfigError(f"kl_estimator and kl_in_reward apply to {users}, not {self.algorithm}")
         if not self.kl_in_reward and self.kl_estimator == "k1":
             raise ConfigError(
                 "a k1 KL loss term has zero gradient in expectation on-policy: use kl_estimator=k3 with "
                 "kl_in_reward=false"
             )
-        if self.algorithm == "rloo":
+        if algo.groups:
             if self.group_size < 2:
-                raise ConfigError("rloo needs group_size >= 2 (the others of a group are the baseline)")
+                raise ConfigError(
+                    f"{self.algorithm} needs group_size >= 2 (the others of a group are the baseline)"
+                )
             if self.n_envs % self.group_size:
                 raise ConfigError(
-                    f"n_envs ({self.n_envs}) must be a multiple of group_size ({self.group_size}) for rloo"
+                    f"n_envs ({self.n_envs}) must be a multiple of group_size ({self.group_size}) for "
+                    f"{self.algorithm}"
                 )
         elif self.group_norm:
-            raise ConfigError(f"group_norm applies to rloo, not to {self.algorithm}")
-        if family == "value" and self.entropy_coef:
+            users = ", ".join(a.name for a in ALGORITHMS.values() if a.groups)
+            raise ConfigError(f"group_norm applies to {users}, not to {self.algorithm}")
+        if algo.family == "value" and self.entropy_coef:
             raise ConfigError(f"entropy_coef applies to the on-policy algorithms, not to {self.algorithm}")
 
     def validate_for_episode_length(self, length: int) -> None:

@@ -55,7 +55,7 @@ class PolicyLearner:
     ) -> None:
         if algo.loss is None:
             raise ValueError(f"{algo.name} has no policy loss")
-        if algo.kl_weight == "sigma" and domain.score_range is None:
+        if algo.needs_score and domain.score_range is None:
             raise ConfigError(
                 f"{algo.name} needs a sequence score: the {domain.name} domain has no score_range"
             )
@@ -67,7 +67,7 @@ class PolicyLearner:
         self.domain = domain
         self.q_net, self.reward_rnn = prior_copies(prior, device)
         self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=cfg.learning_rate)
-        self.group_size = cfg.group_size if algo.name == "rloo" else 1
+        self.group_size = cfg.group_size if algo.groups else 1
         self.baseline: float | None = None  # moving average of the return (reinforce-kl)
         self.last: dict[str, float] = {}
 

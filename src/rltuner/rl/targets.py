@@ -105,6 +105,9 @@ class Algorithm:
         kl_weight: the setting that trades task reward against closeness to the prior, what
             ``rltuner compare`` sweeps (a TuneConfig field), or None when there is none (RL-only).
         equation: where the row comes from.
+        kl_estimate: the loss reads a per-token KL estimate (``kl_estimator``, ``kl_in_reward``, ``kl_coef``).
+        groups: the loss compares the episodes of a primer group (``group_size``, ``group_norm``).
+        needs_score: the loss reads the domain's sequence score S in [0, 1] (``Domain.score_range``).
     """
 
     name: str
@@ -118,6 +121,9 @@ class Algorithm:
     family: str = "value"
     loss: PolicyLossFn | None = None
     kl_weight: str | None = "reward_scale"
+    kl_estimate: bool = False
+    groups: bool = False
+    needs_score: bool = False
 
 
 ALGORITHMS: dict[str, Algorithm] = {
@@ -141,16 +147,18 @@ ALGORITHMS: dict[str, Algorithm] = {
         "reinforce-kl", "REINFORCE on r_T / c - beta KL(pi || p), moving-average baseline", None, None,
         policy_values, needs_prior_values=False, supports_double_q=False,
         equation="Eq. 3 as a sequence return; Ziegler et al. 2019", family="policy", loss=reinforce_kl_loss,
+        kl_estimate=True,
     ),
     "rloo": Algorithm(
         "rloo", "REINFORCE leave-one-out over k samples per primer (GRPO normalisation optional)", None, None,
         policy_values, needs_prior_values=False, supports_double_q=False,
         equation="Kool et al. 2019; Ahmadian et al. 2024; Shao et al. 2024", family="policy", loss=rloo_loss,
+        kl_estimate=True, groups=True,
     ),
     "dap": Algorithm(
         "dap", "REINVENT's augmented likelihood (log pi - log p - sigma S)^2", None, None, policy_values,
         needs_prior_values=False, supports_double_q=False, equation="Olivecrona et al. 2017, Eq. 2-3",
-        family="policy", loss=augmented_likelihood_loss, kl_weight="sigma",
+        family="policy", loss=augmented_likelihood_loss, kl_weight="sigma", needs_score=True,
     ),
 }  # fmt: skip
 
