@@ -96,9 +96,8 @@ def test_user_errors_are_one_line(trained: Path, tmp_path: Path, capsys, args: l
 
 def test_pretrain_option_defaults_are_the_config_defaults() -> None:
     from rltuner.cli.pretrain import pretrain as command
-    from rltuner.models.train import PretrainConfig
-
     from rltuner.domains import DOMAINS
+    from rltuner.models.train import PretrainConfig
 
     cfg = PretrainConfig()
     defaults = {p.name: p.default for p in command.params}

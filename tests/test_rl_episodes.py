@@ -12,7 +12,7 @@ from rltuner.rl.config import TuneConfig
 from rltuner.rl.env import BatchedEnv
 from rltuner.rl.replay import EpisodeBatch, EpisodeReplay
 from rltuner.rl.targets import get_algorithm, td_target
-from rltuner.rl.tuner import _Learner, episode_summary, tune
+from rltuner.rl.tuner import ValueLearner, episode_summary, tune
 from test_rl_support import VOCAB, tiny_prior
 
 EOS, PAD = 3, 0
@@ -104,7 +104,7 @@ def test_learner_loss_equals_step_by_step_td_errors_over_played_steps(algorithm:
     cfg = TuneConfig(
         algorithm=algorithm, learning_rate=1e-9, batch_size=8, progress=False, offset_by_prior=offset
     )
-    learner = _Learner(tiny_prior(1), get_algorithm(algorithm), cfg, torch.device("cpu"))
+    learner = ValueLearner(tiny_prior(1), get_algorithm(algorithm), cfg, torch.device("cpu"), 4)
     tokens = torch.tensor([[5, 6, EOS, PAD, PAD], [5, 7, 8, 9, EOS]])
     mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
     reward = torch.tensor([[0.0, 2.0, 0.0, 0.0], [0.0, 0.0, 0.0, -1.0]])

@@ -29,10 +29,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Sample melodies or molecules from a prior or a tuned model.",
     ),
     "score": ("rltuner.cli.score:score", "Music-theory reward and Table 1 statistics of melodies."),
-    "tune": ("rltuner.cli.tune:tune", "RL-tune a prior: Q, Psi, G-learning or RL-only."),
+    "tune": ("rltuner.cli.tune:tune", "RL-tune a prior: Q, Psi, G, RL-only, REINFORCE-KL, RLOO or DAP."),
     "evaluate": (
         "rltuner.cli.evaluate:evaluate",
         "Sample from models and compare them (Table 1 / MOSES, KL...).",
+    ),
+    "compare": (
+        "rltuner.cli.compare:compare",
+        "Off- against on-policy KL control at one budget: Pareto figure, table, verdict.",
     ),
     "study": (
         "rltuner.cli.study:study",

@@ -1,4 +1,4 @@
-"""``rltuner tune``: RL-tune a prior with Q, Psi, G-learning or RL-only (heavy imports inside the command)."""
+"""``rltuner tune``: RL-tune a prior with Q, Psi, G, RL-only or on-policy KL control (heavy imports inside)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ _OPTION_FIELDS = {
     "steps": "total_steps", "n_envs": "n_envs", "batch_size": "batch_size", "train_every": "train_every",
     "lr": "learning_rate", "gamma": "gamma", "eta": "target_update_rate", "c": "reward_scale",
     "exploration": "exploration", "epsilon_steps": "epsilon_steps", "eval_every": "eval_every",
-    "seed": "seed", "device": "device", "double_q": "double_q",
+    "seed": "seed", "device": "device", "double_q": "double_q", "beta": "kl_coef", "kl_estimator": "kl_estimator",
+    "group_size": "group_size", "sigma": "sigma",
 }  # fmt: skip
 
 
@@ -61,6 +62,14 @@ _OPTION_FIELDS = {
 @click.option(
     "--epsilon-steps", type=int, default=None, help="Steps over which epsilon falls to its end value."
 )
+@click.option(
+    "--beta", type=float, default=None, help="On-policy: KL weight, return = r_T / c - beta KL(pi || p)."
+)
+@click.option(
+    "--kl-estimator", type=click.Choice(["k1", "k3"]), default=None, help="On-policy: per-token KL estimator."
+)
+@click.option("--group-size", type=int, default=None, help="rloo: episodes per primer (k).")
+@click.option("--sigma", type=float, default=None, help="dap: weight of the score S in [0, 1].")
 @click.option("--eval-every", type=int, default=None, help="Steps between evaluations on sampled melodies.")
 @click.option(
     "--primer",
@@ -141,7 +150,7 @@ def tune(
                 f"{resume_dir} holds a {saved_domain} run: resume it with --domain {saved_domain}"
             )
     else:
-        base = tune_preset(domain, preset)
+        base = tune_preset(domain, preset, **({"algorithm": algorithm} if algorithm else {}))
     cfg: TuneConfig = base.with_overrides(**changes)  # validated: nonsense fails here, before any work
     out_dir = out_dir if out_dir is not None else Path("runs") / f"tune-{cfg.algorithm}"
 

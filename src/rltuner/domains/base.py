@@ -68,6 +68,9 @@ class Domain:
         reward_config: the task reward's settings as JSON (recorded in run configs and checkpoints, and
             used again by evaluation).
         meta: more domain settings worth recording in checkpoints (JSON-able).
+        score_range: ``(low, high)`` of an episode's task return (the sum of its task reward) that
+            :meth:`score` maps onto [0, 1], the sequence score S of REINVENT's augmented likelihood (``dap``);
+            None when the domain defines no score.
     """
 
     name: str
@@ -80,9 +83,23 @@ class Domain:
     eos_token: int | None = None
     pad_token: int = 0
     reward_config: dict[str, Any] | None = None
+    score_range: tuple[float, float] | None = None
+
+    def score(self, task_return: torch.Tensor) -> torch.Tensor:
+        """The sequence score ``S = clip((R - low) / (high - low), 0, 1)`` of task returns R: (B,) -> (B,).
+
+        Raises:
+            ConfigError: the domain defines no score range.
+        """
+        if self.score_range is None:
+            raise ConfigError(f"the {self.name} domain defines no score range (Domain.score_range)")
+        low, high = self.score_range
+        return ((task_return - low) / (high - low)).clamp(0.0, 1.0)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` if the parts do not fit together (e.g. a prior of another vocabulary)."""
+        if self.score_range is not None and not self.score_range[0] < self.score_range[1]:
+            raise ConfigError(f"score_range must be (low, high) with low < high, got {self.score_range}")
         if self.episode_length < 1:
             raise ConfigError(f"episode length must be at least 1, got {self.episode_length}")
         for name in ("eos_token", "pad_token"):

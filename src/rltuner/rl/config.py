@@ -17,9 +17,13 @@ EXPLORATIONS = ("epsilon", "boltzmann")
 class TuneConfig:
     """Hyperparameters of one tuning run. Steps are environment steps (one token played in one episode)."""
 
-    algorithm: str = field("q", "q | psi | g | rl-only (see docs/tuning.md)")
+    algorithm: str = field(
+        "q", "q | psi | g | rl-only (docs/tuning.md) | reinforce-kl | rloo | dap (docs/onpolicy.md)"
+    )
     total_steps: int = field(1_000_000, "environment steps to play (one token of one episode each)")
-    n_envs: int = field(256, "episodes composed in lockstep (one batched forward per step)")
+    n_envs: int = field(
+        256, "episodes composed in lockstep (one batched forward per step); on-policy: episodes per update"
+    )
     batch_size: int = field(1024, "transitions per gradient step; a multiple of the episode length")
     train_every: int = field(160, "environment steps per gradient step (fractions carry over)")
     learning_starts: int = field(0, "environment steps before the first gradient step")
@@ -48,6 +52,15 @@ class TuneConfig:
     device: str = field("cpu", "cpu | cuda | auto")
     tensorboard: bool = field(True, "also write TensorBoard event files to RUN_DIR/tb")
     progress: bool = field(True, "show a progress bar on stderr")
+    # On-policy KL control (reinforce-kl, rloo, dap; docs/onpolicy.md).
+    kl_coef: float = field(1.0, "beta: the return is r_T / c - beta * KL(pi || p) (reinforce-kl, rloo)")
+    kl_estimator: str = field("k1", "k1 (log pi - log p) | k3 ((r - 1) - log r, r = p / pi), per token")
+    kl_in_reward: bool = field(True, "the KL is part of the return (false: a separate loss term, k3 only)")
+    baseline_momentum: float = field(0.9, "reinforce-kl: b <- m b + (1 - m) mean return, in [0, 1)")
+    group_size: int = field(4, "rloo: k episodes per primer (n_envs must be a multiple)")
+    group_norm: bool = field(False, "rloo: GRPO's (R - group mean) / group std instead of leave-one-out")
+    entropy_coef: float = field(0.0, "on-policy: weight of the entropy bonus (per-sequence sum)")
+    sigma: float = field(60.0, "dap: weight of the score S in [0, 1] in log p(tau) + sigma * S(tau)")
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on nonsense settings, before any work starts."""
@@ -82,9 +95,55 @@ class TuneConfig:
         if self.double_q and not algo.supports_double_q:
             raise ConfigError(f"double_q applies to q and rl-only, not to {self.algorithm}")
         check_tune_config(self)  # seed range, finite numbers, sizes that would not fit in memory
+        self._validate_policy_settings(algo)
+
+    def _validate_policy_settings(self, algo: Any) -> None:
+        from rltuner.rl.policy_gradient import KL_ESTIMATORS
+        from rltuner.rl.targets import ALGORITHMS
+
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ConfigError(
+                f"kl_estimator must be one of {', '.join(KL_ESTIMATORS)}, not {self.kl_estimator!r}"
+            )
+        for name in ("kl_coef", "entropy_coef"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        if not self.sigma > 0:
+            raise ConfigError(f"sigma must be positive, got {self.sigma}")
+        if not 0 <= self.baseline_momentum < 1:
+            raise ConfigError(f"baseline_momentum must be in [0, 1), got {self.baseline_momentum}")
+        if self.group_size < 1:
+            raise ConfigError(f"group_size must be at least 1, got {self.group_size}")
+        if not algo.kl_estimate and (self.kl_estimator != "k1" or not self.kl_in_reward):
+            users = " and ".join(a.name for a in ALGORITHMS.values() if a.kl_estimate)
+            raise ConfigError(f"kl_estimator and kl_in_reward apply to {users}, not {self.algorithm}")
+        if not self.kl_in_reward and self.kl_estimator == "k1":
+            raise ConfigError(
+                "a k1 KL loss term has zero gradient in expectation on-policy: use kl_estimator=k3 with "
+                "kl_in_reward=false"
+            )
+        if algo.groups:
+            if self.group_size < 2:
+                raise ConfigError(
+                    f"{self.algorithm} needs group_size >= 2 (the others of a group are the baseline)"
+                )
+            if self.n_envs % self.group_size:
+                raise ConfigError(
+                    f"n_envs ({self.n_envs}) must be a multiple of group_size ({self.group_size}) for "
+                    f"{self.algorithm}"
+                )
+        elif self.group_norm:
+            users = ", ".join(a.name for a in ALGORITHMS.values() if a.groups)
+            raise ConfigError(f"group_norm applies to {users}, not to {self.algorithm}")
+        if algo.family == "value" and self.entropy_coef:
+            raise ConfigError(f"entropy_coef applies to the on-policy algorithms, not to {self.algorithm}")
 
     def validate_for_episode_length(self, length: int) -> None:
-        """Checks that need the domain's episode length."""
+        """Checks that need the domain's episode length (replay batches: value-family algorithms only)."""
+        from rltuner.rl.targets import get_algorithm
+
+        if get_algorithm(self.algorithm).family == "policy":
+            return
         if self.batch_size % length:
             raise ConfigError(
                 f"batch_size ({self.batch_size}) must be a multiple of the episode length ({length}): "
@@ -113,9 +172,25 @@ PRESETS: dict[str, TuneConfig] = {
 }  # fmt: skip
 
 
+# Settings of the on-policy family that differ from both presets (the paper has no schedule for them): one
+# gradient step per round of 64 episodes (489 steps in 1,000,000 music env steps), Adam at 1e-3. Chosen with
+# rloo on music (docs/onpolicy.md, "How the defaults were chosen").
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "value": {},
+    "policy": {"n_envs": 64, "learning_rate": 1e-3},
+}
+
+
 def preset(name: str, **overrides: Any) -> TuneConfig:
-    """The preset ``name`` (``fast`` or ``paper``) with ``overrides`` applied and validated."""
+    """The preset ``name`` (``fast`` or ``paper``) with ``overrides`` applied and validated.
+
+    When ``overrides`` names the algorithm, its family's :data:`FAMILY_DEFAULTS` come first.
+    """
+    from rltuner.rl.targets import get_algorithm
+
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    if "algorithm" in overrides:
+        overrides = {**FAMILY_DEFAULTS[get_algorithm(str(overrides["algorithm"])).family], **overrides}
     cfg = PRESETS[name]
     return cfg.with_overrides(**overrides) if overrides else dataclasses.replace(cfg)

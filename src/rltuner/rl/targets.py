@@ -1,7 +1,10 @@
-"""The ONE table where Q-learning, generalized Psi-learning, G-learning and RL-only differ.
+"""The ONE table where the algorithms differ: Q, Psi, G-learning and RL-only, and the on-policy KL-control rows.
 
-Each algorithm is three pure tensor functions: the reward mix, the value of the next state used by the
-TD target, and the policy's logits. Everything else (environment, replay, loss, optimiser) is shared.
+A value-family algorithm (off-policy, replay, TD target) is three pure tensor functions: the reward mix, the
+value of the next state used by the TD target, and the policy's logits. A policy-family algorithm (on-policy:
+each batch is sampled from the current policy, learnt from once) is its loss, a pure function of a
+:class:`~rltuner.rl.policy_gradient.PolicyBatch` (:mod:`rltuner.rl.policy_gradient`); its policy is
+softmax(network logits). Everything else (environment, prior, rewards, run folder) is shared.
 Shapes: ``B`` episodes, ``T`` steps, ``V`` actions. Paper: Jaques et al. 2017, https://arxiv.org/abs/1611.02796.
 """
 
@@ -13,6 +16,14 @@ from dataclasses import dataclass
 import torch
 
 from rltuner.errors import ConfigError
+from rltuner.rl.policy_gradient import (
+    LossOutput,
+    PolicyBatch,
+    PolicySettings,
+    augmented_likelihood_loss,
+    reinforce_kl_loss,
+    rloo_loss,
+)
 
 
 def reward_log_prior(log_p: torch.Tensor, task_reward: torch.Tensor, c: float) -> torch.Tensor:
@@ -79,20 +90,40 @@ def policy_prior_plus(outputs: torch.Tensor, prior_log_p: torch.Tensor | None) -
 RewardFn = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 ValueFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", bool], torch.Tensor]
 PolicyFn = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+PolicyLossFn = Callable[[PolicyBatch, PolicySettings, "float | None"], LossOutput]
+
+FAMILIES = ("value", "policy")
 
 
 @dataclass(frozen=True)
 class Algorithm:
-    """One row of the algorithm table (``shared/spec/algorithms.md``)."""
+    """One row of the algorithm table (``shared/spec/algorithms.md``; the policy rows: ``docs/onpolicy.md``).
+
+    Attributes:
+        family: ``"value"`` (off-policy TD learning from replay: ``reward`` and ``next_value`` are set) or
+            ``"policy"`` (on-policy: ``loss`` is set).
+        kl_weight: the setting that trades task reward against closeness to the prior, what
+            ``rltuner compare`` sweeps (a TuneConfig field), or None when there is none (RL-only).
+        equation: where the row comes from.
+        kl_estimate: the loss reads a per-token KL estimate (``kl_estimator``, ``kl_in_reward``, ``kl_coef``).
+        groups: the loss compares the episodes of a primer group (``group_size``, ``group_norm``).
+        needs_score: the loss reads the domain's sequence score S in [0, 1] (``Domain.score_range``).
+    """
 
     name: str
     title: str
-    reward: RewardFn
-    next_value: ValueFn
+    reward: RewardFn | None
+    next_value: ValueFn | None
     policy_logits: PolicyFn
     needs_prior_values: bool  # the target or the policy reads log p(.|s) for every action
     supports_double_q: bool
     equation: str
+    family: str = "value"
+    loss: PolicyLossFn | None = None
+    kl_weight: str | None = "reward_scale"
+    kl_estimate: bool = False
+    groups: bool = False
+    needs_score: bool = False
 
 
 ALGORITHMS: dict[str, Algorithm] = {
@@ -110,7 +141,24 @@ ALGORITHMS: dict[str, Algorithm] = {
     ),
     "rl-only": Algorithm(
         "rl-only", "RL only (no prior in the reward)", reward_task_only, value_max, policy_values,
-        needs_prior_values=False, supports_double_q=True, equation="Eq. 2 with r = r_MT / c",
+        needs_prior_values=False, supports_double_q=True, equation="Eq. 2 with r = r_MT / c", kl_weight=None,
+    ),
+    "reinforce-kl": Algorithm(
+        "reinforce-kl", "REINFORCE on r_T / c - beta KL(pi || p), moving-average baseline", None, None,
+        policy_values, needs_prior_values=False, supports_double_q=False,
+        equation="Eq. 3 as a sequence return; Ziegler et al. 2019", family="policy", loss=reinforce_kl_loss,
+        kl_estimate=True,
+    ),
+    "rloo": Algorithm(
+        "rloo", "REINFORCE leave-one-out over k samples per primer (GRPO normalisation optional)", None, None,
+        policy_values, needs_prior_values=False, supports_double_q=False,
+        equation="Kool et al. 2019; Ahmadian et al. 2024; Shao et al. 2024", family="policy", loss=rloo_loss,
+        kl_estimate=True, groups=True,
+    ),
+    "dap": Algorithm(
+        "dap", "REINVENT's augmented likelihood (log pi - log p - sigma S)^2", None, None, policy_values,
+        needs_prior_values=False, supports_double_q=False, equation="Olivecrona et al. 2017, Eq. 2-3",
+        family="policy", loss=augmented_likelihood_loss, kl_weight="sigma", needs_score=True,
     ),
 }  # fmt: skip
 

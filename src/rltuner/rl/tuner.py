@@ -29,15 +29,19 @@ from rltuner.errors import RLTunerError, TrainingDivergedError
 from rltuner.fileio import ensure_writable_dir, write_json_atomic, write_text_atomic
 from rltuner.interrupts import deferred_sigint
 from rltuner.models.checkpoint import load_training_state, save_training_state
+from rltuner.models.sampling import kl_divergence
+from rltuner.rl.actors import epsilon_at, make_actor, sampling_actor
 from rltuner.rl.config import PRESETS, TuneConfig
 from rltuner.rl.env import ActFn, BatchedEnv
+from rltuner.rl.learner import Learner, gradient_step, prior_copies
+from rltuner.rl.onpolicy import PolicyLearner
 from rltuner.rl.policy import TunedPolicy, policy_checkpoint
 from rltuner.rl.replay import EpisodeBatch, EpisodeReplay
 from rltuner.rl.targets import Algorithm, get_algorithm, td_target
 
 METRIC_COLUMNS = (
     "env_step", "sample_updates", "wall_s", "mean_log_p", "mean_task_reward", "mean_return", "mean_length",
-    "epsilon", "loss",
+    "mean_kl", "epsilon", "loss",
 )  # fmt: skip
 RESUME_FILE = "resume.pt"
 MODEL_FILE = "model.safetensors"
@@ -68,53 +72,11 @@ class TuneResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def epsilon_at(step: int, cfg: TuneConfig) -> float:
-    """Linearly annealed epsilon: ``epsilon_start`` at step 0 to ``epsilon_end`` at ``epsilon_steps``, then flat."""
-    if cfg.epsilon_steps == 0 or step >= cfg.epsilon_steps:
-        return cfg.epsilon_end
-    frac = step / cfg.epsilon_steps
-    return cfg.epsilon_start + frac * (cfg.epsilon_end - cfg.epsilon_start)
-
-
 @torch.no_grad()
 def soft_update(target: torch.nn.Module, online: torch.nn.Module, eta: float) -> None:
     """``theta- <- (1 - eta) theta- + eta theta`` for every parameter (in place)."""
     for t, o in zip(target.parameters(), online.parameters(), strict=True):
         t.lerp_(o, eta)
-
-
-def make_actor(
-    algo: Algorithm, cfg: TuneConfig, generator: torch.Generator, first_step: int, n_envs: int
-) -> ActFn:
-    """The behaviour policy: epsilon-greedy on the policy logits, or sampling from them (Boltzmann)."""
-    step = [first_step]
-
-    def act(outputs: torch.Tensor, prior_log_p: torch.Tensor) -> torch.Tensor:
-        logits = algo.policy_logits(outputs, prior_log_p)  # (B, V)
-        B, V = logits.shape
-        if cfg.exploration == "boltzmann":
-            probs = torch.softmax(logits.float(), dim=-1).cpu()
-            actions = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        else:
-            eps = epsilon_at(step[0], cfg)
-            greedy = logits.argmax(dim=-1).cpu()
-            explore = torch.rand(B, generator=generator) < eps
-            random_actions = torch.randint(V, (B,), generator=generator)
-            actions = torch.where(explore, random_actions, greedy)
-        step[0] += n_envs
-        return actions.to(logits.device)
-
-    return act
-
-
-def sampling_actor(algo: Algorithm, generator: torch.Generator) -> ActFn:
-    """The stochastic policy itself (temperature 1): what evaluation and ``generate`` sample from."""
-
-    def act(outputs: torch.Tensor, prior_log_p: torch.Tensor) -> torch.Tensor:
-        probs = torch.softmax(algo.policy_logits(outputs, prior_log_p).float(), dim=-1).cpu()
-        return torch.multinomial(probs, 1, generator=generator).squeeze(1).to(outputs.device)
-
-    return act
 
 
 def evaluate_policy(
@@ -127,13 +89,29 @@ def evaluate_policy(
     Returns:
         ``mean_log_p``: mean log p(a|s) under the prior per played step; ``mean_task_reward``: mean task reward
         per played step; ``mean_return``: mean task reward per episode (summed over its steps);
-        ``mean_length``: mean number of actions per episode.
+        ``mean_length``: mean number of actions per episode; ``mean_kl``: the exact ``KL(pi(.|s) || p(.|s))``
+        over the vocabulary, per played step (0 for the prior itself).
     """
     algo = get_algorithm(algorithm)
     env = BatchedEnv.for_domain(q_net, domain.prior, domain, n_episodes, device)
     generator = torch.Generator().manual_seed(seed)
     batch = env.rollout(sampling_actor(algo, generator), np.random.default_rng(seed))
-    return episode_summary(batch)
+    return {**episode_summary(batch), "mean_kl": _mean_kl(q_net, domain.prior, algo, batch, device)}
+
+
+@torch.no_grad()
+def _mean_kl(
+    q_net: Any, prior: Any, algo: Algorithm, batch: EpisodeBatch, device: torch.device | str
+) -> float:
+    """Mean exact ``KL(pi || p)`` per played step of sampled episodes (one forward of each network)."""
+    batch = batch.trimmed()
+    tokens = batch.tokens.to(device)
+    prior_log_p = torch.log_softmax(prior(tokens)[0][:, :-1].float(), dim=-1)  # (B, T, V) at s_0..s_{T-1}
+    outputs = q_net(tokens)[0][:, :-1].float()
+    log_pi = torch.log_softmax(algo.policy_logits(outputs, prior_log_p), dim=-1)
+    played = batch.mask.to(device).float()
+    kl = kl_divergence(log_pi, prior_log_p)  # (B, T)
+    return float((kl * played).sum() / played.sum().clamp_min(1.0))
 
 
 def episode_summary(batch: EpisodeBatch) -> dict[str, float]:
@@ -148,27 +126,54 @@ def episode_summary(batch: EpisodeBatch) -> dict[str, float]:
     }
 
 
-class _Learner:
-    """The networks, the optimiser and one gradient step: the loss of Eq. 4 / 11 / 13 via the target table."""
+class ValueLearner:
+    """The value family (Q, Psi, G, RL-only): replay, the loss of Eq. 4 / 11 / 13 via the target table, the
+    soft-updated target network. Follows :class:`~rltuner.rl.learner.Learner`."""
 
     def __init__(
-        self, prior: torch.nn.Module, algo: Algorithm, cfg: TuneConfig, device: torch.device
+        self,
+        prior: torch.nn.Module,
+        algo: Algorithm,
+        cfg: TuneConfig,
+        device: torch.device,
+        episode_length: int,
     ) -> None:
         self.algo = algo
         self.cfg = cfg
         self.device = device
-        self.reward_rnn = copy.deepcopy(prior).to(device).eval()  # the caller's prior stays untouched
-        for p in self.reward_rnn.parameters():
-            p.requires_grad_(False)
-        self.q_net = copy.deepcopy(self.reward_rnn).train()
-        for p in self.q_net.parameters():
-            p.requires_grad_(True)
+        self.episode_length = episode_length
+        self.q_net, self.reward_rnn = prior_copies(prior, device)
         self.target_net = copy.deepcopy(self.reward_rnn)
         self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=cfg.learning_rate)
+        self.replay = EpisodeReplay(cfg.replay_size, episode_length)
+
+    def make_env(self, domain: Domain, n_envs: int) -> BatchedEnv:
+        return BatchedEnv.for_domain(self.q_net, self.reward_rnn, domain, n_envs, self.device)
+
+    def actor(self, generator: torch.Generator, env_step: int) -> ActFn:
+        return make_actor(self.algo, self.cfg, generator, env_step, self.cfg.n_envs)
+
+    def exploration(self, env_step: int) -> float | None:
+        return epsilon_at(env_step, self.cfg)
+
+    def learn(self, batch: EpisodeBatch, counters: dict[str, Any], generator: torch.Generator) -> float:
+        """Store the round's episodes, then take the gradient steps that fell due (one per ``train_every``)."""
+        cfg = self.cfg
+        self.replay.add(batch)
+        learned = max(0, counters["env_steps"] - cfg.learning_starts)
+        due = learned // cfg.train_every - counters["gradient_steps"]
+        loss = float("nan")
+        for _ in range(due):
+            sample = self.replay.sample(cfg.batch_size // self.episode_length, generator)
+            loss = self.step(sample)
+            counters["gradient_steps"] += 1
+            counters["sample_updates"] += sample.n_transitions
+        return loss
 
     def step(self, batch: EpisodeBatch) -> float:
         """One gradient step on whole episodes; returns the loss (mean squared TD error over played steps)."""
         cfg, algo = self.cfg, self.algo
+        assert algo.reward is not None and algo.next_value is not None  # a value-family row
         batch = batch.trimmed()
         tokens = batch.tokens.to(self.device)  # (E, L+1): primer, a_0 .. a_{L-1}
         actions = tokens[:, 1:]  # (E, L)
@@ -197,13 +202,30 @@ class _Learner:
             q_taken = q_taken - offset[:, :-1]
         played = batch.mask.to(self.device).float()  # steps after the end carry no loss
         loss = ((q_taken - y).pow(2) * played).sum() / played.sum().clamp_min(1.0)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.q_net.parameters(), cfg.grad_clip)
-        self.optimizer.step()
+        gradient_step(loss, self.q_net, self.optimizer, cfg.grad_clip)
         soft_update(self.target_net, self.q_net, cfg.target_update_rate)
         return float(loss.detach())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "q_net": self.q_net.state_dict(),
+            "target_net": self.target_net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "replay": self.replay.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.q_net.load_state_dict(state["q_net"])
+        self.target_net.load_state_dict(state["target_net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.replay.load_state_dict(state["replay"])
+
+
+def make_learner(algo: Algorithm, cfg: TuneConfig, domain: Domain, device: torch.device) -> Learner:
+    """The learner of the algorithm's family, its network initialised from the domain's prior."""
+    if algo.family == "policy":
+        return PolicyLearner(domain.prior, algo, cfg, device, domain)
+    return ValueLearner(domain.prior, algo, cfg, device, domain.episode_length)
 
 
 def _default_domain() -> Domain:
@@ -218,14 +240,14 @@ def tune(
     out_dir: str | Path | None = None,
     resume: bool = False,
 ) -> TuneResult:
-    """RL-tune a prior with Q-learning, Psi-learning, G-learning or RL-only.
+    """RL-tune a prior with Q, Psi, G-learning or RL-only, or on-policy with REINFORCE-KL, RLOO or DAP.
 
     Args:
         config: the run's settings (default: the ``fast`` preset).
         domain: the prior, reward and primers (default: the music domain with the shipped Note RNN).
         out_dir: the run folder (config.json, metrics.jsonl/csv, tb/, model.safetensors, resume.pt);
             None writes nothing.
-        resume: continue the run saved in ``out_dir`` (its replay, optimiser, RNG states and counters); with
+        resume: continue the run saved in ``out_dir`` (its learner, optimiser, RNG states and counters); with
             the same seed and settings the result equals that of an uninterrupted run (exactly, on CPU).
             ``total_steps`` may be raised to train longer.
 
@@ -253,10 +275,8 @@ def tune(
         if not resume and (run_dir / RESUME_FILE).exists():
             raise RLTunerError(f"{run_dir} already holds a run: resume it or choose another folder")
 
-    L, n_envs = domain.episode_length, cfg.n_envs
-    learner = _Learner(domain.prior, algo, cfg, device)
-    env = BatchedEnv.for_domain(learner.q_net, learner.reward_rnn, domain, n_envs, device)
-    replay = EpisodeReplay(cfg.replay_size, L)
+    learner = make_learner(algo, cfg, domain, device)
+    env = learner.make_env(domain, cfg.n_envs)
     generator = torch.Generator().manual_seed(cfg.seed)
     np_rng = np.random.default_rng(cfg.seed)
     counters: dict[str, Any] = {
@@ -269,7 +289,7 @@ def tune(
     metrics: list[dict[str, Any]] = []
     if resume:
         assert run_dir is not None
-        _load_resume(run_dir / RESUME_FILE, learner, replay, generator, np_rng, counters, metrics, cfg)
+        _load_resume(run_dir / RESUME_FILE, learner, generator, np_rng, counters, metrics, cfg)
     if run_dir is not None:
         write_json_atomic(
             run_dir / "config.json",
@@ -285,11 +305,11 @@ def tune(
         row = {
             "env_step": counters["env_steps"], "sample_updates": counters["sample_updates"],
             "wall_s": round(counters["wall_s"] + time.perf_counter() - t0, 3), **ev,
-            "epsilon": epsilon_at(counters["env_steps"], cfg), "loss": None if math.isnan(loss) else loss,
+            "epsilon": learner.exploration(counters["env_steps"]), "loss": None if math.isnan(loss) else loss,
         }  # fmt: skip
         metrics.append(row)
         if writer is not None:
-            for key in ("mean_log_p", "mean_task_reward", "mean_return", "mean_length", "epsilon", "loss"):
+            for key in METRIC_COLUMNS[3:]:
                 if row[key] is not None:
                     writer.add_scalar(f"eval/{key}", row[key], counters["env_steps"])
             writer.flush()
@@ -301,7 +321,7 @@ def tune(
         counters_now = {**counters, "wall_s": counters["wall_s"] + time.perf_counter() - t0}
         _write_metrics(run_dir, metrics)
         _save_model(run_dir / MODEL_FILE, learner, cfg, domain, counters_now)
-        _save_resume(run_dir / RESUME_FILE, learner, replay, generator, np_rng, counters_now, metrics)
+        _save_resume(run_dir / RESUME_FILE, learner, cfg.algorithm, generator, np_rng, counters_now, metrics)
 
     t0 = time.perf_counter()
     loss = float("nan")
@@ -310,27 +330,23 @@ def tune(
         evaluate_now(loss)  # step 0: the prior-initialised network (Figure 2's first point)
         save()  # a resume state from the start: a double Ctrl-C before the first evaluation loses nothing
     bar = _progress(cfg, counters["env_steps"])
-    rates = {"t": time.perf_counter(), "steps": counters["env_steps"], "updates": counters["gradient_steps"]}
+    rates = {"t": time.perf_counter(), "steps": counters["env_steps"], "updates": counters["sample_updates"]}
     with deferred_sigint("stopping after this round and saving (Ctrl-C again to abort)") as stop:
         while counters["env_steps"] < cfg.total_steps and not stop[0]:
-            act = make_actor(algo, cfg, generator, counters["env_steps"], n_envs)
+            act = learner.actor(generator, counters["env_steps"])
             learner.q_net.eval()
             batch = env.rollout(act, np_rng)
             learner.q_net.train()
-            replay.add(batch)
             counters["env_steps"] += batch.n_transitions
-            learned = max(0, counters["env_steps"] - cfg.learning_starts)
-            due = learned // cfg.train_every - counters["gradient_steps"]
-            for _ in range(due):
-                sample = replay.sample(cfg.batch_size // L, generator)
-                loss = learner.step(sample)
-                counters["gradient_steps"] += 1
-                counters["sample_updates"] += sample.n_transitions
+            round_loss = learner.learn(batch, counters, generator)
+            loss = loss if math.isnan(round_loss) else round_loss
             check_not_diverged(learner.q_net, loss, counters["gradient_steps"], run_dir)  # before any save
             if counters["env_steps"] >= counters["next_eval"] or counters["env_steps"] >= cfg.total_steps:
                 evaluate_now(loss)
                 save()
-            _update_progress(bar, rates, counters, batch, cfg, loss)
+            _update_progress(
+                bar, rates, counters, batch, cfg, loss, learner.exploration(counters["env_steps"])
+            )
     if stop[0] and counters["env_steps"] < cfg.total_steps:
         interrupted = True
         save()
@@ -365,23 +381,24 @@ def _update_progress(
     batch: EpisodeBatch,
     cfg: TuneConfig,
     loss: float,
+    exploration: float | None,
 ) -> None:
     if bar is None:
         return
     now = time.perf_counter()
     dt = max(now - rates["t"], 1e-9)
-    upd_s = (counters["gradient_steps"] - rates["updates"]) * cfg.batch_size / dt
+    upd_s = (counters["sample_updates"] - rates["updates"]) / dt
     summary = episode_summary(batch)
     bar.set_postfix(
         {
             "upd/s": f"{upd_s:.3g}", "logp": f"{summary['mean_log_p']:.3f}",
             "r_T/ep": f"{summary['mean_return']:.3f}", "len": f"{summary['mean_length']:.1f}",
-            "eps": f"{epsilon_at(counters['env_steps'], cfg):.3f}", "loss": f"{loss:.3g}",
+            **({"eps": f"{exploration:.3f}"} if exploration is not None else {}), "loss": f"{loss:.3g}",
         },
         refresh=False,
     )  # fmt: skip
     bar.update(min(counters["env_steps"], cfg.total_steps) - bar.n)
-    rates.update(t=now, steps=counters["env_steps"], updates=counters["gradient_steps"])
+    rates.update(t=now, steps=counters["env_steps"], updates=counters["sample_updates"])
 
 
 def _tensorboard(run_dir: Path | None, cfg: TuneConfig) -> Any:
@@ -404,7 +421,7 @@ def _write_metrics(run_dir: Path, metrics: list[dict[str, Any]]) -> None:
 
 
 def _save_model(
-    path: Path, learner: _Learner, cfg: TuneConfig, domain: Domain, counters: dict[str, Any]
+    path: Path, learner: Learner, cfg: TuneConfig, domain: Domain, counters: dict[str, Any]
 ) -> None:
     from rltuner.models.checkpoint import save_checkpoint
 
@@ -419,31 +436,27 @@ def _save_model(
 
 def _save_resume(
     path: Path,
-    learner: _Learner,
-    replay: EpisodeReplay,
+    learner: Learner,
+    algorithm: str,
     generator: torch.Generator,
     np_rng: np.random.Generator,
     counters: dict[str, Any],
     metrics: list[dict[str, Any]],
 ) -> None:
     state = {
-        "q_net": learner.q_net.state_dict(),
-        "target_net": learner.target_net.state_dict(),
-        "optimizer": learner.optimizer.state_dict(),
-        "replay": replay.state_dict(),
+        **learner.state_dict(),
         "torch_rng": generator.get_state(),
         "numpy_rng": json.dumps(np_rng.bit_generator.state),  # 128-bit ints: kept as text
         "counters": json.dumps(counters),
         "metrics": json.dumps(metrics),
-        "algorithm": learner.cfg.algorithm,
+        "algorithm": algorithm,
     }
     save_training_state(path, state)
 
 
 def _load_resume(
     path: Path,
-    learner: _Learner,
-    replay: EpisodeReplay,
+    learner: Learner,
     generator: torch.Generator,
     np_rng: np.random.Generator,
     counters: dict[str, Any],
@@ -456,10 +469,7 @@ def _load_resume(
             raise RLTunerError(
                 f"the run in {path.parent} used algorithm {state['algorithm']}, not {cfg.algorithm}"
             )
-        learner.q_net.load_state_dict(state["q_net"])
-        learner.target_net.load_state_dict(state["target_net"])
-        learner.optimizer.load_state_dict(state["optimizer"])
-        replay.load_state_dict(state["replay"])
+        learner.load_state_dict(state)
         generator.set_state(state["torch_rng"])
         np_rng.bit_generator.state = json.loads(state["numpy_rng"])
         counters.update(json.loads(state["counters"]))

@@ -140,6 +140,18 @@ def decode_batch(tokens: np.ndarray, vocab: Vocabulary) -> tuple[list[str], np.n
     return strings, broken
 
 
+def molecule_score_range(cfg: Any) -> tuple[float, float]:
+    """The range of r_T that ``dap``'s sequence score S maps onto [0, 1] (``docs/onpolicy.md``).
+
+    Low: an invalid string (``-w_invalid``); high: a valid molecule with perfect QED, SA and logP and no
+    penalty (``w_valid + w_qed + w_sa + w_logp * logp_max / logp_scale``; 4.5 with the defaults). Molecules
+    that collect penalties below the invalid score are clipped to S = 0.
+    """
+    w = cfg.weights
+    high = w.valid + w.qed + w.sa + w.logp * cfg.logp_max / cfg.logp_scale
+    return -w.invalid, high
+
+
 def molecule_domain(
     prior: Any = None,
     *,
@@ -187,7 +199,7 @@ def molecule_domain(
         name="molecules", vocab_size=len(vocab), prior=model, make_reward=make_reward,
         sample_primers=bos_primers, episode_length=max_length, eos_token=EOS_ID, pad_token=PAD_ID,
         meta={"primer": "<bos>", "max_length": max_length, "vocabulary": list(vocab.tokens)},
-        reward_config={"molecules": to_dict(cfg)},
+        reward_config={"molecules": to_dict(cfg)}, score_range=molecule_score_range(cfg),
     )  # fmt: skip
     domain.validate()
     return domain

@@ -1,0 +1,77 @@
+"""What the training loop (:func:`rltuner.rl.tuner.tune`) needs of an algorithm family: the :class:`Learner`.
+
+The loop plays a round of episodes with the learner's behaviour policy, hands the batch to
+:meth:`Learner.learn`, and evaluates, checkpoints and resumes the same way for every family. The value family
+(Q, Psi, G, RL-only: replay + TD targets) is :class:`rltuner.rl.tuner.ValueLearner`; the policy family
+(REINFORCE-KL, RLOO, DAP: on-policy) is :class:`rltuner.rl.onpolicy.PolicyLearner`.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Protocol
+
+import torch
+
+from rltuner.domains.base import Domain
+from rltuner.rl.env import ActFn, BatchedEnv
+from rltuner.rl.replay import EpisodeBatch
+
+
+class Learner(Protocol):
+    """The networks, the optimiser and the update of one algorithm family.
+
+    Attributes:
+        q_net: the trained network (Prior interface), initialised from the prior; the env steps it.
+        reward_rnn: the frozen prior, supplying ``log p(a|s)``.
+    """
+
+    q_net: torch.nn.Module
+    reward_rnn: torch.nn.Module
+
+    def make_env(self, domain: Domain, n_envs: int) -> BatchedEnv:
+        """The environment the loop plays rounds in (the learner's network and the frozen prior)."""
+        ...
+
+    def actor(self, generator: torch.Generator, env_step: int) -> ActFn:
+        """The behaviour policy of the next round, which starts at ``env_step``."""
+        ...
+
+    def learn(self, batch: EpisodeBatch, counters: dict[str, Any], generator: torch.Generator) -> float:
+        """Learn from one round; add to ``counters['gradient_steps']`` and ``['sample_updates']``.
+
+        Returns the last gradient step's loss, NaN when the round made none.
+        """
+        ...
+
+    def exploration(self, env_step: int) -> float | None:
+        """The exploration rate logged with the metrics (epsilon), None when the family has none."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything to resume: tensors and plain values only (``torch.load(weights_only=True)``)."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def prior_copies(prior: torch.nn.Module, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """``(trainable, frozen)`` copies of the prior on ``device``; the caller's prior stays untouched."""
+    frozen = copy.deepcopy(prior).to(device).eval()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    trainable = copy.deepcopy(frozen).train()
+    for p in trainable.parameters():
+        p.requires_grad_(True)
+    return trainable, frozen
+
+
+def gradient_step(
+    loss: torch.Tensor, net: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float
+) -> None:
+    """Back-propagate ``loss``, clip the gradient's L2 norm to ``grad_clip`` (0: no clipping), step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    optimizer.step()
