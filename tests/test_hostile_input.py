@@ -275,9 +275,9 @@ def test_6_nan_loss_stops_tuning_and_keeps_the_last_good_checkpoint(
     from rltuner.rl.config import TuneConfig
 
     calls = {"n": 0}
-    original = tuner._Learner.step
+    original = tuner.ValueLearner.step
 
-    def poisoned(self: tuner._Learner, batch: object) -> float:
+    def poisoned(self: tuner.ValueLearner, batch: object) -> float:
         calls["n"] += 1
         if calls["n"] >= 3:
             with torch.no_grad():
@@ -285,7 +285,7 @@ def test_6_nan_loss_stops_tuning_and_keeps_the_last_good_checkpoint(
             return float("nan")
         return original(self, batch)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(tuner._Learner, "step", poisoned)
+    monkeypatch.setattr(tuner.ValueLearner, "step", poisoned)
     cfg = TuneConfig(
         total_steps=2048, n_envs=8, batch_size=64, train_every=128, eval_every=256, eval_episodes=4,
         epsilon_steps=512, replay_size=1024, tensorboard=False, progress=False,

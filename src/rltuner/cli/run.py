@@ -25,7 +25,7 @@ from rltuner.cli.options import SEED, device_option, domain_option
     "--algorithms",
     default="q,psi,g,rl-only",
     show_default=True,
-    help="Comma-separated algorithms to tune: q, psi, g, rl-only.",
+    help="Comma-separated algorithms to tune (the value-family rows of the algorithm table).",
 )
 @click.option(
     "--samples",

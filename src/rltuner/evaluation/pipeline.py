@@ -37,10 +37,13 @@ from rltuner.devices import DEVICE_CHOICES, resolve_device
 from rltuner.encoding import STEPS_PER_BAR
 from rltuner.errors import ConfigError, RLTunerError
 from rltuner.fileio import atomic_path, ensure_writable_dir, write_json_atomic
+from rltuner.rl.targets import ALGORITHMS as _TABLE
 
 log = logging.getLogger(__name__)
 
-ALGORITHMS = ("q", "psi", "g", "rl-only")
+# The paper's job tunes every value-family row of the algorithm table (Q, Psi, G, RL-only); the on-policy rows
+# are compared with them by `rltuner compare`.
+ALGORITHMS = tuple(a.name for a in _TABLE.values() if a.family == "value")
 QUICK_STEPS = 8_192
 QUICK_SAMPLES = 1_000
 # 20,000 per model keeps the whole job within 15 minutes on 2 cores; `rltuner evaluate` defaults to 100,000

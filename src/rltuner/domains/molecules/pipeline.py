@@ -23,10 +23,13 @@ from rltuner.devices import DEVICE_CHOICES, resolve_device
 from rltuner.errors import ConfigError
 from rltuner.evaluation.pipeline import _bind_tune, _Stages, file_digest, fingerprint, model_key, versions
 from rltuner.fileio import ensure_writable_dir, write_json_atomic
+from rltuner.rl.targets import ALGORITHMS as _TABLE
 
 log = logging.getLogger(__name__)
 
-ALGORITHMS = ("q", "psi", "g", "rl-only")
+# The paper's job tunes every value-family row of the algorithm table (Q, Psi, G, RL-only); the on-policy rows
+# are compared with them by `rltuner compare`.
+ALGORITHMS = tuple(a.name for a in _TABLE.values() if a.family == "value")
 QUICK_STEPS = 20_000
 QUICK_SAMPLES = 300
 RUN_SAMPLES = 5_000
