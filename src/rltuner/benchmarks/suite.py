@@ -137,12 +137,12 @@ def read_sections(path: str | Path) -> dict[str, str]:
     if not p.is_file():
         return {}
     text = p.read_text(encoding="utf-8").split(KEPT_MARKER, 1)[0]
-    header = "\n".join(line for line in text.split("## ", 1)[0].splitlines() if line.startswith("- "))
+    header = "; ".join(line[2:] for line in text.split("## ", 1)[0].splitlines() if line.startswith("- "))
     out: dict[str, str] = {}
     for chunk in text.split("\n## ")[1:]:
         topic, _, body = chunk.partition("\n")
-        if "Measured by" not in body.split("|", 1)[0] and header:
-            body = "\n" + header.replace("\n", "; ") + "\n" + body
+        if "measured" not in body.split("|", 1)[0].lower() and header:  # no provenance of its own
+            body = f"\nMeasured with the file's earlier run: {header}.\n" + body
         out[topic.strip()] = f"## {topic.strip()}\n{body}"
     return out
 
