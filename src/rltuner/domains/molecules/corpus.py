@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from rltuner.config import field
 from rltuner.data.dataset import _flatten, _make_readable, _unflatten, cache_dir, manifest_path
-from rltuner.domains.molecules.smiles import MAX_LENGTH, Vocabulary, tokenize
+from rltuner.domains.molecules.smiles import MAX_LENGTH, SPECIAL_TOKENS, Vocabulary, tokenize
 from rltuner.errors import ConfigError, DatasetError, RLTunerError
 from rltuner.fileio import atomic_path, ensure_writable_dir, write_json_atomic
 
@@ -194,6 +194,58 @@ def _canonical_chunk(smiles: Sequence[str]) -> list[str | None]:
     return out
 
 
+def _prepare_chunk(args: tuple[Sequence[str], int]) -> tuple[list[str | None], list[int], set[str]]:
+    """A worker's first pass: canonical SMILES (None: invalid), their token counts, and the tokens of the
+    molecules within ``max_length`` tokens (the vocabulary is the union of these over all chunks)."""
+    smiles, max_length = args
+    canon = _canonical_chunk(smiles)
+    lengths: list[int] = []
+    tokens: set[str] = set()
+    for c in canon:
+        toks = tokenize(c) if c is not None else []
+        lengths.append(len(toks))
+        if len(toks) <= max_length:
+            tokens.update(toks)
+    return canon, lengths, tokens
+
+
+def _encode_chunk(args: tuple[Sequence[str], tuple[str, ...]]) -> tuple[np.ndarray, np.ndarray]:
+    """A worker's second pass: the token ids of each SMILES, flat (int8), and each one's length."""
+    smiles, vocab_tokens = args
+    index = {t: i for i, t in enumerate(vocab_tokens)}
+    flat: list[int] = []
+    lengths = np.empty(len(smiles), dtype=np.int64)
+    for k, smi in enumerate(smiles):
+        ids = [index[t] for t in tokenize(smi)]
+        flat.extend(ids)
+        lengths[k] = len(ids)
+    return np.asarray(flat, dtype=np.int8), lengths
+
+
+def _map_chunks(
+    fn: Any, chunks: list[Any], jobs: int, sizes: list[int], desc: str, progress: bool
+) -> list[Any]:
+    """``fn`` over ``chunks`` in order, in ``jobs`` worker processes (0: one per core), with a progress bar."""
+    from tqdm import tqdm
+
+    workers = jobs or (os.cpu_count() or 1)
+    out: list[Any] = []
+    with tqdm(total=sum(sizes), unit="mol", unit_scale=True, desc=desc, disable=not progress) as bar:
+        if workers == 1 or len(chunks) == 1:
+            for chunk, size in zip(chunks, sizes, strict=True):
+                out.append(fn(chunk))
+                bar.update(size)
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for result, size in zip(pool.map(fn, chunks), sizes, strict=True):
+                    out.append(result)
+                    bar.update(size)
+    return out
+
+
+CHUNK = 20_000  # molecules per worker task
+
+
 def canonicalize(smiles: Sequence[str], jobs: int = 0, progress: bool = False) -> list[str | None]:
     """RDKit canonical SMILES of each string (None where invalid), in order, over ``jobs`` processes.
 
@@ -349,21 +401,29 @@ def build_molecule_dataset(
     if config.limit:
         raw = raw[: config.limit]
     counts["read"] = len(raw) + counts["empty"] + counts["line_too_long"]
-    canon = canonicalize(raw, config.jobs, progress)
+    # Pass 1 in workers: canonicalise, count tokens, collect the tokens of the molecules short enough.
+    parts = [raw[i : i + CHUNK] for i in range(0, len(raw), CHUNK)]
+    prepared = _map_chunks(
+        _prepare_chunk, [(part, config.max_length) for part in parts], config.jobs, [len(p) for p in parts],
+        "canonicalise", progress,
+    )  # fmt: skip
     kept: dict[str, None] = {}
-    for s in canon:
-        if s is None:
-            counts["invalid"] += 1
-        elif s in kept:
-            counts["duplicate"] += 1
-        elif len(tokenize(s)) > config.max_length:
-            counts["too_long"] += 1
-        else:
-            kept[s] = None
+    seen_tokens: set[str] = set()
+    for canon, lengths, tokens in prepared:
+        seen_tokens |= tokens
+        for c, n in zip(canon, lengths, strict=True):
+            if c is None:
+                counts["invalid"] += 1
+            elif c in kept:
+                counts["duplicate"] += 1
+            elif n > config.max_length:
+                counts["too_long"] += 1
+            else:
+                kept[c] = None
     if not kept:
         drops = ", ".join(f"{r} {counts[r]}" for r in DROP_REASONS if counts[r]) or "nothing read"
         raise DatasetError(f"no usable molecule in {config.source} ({drops})")
-    vocab = Vocabulary.from_smiles(kept)
+    vocab = Vocabulary(SPECIAL_TOKENS + tuple(sorted(seen_tokens)))
     if len(vocab) > 127:
         raise DatasetError(f"{config.source} has {len(vocab)} distinct tokens; at most 127 are supported")
     molecules = list(kept)
@@ -372,7 +432,15 @@ def build_molecule_dataset(
         n_valid = min(max(n_valid, 1), len(molecules) - 1)
     order = sorted(range(len(molecules)), key=lambda i: _split_key(molecules[i], config.seed))
     chosen = set(order[:n_valid])
-    encoded = [vocab.encode(s, bos=False, eos=False).astype(np.int8) for s in molecules]
+    # Pass 2 in workers: token ids with the final vocabulary.
+    mol_parts = [molecules[i : i + CHUNK] for i in range(0, len(molecules), CHUNK)]
+    coded = _map_chunks(
+        _encode_chunk, [(part, vocab.tokens) for part in mol_parts], config.jobs, [len(p) for p in mol_parts],
+        "tokenise", progress,
+    )  # fmt: skip
+    flat = np.concatenate([f for f, _ in coded])
+    lengths = np.concatenate([n for _, n in coded])
+    encoded = np.split(flat, np.cumsum(lengths)[:-1])
     train = [e for i, e in enumerate(encoded) if i not in chosen]
     valid = [e for i, e in enumerate(encoded) if i in chosen]
     counts["kept"] = len(molecules)
