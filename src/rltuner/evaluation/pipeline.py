@@ -75,26 +75,14 @@ class PipelineConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on nonsense settings, before any work starts."""
-        if not self.out:
-            raise ConfigError("out: a run folder is needed")
-        if not self.algorithms:
-            raise ConfigError("algorithms: name at least one of " + ", ".join(ALGORITHMS))
-        for a in self.algorithms:
-            if a not in ALGORITHMS:
-                raise ConfigError(f"algorithms: unknown algorithm {a!r}; choose from {', '.join(ALGORITHMS)}")
-        if len(set(self.algorithms)) != len(self.algorithms):
-            raise ConfigError("algorithms: an algorithm is named twice")
-        for name in ("samples", "steps"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name} must be at least 1, got {value}")
+        validate_run_settings(
+            self.out, self.algorithms, ALGORITHMS, {"samples": self.samples, "steps": self.steps}, self.device
+        )
         if self.length < 2:
             raise ConfigError(f"length must be at least 2, got {self.length}")
         for name in ("muspy_samples", "audio_per_model", "midi_per_model"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
-        if self.device not in DEVICE_CHOICES:
-            raise ConfigError(f"device must be cpu, cuda or auto, not {self.device!r}")
 
     @property
     def n_samples(self) -> int:
@@ -288,13 +276,7 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
 
     # 1. tuning (each run depends on its settings, the prior and the code; a changed run starts afresh)
     tune_inputs = {k: fingerprint(to_dict(c), prior_id, code) for k, c in tune_cfgs.items()}
-    ran = []
-    for key, folder in tune_dirs.items():
-        name = f"tune/{key}"
-        fresh = config.force or (name in stages.done and not stages.is_current(name, tune_inputs[key]))
-        stages.changed = False  # tuning runs are independent of each other
-        ran.append(stages.run(name, _bind_tune(tune_cfgs[key], domain, folder, fresh), tune_inputs[key]))
-    stages.changed = any(ran)
+    run_tune_stages(stages, tune_dirs, tune_cfgs, tune_inputs, domain, config.force)
     later = fingerprint(_inputs_config(config), prior_id, code, tune_inputs)
 
     # 2. evaluation
@@ -400,6 +382,45 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
     report = write_report(run_dir / "report.html", data)
     log.info("report: %s", report)
     return report
+
+
+def run_tune_stages(
+    stages: _Stages,
+    tune_dirs: dict[str, Path],
+    tune_cfgs: dict[str, Any],
+    tune_inputs: dict[str, str],
+    domain: Any,
+    force: bool,
+) -> None:
+    """The ``tune/<key>`` stages: each runs unless it finished with the same inputs; a run whose inputs changed
+    starts afresh (its old folder is removed), an interrupted one resumes. Later stages run when any did."""
+    ran = []
+    for key, folder in tune_dirs.items():
+        name = f"tune/{key}"
+        fresh = force or (name in stages.done and not stages.is_current(name, tune_inputs[key]))
+        stages.changed = False  # tuning runs are independent of each other
+        ran.append(stages.run(name, _bind_tune(tune_cfgs[key], domain, folder, fresh), tune_inputs[key]))
+    stages.changed = any(ran)
+
+
+def validate_run_settings(
+    out: str, algorithms: Sequence[str], known: Sequence[str], sizes: dict[str, int | None], device: str
+) -> None:
+    """The checks every main job shares: a run folder, known algorithms named once, positive sizes, a device."""
+    if not out:
+        raise ConfigError("out: a run folder is needed")
+    if not algorithms:
+        raise ConfigError("algorithms: name at least one of " + ", ".join(known))
+    for a in algorithms:
+        if a not in known:
+            raise ConfigError(f"algorithms: unknown algorithm {a!r}; choose from {', '.join(known)}")
+    if len(set(algorithms)) != len(algorithms):
+        raise ConfigError("algorithms: an algorithm is named twice")
+    for name, value in sizes.items():
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be at least 1, got {value}")
+    if device not in DEVICE_CHOICES:
+        raise ConfigError(f"device must be cpu, cuda or auto, not {device!r}")
 
 
 def _bind_tune(tune_config: Any, domain: Any, folder: Path, force: bool) -> Callable[[], None]:

@@ -19,9 +19,16 @@ from typing import Any
 import numpy as np
 
 from rltuner.config import field, to_dict
-from rltuner.devices import DEVICE_CHOICES, resolve_device
-from rltuner.errors import ConfigError
-from rltuner.evaluation.pipeline import _bind_tune, _Stages, file_digest, fingerprint, model_key, versions
+from rltuner.devices import resolve_device
+from rltuner.evaluation.pipeline import (
+    _Stages,
+    file_digest,
+    fingerprint,
+    model_key,
+    run_tune_stages,
+    validate_run_settings,
+    versions,
+)
 from rltuner.fileio import ensure_writable_dir, write_json_atomic
 from rltuner.rl.targets import ALGORITHMS as _TABLE
 
@@ -51,18 +58,9 @@ class MoleculeRunConfig:
     force: bool = field(False, "redo every stage")
 
     def validate(self) -> None:
-        if not self.out:
-            raise ConfigError("out: a run folder is needed")
-        if not self.algorithms or any(a not in ALGORITHMS for a in self.algorithms):
-            raise ConfigError(f"algorithms: name one or more of {', '.join(ALGORITHMS)}")
-        if len(set(self.algorithms)) != len(self.algorithms):
-            raise ConfigError("algorithms: an algorithm is named twice")
-        for name in ("samples", "steps"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name} must be at least 1, got {value}")
-        if self.device not in DEVICE_CHOICES:
-            raise ConfigError(f"device must be cpu, cuda or auto, not {self.device!r}")
+        validate_run_settings(
+            self.out, self.algorithms, ALGORITHMS, {"samples": self.samples, "steps": self.steps}, self.device
+        )
 
     @property
     def n_samples(self) -> int:
@@ -116,13 +114,7 @@ def run_molecule_pipeline(config: MoleculeRunConfig, *, command: str | None = No
     tune_inputs = {
         k: fingerprint(to_dict(c), prior_id, code, domain.reward_config) for k, c in tune_cfgs.items()
     }
-    ran = []
-    for key, folder in tune_dirs.items():
-        name = f"tune/{key}"
-        fresh = config.force or (name in stages.done and not stages.is_current(name, tune_inputs[key]))
-        stages.changed = False
-        ran.append(stages.run(name, _bind_tune(tune_cfgs[key], domain, folder, fresh), tune_inputs[key]))
-    stages.changed = any(ran)
+    run_tune_stages(stages, tune_dirs, tune_cfgs, tune_inputs, domain, config.force)
     settings_in = {k: v for k, v in asdict(config).items() if k not in ("out", "force")}
     later = fingerprint(settings_in, prior_id, code, tune_inputs)
 
