@@ -95,13 +95,25 @@ def read_metrics(run_dir: PathLike) -> list[dict[str, float]]:
     return rows
 
 
-def figure2(runs: Mapping[str, PathLike | Sequence[Mapping[str, float]]], path: PathLike) -> Path:
+def figure2(
+    runs: Mapping[str, PathLike | Sequence[Mapping[str, float]]],
+    path: PathLike,
+    *,
+    reward_key: str = "mean_task_reward",
+    ylabels: tuple[str, str] = ("mean log p(a|s) under the Note RNN", "mean r_MT per step"),
+    titles: tuple[str, str] = ("(a) data probability", "(b) music-theory reward"),
+    xlabel: str = "environment steps (notes played)",
+    uniform_log_p: float | None = -math.log(NUM_CLASSES),
+) -> Path:
     """The paper's Figure 2: (a) mean log p(a|s) and (b) mean r_MT against environment steps.
 
     Args:
         runs: algorithm name -> its run folder (or ``metrics.jsonl``) or already-read metric rows, each with
-            ``env_step``, ``mean_log_p`` and ``mean_task_reward``.
+            ``env_step``, ``mean_log_p`` and ``reward_key``.
         path: PNG to write.
+        reward_key, ylabels, titles, xlabel: what panel (b) shows and the labels (the defaults: melodies;
+            another domain passes its own, e.g. ``mean_return`` per molecule).
+        uniform_log_p: a dotted line at the uniform policy's log p in panel (a) (None: no line).
 
     Raises:
         ConfigError: no runs, or a run without those columns.
@@ -117,14 +129,15 @@ def figure2(runs: Mapping[str, PathLike | Sequence[Mapping[str, float]]], path: 
             plt.close(fig)
             raise ConfigError(f"the training log of {name!r} has no rows with env_step and mean_log_p")
         steps = [float(r["env_step"]) for r in rows]
-        for ax, key in zip(axes, ("mean_log_p", "mean_task_reward"), strict=True):
+        for ax, key in zip(axes, ("mean_log_p", reward_key), strict=True):
             values = [float(r.get(key, math.nan)) for r in rows]
             ax.plot(steps, values, marker="o", ms=3, color=_colour(name, i), label=model_label(name))
-    axes[0].axhline(-math.log(NUM_CLASSES), color="grey", ls=":", lw=1, label="uniform policy")
-    axes[0].set_ylabel("mean log p(a|s) under the Note RNN")
-    axes[1].set_ylabel("mean r_MT per step")
-    for ax, title in zip(axes, ("(a) data probability", "(b) music-theory reward"), strict=True):
-        ax.set_xlabel("environment steps (notes played)")
+    if uniform_log_p is not None:
+        axes[0].axhline(uniform_log_p, color="grey", ls=":", lw=1, label="uniform policy")
+    for ax, ylabel in zip(axes, ylabels, strict=True):
+        ax.set_ylabel(ylabel)
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_xlabel(xlabel)
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from rltuner.evaluation.figures import _colour, _pyplot, _save, model_label, read_metrics
+from rltuner.evaluation.figures import _colour, _pyplot, _save, figure2, model_label
 from rltuner.evaluation.report import _CSS, _img, _missing, _table
 from rltuner.fileio import write_text_atomic
 
@@ -31,24 +30,13 @@ PROPERTIES = (
 
 
 def reward_curves(runs: Mapping[str, PathLike], path: PathLike) -> Path:
-    """(a) mean log p(a|s) under the prior and (b) mean r_T per molecule, against environment steps."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for i, (name, run) in enumerate(runs.items()):
-        rows = [r for r in read_metrics(run) if r.get("env_step") is not None]
-        steps = [float(r["env_step"]) for r in rows]
-        for ax, key in zip(axes, ("mean_log_p", "mean_return"), strict=True):
-            ax.plot(steps, [float(r.get(key, math.nan)) for r in rows], marker="o", ms=3,
-                    color=_colour(name, i), label=model_label(name))  # fmt: skip
-    axes[0].set_ylabel("mean log p(a|s) under the prior")
-    axes[1].set_ylabel("mean r_T per molecule")
-    for ax, title in zip(axes, ("(a) data probability", "(b) chemistry reward"), strict=True):
-        ax.set_xlabel("environment steps (tokens played)")
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
+    """Figure 2 for molecules: (a) mean log p(a|s) under the prior, (b) mean r_T per molecule, against steps."""
+    return figure2(
+        runs, path, reward_key="mean_return",
+        ylabels=("mean log p(a|s) under the prior", "mean r_T per molecule"),
+        titles=("(a) data probability", "(b) chemistry reward"), xlabel="environment steps (tokens played)",
+        uniform_log_p=None,
+    )  # fmt: skip
 
 
 def property_histograms(props: Mapping[str, Mapping[str, np.ndarray]], path: PathLike) -> Path:
