@@ -37,15 +37,15 @@ def _cores() -> int:
 
 
 @contextmanager
-def cpu_burner(n: int = BURNERS) -> Iterator[None]:
-    """``n`` processes that spin on the CPU for the duration of the ``with`` block."""
+def cpu_burner(n: int = BURNERS) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``n`` processes that spin on the CPU for the duration of the ``with`` block (yields them)."""
     procs = [
         subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
         for _ in range(n)
     ]
     try:
         time.sleep(0.5)  # let them start spinning
-        yield
+        yield procs
     finally:
         for p in procs:
             p.kill()
