@@ -27,7 +27,7 @@ from typing import Any
 from rltuner.config import result_inputs, to_dict
 from rltuner.errors import ConfigError
 from rltuner.fileio import ensure_writable_dir, write_json_atomic, write_text_atomic
-from rltuner.threads import DEFAULT_THREADS, check_threads
+from rltuner.threads import DEFAULT_THREADS, check_threads, using_threads
 
 POINT_VERSION = 1
 
@@ -182,7 +182,8 @@ def run_comparison(
     reference_inputs = {"domain": cfg.domain, "prior": p_hash, "episodes": cfg.eval_episodes}
     prior_eval = _load_if_same(reference_file, reference_inputs)
     if prior_eval is None:
-        prior_eval = {"metrics": [evaluate_policy(domain.prior, domain, "q", cfg.eval_episodes, seed=0)]}
+        with using_threads(cfg.threads):
+            prior_eval = {"metrics": [evaluate_policy(domain.prior, domain, "q", cfg.eval_episodes, seed=0)]}
         write_json_atomic(reference_file, {"inputs": reference_inputs, **prior_eval})
     todo = grid(cfg)
     bar = _bar(progress, len(todo))
