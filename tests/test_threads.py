@@ -193,7 +193,7 @@ def test_threads_benchmark_rows_are_ratios_of_the_same_run(monkeypatch: pytest.M
                      (2, "PASSIVE", False), (2, "PASSIVE", True)]  # fmt: skip
     assert [round(r["value"], 3) for r in rows] == [1.2, 9.0, 1.2]
     assert rows[0]["met"] is True and rows[0]["goal"] == "<= 1.5x" and rows[1]["met"] is None
-    assert "6.0x the default policy's busy time" in rows[1]["detail"]
+    assert "0.8x quiet and 6.0x busy the default policy's time" in rows[1]["detail"]
 
 
 def test_cpu_burner_spins_and_stops() -> None:
@@ -205,3 +205,20 @@ def test_cpu_burner_spins_and_stops() -> None:
         ticks = int(Path(f"/proc/{pid}/stat").read_text().split()[13]) if Path("/proc").is_dir() else 1
         assert ticks > 0  # it used CPU time in its first half second
     assert all(p.returncode is not None for p in procs)
+
+
+def test_a_quiet_slice_that_timed_out_has_no_ratio(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rltuner.benchmarks import threads as bench
+
+    @contextmanager
+    def no_burner(n: int = 1) -> Iterator[list[Any]]:
+        yield []
+
+    def fake_slice(threads: int, wait: str | None, quick: bool) -> tuple[float, dict[str, str]]:
+        return (bench.SLICE_TIMEOUT_S if wait is None else 2.0), {}
+
+    monkeypatch.setattr(bench, "run_slice", fake_slice)
+    monkeypatch.setattr(bench, "cpu_burner", no_burner)
+    rows = bench.measure()
+    assert rows[1]["value"] != rows[1]["value"] and "at least" in rows[1]["detail"]  # NaN: no ratio
+    assert rows[0]["value"] == 1.0 and rows[2]["value"] == 1.0
