@@ -180,7 +180,7 @@ def test_threads_benchmark_rows_are_ratios_of_the_same_run(monkeypatch: pytest.M
         yield []
         burning[0] = False
 
-    def fake_slice(threads: int, wait: str | None, quick: bool) -> tuple[float, dict[str, str]]:
+    def fake_slice(threads: int, wait: str | None, quick: bool, limit: float) -> tuple[float, dict[str, str]]:
         calls.append((threads, wait, burning[0]))
         base = 2.0 if threads == 1 else 1.6
         return base * (busy[wait] if burning[0] else 1.0), {"threads": str(threads), "wait": str(wait)}
@@ -214,8 +214,9 @@ def test_a_quiet_slice_that_timed_out_has_no_ratio(monkeypatch: pytest.MonkeyPat
     def no_burner(n: int = 1) -> Iterator[list[Any]]:
         yield []
 
-    def fake_slice(threads: int, wait: str | None, quick: bool) -> tuple[float, dict[str, str]]:
-        return (bench.SLICE_TIMEOUT_S if wait is None else 2.0), {}
+    def fake_slice(threads: int, wait: str | None, quick: bool, limit: float) -> tuple[float, dict[str, str]]:
+        assert limit == (600.0 if threads == 1 else bench.MIN_LIMIT_S)  # 10 x 2.0 s is below the minimum
+        return (limit if wait is None else 2.0), {}
 
     monkeypatch.setattr(bench, "run_slice", fake_slice)
     monkeypatch.setattr(bench, "cpu_burner", no_burner)

@@ -4,7 +4,8 @@ Each slice runs in a fresh Python process, because OpenMP reads its wait policy 
 default policy (:mod:`rltuner.threads`: 1 thread, ``OMP_WAIT_POLICY=PASSIVE``), the old default (one thread
 per core, the wait policy unset: the collapse of issue 15), and one thread per core with the passive policy
 (what the wait policy alone recovers). The burner is one process spinning in a Python loop. Every figure is a
-ratio of two slices of the same run.
+ratio of two slices of the same run. A slice of the other policies slower than 10x the default policy's quiet
+one (at least 60 s) is a collapse: it is stopped there and reported as "at least".
 
 Run with ``rltuner bench --only threads`` or ``python -m rltuner.benchmarks.threads [--quick]``.
 """
@@ -25,7 +26,10 @@ from rltuner.threads import DEFAULT_THREADS, WAIT_POLICY_VAR
 SLICE_STEPS = 16_384  # two rounds of the fast preset's 256 environments: ~3 s on one quiet Xeon core
 QUICK_STEPS = 1_024
 GOAL_RATIO = 1.5  # issue 15: busy <= 1.5x the quiet time with the default policy
-SLICE_TIMEOUT_S = 60.0  # a collapsed slice is stopped here and reported as at least this long
+MIN_LIMIT_S = 60.0  # a slice is stopped at COLLAPSE x the default policy's quiet time, but never before this
+COLLAPSE = (
+    10.0  # slower than this many times the default policy's quiet slice: a collapse; it is stopped there
+)
 BURNERS = 1
 
 
@@ -52,9 +56,11 @@ def cpu_burner(n: int = BURNERS) -> Iterator[list[subprocess.Popen[bytes]]]:
             p.wait()
 
 
-def run_slice(threads: int, wait_policy: str | None, quick: bool) -> tuple[float, dict[str, str]]:
+def run_slice(
+    threads: int, wait_policy: str | None, quick: bool, limit_s: float = 600.0
+) -> tuple[float, dict[str, str]]:
     """Seconds of one tuning slice in a fresh process (``wait_policy`` None: the variable unset) and what
-    that process saw (threads, wait policy); at least :data:`SLICE_TIMEOUT_S` when it did not finish."""
+    that process saw (threads, wait policy); ``limit_s`` (it was stopped there) when it did not finish."""
     env = dict(os.environ)
     env.pop(WAIT_POLICY_VAR, None)
     if wait_policy is not None:
@@ -66,10 +72,10 @@ def run_slice(threads: int, wait_policy: str | None, quick: bool) -> tuple[float
             env=env,
             capture_output=True,
             text=True,
-            timeout=SLICE_TIMEOUT_S,
+            timeout=limit_s,
         )
     except subprocess.TimeoutExpired:
-        return SLICE_TIMEOUT_S, {"threads": str(threads), "wait": str(wait_policy), "timed_out": "yes"}
+        return limit_s, {"threads": str(threads), "wait": str(wait_policy), "timed_out": "yes"}
     if done.returncode != 0:
         raise RuntimeError(f"the tuning slice failed: {done.stderr.strip().splitlines()[-1:]}")
     seen = json.loads(done.stdout.strip().splitlines()[-1])
@@ -110,17 +116,20 @@ def measure(quick: bool = False) -> list[BenchResult]:
     load = f"load average {os.getloadavg()[0]:.2f} before the run" if hasattr(os, "getloadavg") else ""
     steps = QUICK_STEPS if quick else SLICE_STEPS
     timings: list[tuple[str, float, float, dict[str, str]]] = []
-    for name, threads, wait in policies:
-        quiet, seen = run_slice(threads, wait, quick)
+    limit = 600.0  # the default policy's own slices run to the end; the others stop at a collapse
+    for i, (name, threads, wait) in enumerate(policies):
+        quiet, seen = run_slice(threads, wait, quick, limit)
         with cpu_burner():
-            busy, _ = run_slice(threads, wait, quick)
+            busy, _ = run_slice(threads, wait, quick, limit)
         timings.append((name, quiet, busy, seen))
+        if i == 0:
+            limit = max(MIN_LIMIT_S, COLLAPSE * quiet)
     base_quiet, base_busy = timings[0][1], timings[0][2]
     results: list[BenchResult] = []
     for i, (name, quiet, busy, seen) in enumerate(timings):
-        stopped = [t >= SLICE_TIMEOUT_S for t in (quiet, busy)]
+        stopped = [i > 0 and t >= limit for t in (quiet, busy)]
         ratio = float("nan") if stopped[0] else busy / quiet  # no ratio to a slice that did not finish
-        cut = [f" (stopped at the {SLICE_TIMEOUT_S:.0f} s limit: at least)" if s else "" for s in stopped]
+        cut = [f" (stopped at the {limit:.0f} s limit: at least)" if s else "" for s in stopped]
         versus = (
             f"; {quiet / base_quiet:.1f}x quiet and {busy / base_busy:.1f}x busy the default policy's time"
             if i
