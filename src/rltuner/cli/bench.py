@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from rltuner.benchmarks.suite import TOPICS
+from rltuner.benchmarks import suite
 from rltuner.cli.options import threads_option
 
 
@@ -16,7 +16,7 @@ from rltuner.cli.options import threads_option
 @click.option(
     "--only",
     multiple=True,
-    help=f"Run only these topics ({', '.join(TOPICS)}); repeatable; the other topics' sections of --out are "
+    help=f"Run only these topics ({', '.join(suite.TOPICS)}); repeatable; the other topics' sections of --out are "
     "kept. Default: all.",
 )
 @click.option("--quick", is_flag=True, help="Tiny sizes: checks that the benchmarks run.")
@@ -34,7 +34,7 @@ def bench(only: tuple[str, ...], quick: bool, out: Path) -> None:
     Torch runs with --threads (the default policy, as every command); the threads topic measures the policies
     themselves, each in a fresh process, quiet and beside a CPU burner.
     """
-    from rltuner.benchmarks.suite import run_topics, write_benchmarks
+    from rltuner.benchmarks.suite import TOPICS, run_topics, write_benchmarks
 
     unknown = [t for t in only if t not in TOPICS]
     if unknown:
