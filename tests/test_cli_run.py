@@ -134,6 +134,10 @@ def test_run_reruns_the_stages_whose_inputs_changed(tmp_path, tiny_prior) -> Non
     first = json.loads((out / "stages.json").read_text())
     same = CliRunner().invoke(cli, [*base, "--steps", "1024"])
     assert same.exit_code == 0 and json.loads((out / "stages.json").read_text()) == first
+    # another thread count is the same run: every stage is skipped, and run.json records the count
+    threads = CliRunner().invoke(cli, [*base, "--steps", "1024", "--threads", "2"])
+    assert threads.exit_code == 0 and json.loads((out / "stages.json").read_text()) == first
+    assert json.loads((out / "run.json").read_text())["settings"]["pipeline"]["threads"] == 2
     # another budget: the tuning run and everything after it run again, and the record says so
     res = CliRunner().invoke(cli, [*base, "--steps", "2048"])
     assert res.exit_code == 0, res.output

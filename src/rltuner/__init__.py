@@ -77,6 +77,8 @@ _EXPORTS: dict[str, str] = {
     "music_domain": "rltuner.domains.music",
     "load_policy": "rltuner.rl.policy",
     "ALGORITHMS": "rltuner.rl.targets",
+    # CPU threads (the policy of every command: docs/tuning.md, "Threads")
+    "set_threads": "rltuner.threads",
     # evaluation
     "evaluate_models": "rltuner.evaluation.evaluate",
     "EvaluationResult": "rltuner.evaluation.evaluate",
@@ -167,3 +169,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from rltuner.rl.policy import load_policy
     from rltuner.rl.targets import ALGORITHMS
     from rltuner.rl.tuner import TuneResult, tune
+    from rltuner.threads import set_threads

@@ -19,18 +19,32 @@ from rltuner.errors import ConfigError
 T = TypeVar("T")
 
 
-def field(default: Any, help: str, **kwargs: Any) -> Any:
-    """A dataclass field with a help text (shown by ``--help`` and the docs)."""
+def field(default: Any, help: str, *, result: bool = True, **kwargs: Any) -> Any:
+    """A dataclass field with a help text (shown by ``--help`` and the docs).
+
+    ``result=False`` marks a setting of the machine that does not change what a run computes (the CPU thread
+    count): it is recorded with the run but left out of :func:`result_inputs`.
+    """
+    metadata = {"help": help, "result": result}
     if isinstance(default, (list, dict, set)):
-        return dataclasses.field(
-            default_factory=lambda: type(default)(default), metadata={"help": help}, **kwargs
-        )
-    return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata, **kwargs)
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A config tree as plain JSON-able dicts."""
     return dataclasses.asdict(cfg)
+
+
+def result_inputs(cfg: Any) -> dict[str, Any]:
+    """:func:`to_dict` without the fields marked ``result=False``: what a stage's fingerprint hashes."""
+    out = to_dict(cfg)
+    for f in dataclasses.fields(cfg):
+        if not f.metadata.get("result", True):
+            out.pop(f.name, None)
+        elif dataclasses.is_dataclass(value := getattr(cfg, f.name)) and not isinstance(value, type):
+            out[f.name] = result_inputs(value)
+    return out
 
 
 def _coerce(value: Any, tp: Any, name: str) -> Any:

@@ -75,7 +75,10 @@ def _full_budget(quick: bool, prior: Any, prior_name: str) -> tuple[list[BenchRe
 
     domain = music_domain(prior)
     results: list[BenchResult] = []
-    overrides: dict[str, Any] = {"progress": False, "tensorboard": False}
+    import torch
+
+    # the thread count `rltuner bench --threads` chose (tune() would otherwise apply TuneConfig's default)
+    overrides: dict[str, Any] = {"progress": False, "tensorboard": False, "threads": torch.get_num_threads()}
     if quick:
         overrides.update(total_steps=2048, n_envs=32, batch_size=256, train_every=256, eval_every=0)
     from rltuner.rl.targets import ALGORITHMS
@@ -110,12 +113,17 @@ def _full_budget(quick: bool, prior: Any, prior_name: str) -> tuple[list[BenchRe
 
 
 def _profile(quick: bool, prior: Any) -> BenchResult:
+    import torch
+
     from rltuner.domains.music import music_domain
     from rltuner.rl.config import preset
     from rltuner.rl.tuner import tune
 
     steps = 4096 if quick else 131_072
-    cfg = preset("fast", algorithm="q", total_steps=steps, eval_every=0, progress=False, tensorboard=False)
+    cfg = preset(
+        "fast", algorithm="q", total_steps=steps, eval_every=0, progress=False, tensorboard=False,
+        threads=torch.get_num_threads(),
+    )  # fmt: skip
     if quick:
         cfg = cfg.with_overrides(n_envs=32, batch_size=256, train_every=256)
     profiler = cProfile.Profile()
@@ -147,10 +155,10 @@ def _profile(quick: bool, prior: Any) -> BenchResult:
 
 
 def measure(quick: bool = False) -> list[BenchResult]:
-    """Acting speed, the full fast-preset budget per algorithm, peak memory and a profile."""
-    import torch
+    """Acting speed, the full fast-preset budget per algorithm, peak memory and a profile.
 
-    torch.set_num_threads(min(2, torch.get_num_threads()) if not quick else 1)
+    Torch runs with the threads in effect (``rltuner bench --threads``, default 1: rltuner's thread policy).
+    """
     prior, prior_name = _prior()
     results = _acting(quick, prior, prior_name)
     budget, _ = _full_budget(quick, prior, prior_name)
@@ -172,6 +180,9 @@ def measure(quick: bool = False) -> list[BenchResult]:
 
 
 if __name__ == "__main__":
+    from rltuner.threads import DEFAULT_THREADS, set_threads
+
+    set_threads(DEFAULT_THREADS)
     for row in measure(quick="--quick" in sys.argv):
         print(
             f"{row['name']}: {row['value']:,.3f} {row['unit']} (goal {row['goal']}; met {row['met']}) {row['detail']}"

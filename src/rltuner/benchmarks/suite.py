@@ -24,6 +24,7 @@ TOPICS: dict[str, str] = {
     "rewards": "rltuner.benchmarks.rewards",
     "prior": "rltuner.benchmarks.prior",
     "rl": "rltuner.benchmarks.rl",
+    "threads": "rltuner.benchmarks.threads",
     "evaluation": "rltuner.benchmarks.evaluation",
     "molecules": "rltuner.benchmarks.molecules",
 }

@@ -8,13 +8,16 @@ from pathlib import Path
 
 import click
 
+from rltuner.benchmarks import suite
+from rltuner.cli.options import threads_option
+
 
 @click.command()
 @click.option(
     "--only",
     multiple=True,
-    help="Run only these topics (corpus, rewards, prior, rl, evaluation, molecules); repeatable; the other "
-    "topics' sections of --out are kept. Default: all.",
+    help=f"Run only these topics ({', '.join(suite.TOPICS)}); repeatable; the other topics' sections of --out are "
+    "kept. Default: all.",
 )
 @click.option("--quick", is_flag=True, help="Tiny sizes: checks that the benchmarks run.")
 @click.option(
@@ -24,8 +27,13 @@ import click
     show_default=True,
     help="Markdown file to (re)write.",
 )
+@threads_option()
 def bench(only: tuple[str, ...], quick: bool, out: Path) -> None:
-    """Run the benchmark suite in one process and write the results with machine, date and command."""
+    """Run the benchmark suite in one process and write the results with machine, date and command.
+
+    Torch runs with --threads (the default policy, as every command); the threads topic measures the policies
+    themselves, each in a fresh process, quiet and beside a CPU burner.
+    """
     from rltuner.benchmarks.suite import TOPICS, run_topics, write_benchmarks
 
     unknown = [t for t in only if t not in TOPICS]

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from rltuner.cli.options import domain_option
+from rltuner.cli.options import domain_option, threads_option
 from rltuner.evaluation.compare import swept_algorithms
 
 _SWEPT = list(swept_algorithms())
@@ -52,6 +52,7 @@ _SWEPT = list(swept_algorithms())
     help="Results folder (rerun to resume: finished points are kept) [default: out/compare-DOMAIN].",
 )  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@threads_option(pass_value=True)
 def compare(
     domain: str,
     quick: bool,
@@ -63,6 +64,7 @@ def compare(
     prior_path: Path | None,
     out_dir: Path | None,
     quiet: bool,
+    threads: int,
 ) -> None:
     """Tune every algorithm at the same budget of env steps and several KL weights; write OUT/comparison.md
     (table and verdict), OUT/pareto.png, comparison.csv/json and one JSON per finished run under OUT/points/."""
@@ -76,7 +78,7 @@ def compare(
         settings["reward_scale"] = _floats(c_values, "--c")
     if sigma_values is not None:
         settings["sigma"] = _floats(sigma_values, "--sigma")
-    changes: dict[str, Any] = {"domain": domain, "settings": settings}
+    changes: dict[str, Any] = {"domain": domain, "settings": settings, "threads": threads}
     changes.update({k: v for k, v in {"budget": budget, "seeds": seeds}.items() if v is not None})
     if algorithms:
         changes["algorithms"] = tuple(algorithms)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from rltuner.cli.options import SEED, device_option, domain_option
+from rltuner.cli.options import SEED, device_option, domain_option, threads_option
 from rltuner.errors import ConfigError
 
 
@@ -58,6 +58,7 @@ def _parse_models(specs: tuple[str, ...]) -> dict[str, str]:
     help="Measure copying against the default training corpus.",
 )
 @device_option()
+@threads_option()
 @click.option(
     "-o",
     "--out",

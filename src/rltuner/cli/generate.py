@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from rltuner.cli.options import SEED, device_option, domain_option
+from rltuner.cli.options import SEED, device_option, domain_option, threads_option
 from rltuner.errors import CheckpointError, InvalidMelodyError
 
 
@@ -46,6 +46,7 @@ from rltuner.errors import CheckpointError, InvalidMelodyError
     help="Write MIDI/WAV for at most this many melodies (all of them are in melodies.npy).",
 )  # fmt: skip
 @device_option()
+@threads_option()
 @domain_option()
 def generate(
     domain: str,

@@ -1,7 +1,8 @@
 """Entry point of the ``rltuner`` command.
 
 Sub-commands live in their own modules and are imported lazily, so ``rltuner --help`` is instant and one
-sub-command never pays for another's imports (torch, music21).
+sub-command never pays for another's imports (torch, music21). That also lets :func:`main` set OpenMP's wait
+policy before torch loads (:mod:`rltuner.threads`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import click
 
 from rltuner.errors import RLTunerError
+from rltuner.threads import set_passive_wait_policy
 
 # name -> ("module:attribute", one-line help). Each attribute is a click command or group.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -87,6 +89,8 @@ def cli(verbose: bool) -> None:
 
 def main(argv: list[str] | None = None) -> Any:
     """Run the CLI; user errors become one line on stderr and exit status 2 (1 for an interruption)."""
+    # Waiting OpenMP threads sleep instead of spinning (unless the user chose): read once, when torch loads.
+    set_passive_wait_policy()
     try:
         rv = cli.main(args=argv, prog_name="rltuner", standalone_mode=False)
         if isinstance(rv, int) and not isinstance(rv, bool) and rv != 0:

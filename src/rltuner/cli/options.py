@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -9,6 +10,7 @@ import click
 
 from rltuner.devices import DEVICE_CHOICES
 from rltuner.limits import MAX_SEED
+from rltuner.threads import DEFAULT_THREADS, THREADS_HELP
 
 # Every --seed option: numpy and torch both take seeds in 0..2^63-1; click refuses others in one line.
 SEED = click.IntRange(0, MAX_SEED)
@@ -39,3 +41,30 @@ def domain_option(help: str = "Sequence domain") -> Callable[[Any], Any]:
         show_default=True,
         help=f"{help} ({listing}).",
     )
+
+
+def threads_option(pass_value: bool = False) -> Callable[[Any], Any]:
+    """``--threads N`` on a command that runs torch work: torch uses N CPU threads while the command runs.
+
+    The count is applied (:func:`rltuner.threads.using_threads`) when the command starts, after its options
+    parsed, and restored when it returns. With ``pass_value`` the command also receives it as ``threads`` (to
+    put it in its config, which records it). Place it below ``@click.command``, among the options.
+    """
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def run_with_threads(*args: Any, threads: int, **kwargs: Any) -> Any:
+            from rltuner.threads import using_threads
+
+            with using_threads(threads):
+                if pass_value:
+                    kwargs["threads"] = threads
+                return command(*args, **kwargs)
+
+        option = click.option(
+            "--threads", type=click.IntRange(min=0), default=DEFAULT_THREADS, show_default=False,
+            metavar="N", help=THREADS_HELP,
+        )  # fmt: skip
+        return option(run_with_threads)
+
+    return decorate

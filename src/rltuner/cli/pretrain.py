@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from rltuner.cli.options import SEED, device_option, domain_option
+from rltuner.cli.options import SEED, device_option, domain_option, threads_option
 
 
 @click.command("pretrain")
@@ -61,10 +61,7 @@ from rltuner.cli.options import SEED, device_option, domain_option
 )  # fmt: skip
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from <out>.run/resume.pt.")
 @device_option()
-@click.option(
-    "--threads", type=int, default=1, show_default=True,
-    help="CPU threads for torch (0 = torch's default; 1 is fastest on a busy machine).",
-)  # fmt: skip
+@threads_option(pass_value=True)
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @domain_option()
 def pretrain(domain: str, data_path: Path | None, out: Path, no_progress: bool, **opts: Any) -> None:

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from rltuner.cli.options import SEED, device_option, domain_option
+from rltuner.cli.options import SEED, device_option, domain_option, threads_option
 
 
 @click.command("run")
@@ -50,6 +50,7 @@ from rltuner.cli.options import SEED, device_option, domain_option
     "--seed", type=SEED, default=0, show_default=True, help="Seed of tuning, sampling and evaluation."
 )
 @device_option()
+@threads_option(pass_value=True)
 @click.option(
     "--muspy-samples",
     type=int,
@@ -72,6 +73,7 @@ def run(
     prior: str | None,
     seed: int,
     device: str,
+    threads: int,
     muspy_samples: int,
     no_copying: bool,
     force: bool,
@@ -93,7 +95,7 @@ def run(
 
         mol = MoleculeRunConfig(
             out=folder, algorithms=tuple(a.strip() for a in algorithms.split(",") if a.strip()), samples=samples,
-            steps=steps, prior=prior, seed=seed, device=device, quick=quick, fcd=not no_fcd, force=force,
+            steps=steps, prior=prior, seed=seed, device=device, threads=threads, quick=quick, fcd=not no_fcd, force=force,
         )  # fmt: skip
         click.echo(str(run_molecule_pipeline(mol, command=cmd)))
         return
@@ -107,6 +109,7 @@ def run(
         prior=prior,
         seed=seed,
         device=device,
+        threads=threads,
         quick=quick,
         muspy_samples=muspy_samples,
         copying=not no_copying,

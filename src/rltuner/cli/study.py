@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from rltuner.cli.options import SEED
+from rltuner.cli.options import SEED, threads_option
 from rltuner.errors import ConfigError, DatasetError, InvalidMelodyError
 
 
@@ -259,6 +259,7 @@ def simulate(study_dir: Path, out: Path, raters: int, noise: float, seed: int) -
     help="Set a PreferenceConfig field, e.g. --set epochs=30 --set holdout=0.25 (repeatable).",
 )  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@threads_option()
 def reward(
     ratings: Path, key_path: Path | None, out: Path, overrides: tuple[str, ...], as_json: bool
 ) -> None:

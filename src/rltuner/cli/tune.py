@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from rltuner.cli.options import SEED, device_option, domain_option
+from rltuner.cli.options import SEED, device_option, domain_option, threads_option
 from rltuner.errors import ConfigError, RLTunerError
 from rltuner.rl.targets import ALGORITHMS
 
@@ -18,7 +18,7 @@ _OPTION_FIELDS = {
     "lr": "learning_rate", "gamma": "gamma", "eta": "target_update_rate", "c": "reward_scale",
     "exploration": "exploration", "epsilon_steps": "epsilon_steps", "eval_every": "eval_every",
     "seed": "seed", "device": "device", "double_q": "double_q", "beta": "kl_coef", "kl_estimator": "kl_estimator",
-    "group_size": "group_size", "sigma": "sigma",
+    "group_size": "group_size", "sigma": "sigma", "threads": "threads",
 }  # fmt: skip
 
 
@@ -96,6 +96,7 @@ _OPTION_FIELDS = {
 )  # fmt: skip
 @click.option("--seed", type=SEED, default=None, help="Random seed.")
 @device_option(default=None, help="Torch device [default: the preset's, cpu].")
+@threads_option(pass_value=True)
 @click.option(
     "--out",
     "out_dir",

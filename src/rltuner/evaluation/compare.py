@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rltuner.config import to_dict
+from rltuner.config import result_inputs, to_dict
 from rltuner.errors import ConfigError
 from rltuner.fileio import ensure_writable_dir, write_json_atomic, write_text_atomic
+from rltuner.threads import DEFAULT_THREADS, check_threads, using_threads
 
 POINT_VERSION = 1
 
@@ -51,6 +52,7 @@ class CompareConfig:
         eval_every: environment steps between evaluations: the budgets the verdict is given at.
         eval_episodes: episodes sampled per evaluation.
         preset: the tuning preset each run starts from (with the domain's and the family's defaults).
+        threads: CPU threads for torch in each run (0 = torch's default); not part of a point's inputs.
     """
 
     domain: str = "music"
@@ -63,6 +65,7 @@ class CompareConfig:
     eval_every: int = 250_000
     eval_episodes: int = 256
     preset: str = "fast"
+    threads: int = DEFAULT_THREADS
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for an unknown algorithm, one without a KL weight, or an empty grid."""
@@ -80,6 +83,7 @@ class CompareConfig:
                 )
             if not self.settings.get(weight):
                 raise ConfigError(f"no settings of {weight} given for {name}")
+        check_threads(self.threads)
         if self.seeds < 1 or self.budget < 1 or self.eval_episodes < 1 or self.eval_every < 0:
             raise ConfigError("seeds, budget and eval_episodes must be at least 1, eval_every not negative")
 
@@ -136,7 +140,7 @@ def point_config(cfg: CompareConfig, point: Point) -> Any:
     return tune_preset(
         cfg.domain, cfg.preset, algorithm=point.algorithm, total_steps=cfg.budget, seed=point.seed,
         eval_every=cfg.eval_every, eval_episodes=cfg.eval_episodes, progress=False, tensorboard=False,
-        **{point.weight: point.value},
+        threads=cfg.threads, **{point.weight: point.value},
     )  # fmt: skip
 
 
@@ -178,14 +182,15 @@ def run_comparison(
     reference_inputs = {"domain": cfg.domain, "prior": p_hash, "episodes": cfg.eval_episodes}
     prior_eval = _load_if_same(reference_file, reference_inputs)
     if prior_eval is None:
-        prior_eval = {"metrics": [evaluate_policy(domain.prior, domain, "q", cfg.eval_episodes, seed=0)]}
+        with using_threads(cfg.threads):
+            prior_eval = {"metrics": [evaluate_policy(domain.prior, domain, "q", cfg.eval_episodes, seed=0)]}
         write_json_atomic(reference_file, {"inputs": reference_inputs, **prior_eval})
     todo = grid(cfg)
     bar = _bar(progress, len(todo))
     result = Comparison(cfg, prior_eval["metrics"][0], {})
     for point in todo:
         tc = point_config(cfg, point)
-        inputs = {"version": POINT_VERSION, "tune": to_dict(tc), "domain": cfg.domain, "prior": p_hash}
+        inputs = {"version": POINT_VERSION, "tune": result_inputs(tc), "domain": cfg.domain, "prior": p_hash}
         path = points_dir / f"{point.key}.json"
         record = _load_if_same(path, inputs)
         if record is None:

@@ -32,12 +32,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from rltuner.config import field, to_dict
+from rltuner.config import field, result_inputs, to_dict
 from rltuner.devices import DEVICE_CHOICES, resolve_device
 from rltuner.encoding import STEPS_PER_BAR
 from rltuner.errors import ConfigError, RLTunerError
 from rltuner.fileio import atomic_path, ensure_writable_dir, write_json_atomic
 from rltuner.rl.targets import ALGORITHMS as _TABLE
+from rltuner.threads import DEFAULT_THREADS, check_threads, using_threads
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class PipelineConfig:
     prior: str | None = field(None, "Note RNN checkpoint to tune and compare against (None: the shipped one)")
     seed: int = field(0, "seed of tuning, sampling and evaluation")
     device: str = field("cpu", "torch device: cpu, cuda or auto")
+    threads: int = field(DEFAULT_THREADS, "CPU threads for torch (0 = torch's default)", result=False)
     quick: bool = field(False, "a ~1-minute smoke version: few steps, few samples")
     length: int = field(32, "melody length in steps")
     muspy_samples: int = field(1_000, "melodies per model scored by muspy (a Python loop, ~1 ms each)")
@@ -78,6 +80,7 @@ class PipelineConfig:
         validate_run_settings(
             self.out, self.algorithms, ALGORITHMS, {"samples": self.samples, "steps": self.steps}, self.device
         )
+        check_threads(self.threads)
         if self.length < 2:
             raise ConfigError(f"length must be at least 2, got {self.length}")
         for name in ("muspy_samples", "audio_per_model", "midi_per_model"):
@@ -178,6 +181,7 @@ def _tune_config(cfg: PipelineConfig, algorithm: str) -> Any:
         "algorithm": algorithm,
         "seed": cfg.seed,
         "device": cfg.device,
+        "threads": cfg.threads,
         "tensorboard": False,
     }
     steps = cfg.steps if cfg.steps is not None else (QUICK_STEPS if cfg.quick else None)
@@ -246,6 +250,8 @@ def load_samples(path: Path) -> tuple[dict[str, npt.NDArray[np.int64]], dict[str
 def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
     """Tune, evaluate, draw and report in one run folder; returns the path of ``report.html``.
 
+    Torch uses ``config.threads`` CPU threads throughout (restored on return).
+
     Args:
         config: the job's settings (validated here).
         command: the command line to record in the report (default: ``sys.argv``).
@@ -253,6 +259,12 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
     Raises:
         ConfigError: bad settings. CheckpointError: no shipped Note RNN. RLTunerError: unwritable folder.
     """
+    config.validate()
+    with using_threads(config.threads):
+        return _run_pipeline(config, command)
+
+
+def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
     from rltuner.domains.music import music_domain
     from rltuner.evaluation import figures
     from rltuner.evaluation.evaluate import evaluate_models, load_result, step_probabilities
@@ -260,7 +272,6 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
     from rltuner.loading import load_model
     from rltuner.models.checkpoint import default_prior_path, load_default_prior, load_prior
 
-    config.validate()
     device = str(resolve_device(config.device))
     prior = load_default_prior(device) if config.prior is None else load_prior(config.prior, device)[0]
     prior.eval()
@@ -275,7 +286,7 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
     code = versions()["rltuner"]
 
     # 1. tuning (each run depends on its settings, the prior and the code; a changed run starts afresh)
-    tune_inputs = {k: fingerprint(to_dict(c), prior_id, code) for k, c in tune_cfgs.items()}
+    tune_inputs = {k: fingerprint(result_inputs(c), prior_id, code) for k, c in tune_cfgs.items()}
     run_tune_stages(stages, tune_dirs, tune_cfgs, tune_inputs, domain, config.force)
     later = fingerprint(_inputs_config(config), prior_id, code, tune_inputs)
 
@@ -448,9 +459,9 @@ def _tune(tune_config: Any, domain: Any, folder: Path, force: bool) -> None:
 
 
 def _inputs_config(config: PipelineConfig) -> dict[str, Any]:
-    """The settings that change a run's results (not where it is written or whether it was forced)."""
+    """The settings that change a run's results (not where it is written, whether it was forced, or threads)."""
     data = _jsonable_config(config)
-    for key in ("out", "force"):
+    for key in ("out", "force", *(f.name for f in dataclasses.fields(config) if not f.metadata["result"])):
         data.pop(key, None)
     return data
 

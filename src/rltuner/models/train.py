@@ -41,6 +41,7 @@ from rltuner.fileio import ensure_writable_dir, write_json_atomic
 from rltuner.interrupts import deferred_sigint
 from rltuner.models.checkpoint import load_training_state, read_checkpoint, save_prior, save_training_state
 from rltuner.models.prior import ModelConfig, Prior, build_prior
+from rltuner.threads import DEFAULT_THREADS, check_threads, set_threads
 
 log = logging.getLogger(__name__)
 Device = Literal["cpu", "cuda", "auto"]
@@ -62,7 +63,11 @@ class PretrainConfig:
     patience: int = field(8, "Stop after this many validations without improvement (0 = never stop early).")
     seed: int = field(0, "Random seed: same seed, same data, same device -> bit-identical run on the CPU.")
     device: Device = field("cpu", "Where to train: cpu, cuda, or auto (cuda when available).")  # noqa: RUF009
-    threads: int = field(1, "CPU threads for torch (0 = torch's default; 1 is fastest on a busy machine).")
+    threads: int = field(
+        DEFAULT_THREADS,
+        "CPU threads for torch (0 = torch's default; 1 is fastest on a busy machine); not part of the result",
+        result=False,
+    )
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on nonsense values."""
@@ -72,7 +77,8 @@ class PretrainConfig:
         for name in ("steps", "batch_size", "window", "eval_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("grad_clip", "l2", "skip_first", "patience", "threads"):
+        check_threads(self.threads)
+        for name in ("grad_clip", "l2", "skip_first", "patience"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -281,8 +287,9 @@ def keep_freed_memory() -> None:
 
 
 def _same_run(saved: dict[str, Any], current: dict[str, Any]) -> bool:
-    """Whether a resume state fits the current settings; ``steps`` and ``patience`` may change (extend a run)."""
-    free = ("steps", "patience")
+    """Whether a resume state fits the current settings; ``steps`` and ``patience`` may change (extend a run),
+    and ``threads`` (a machine setting)."""
+    free = ("steps", "patience", "threads")
     return {k: v for k, v in saved.items() if k not in free} == {
         k: v for k, v in current.items() if k not in free
     }
@@ -368,8 +375,7 @@ def pretrain(
     threads_before = torch.get_num_threads()
     if device.type == "cpu":
         keep_freed_memory()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)  # restored in the finally clause below
+    set_threads(cfg.threads)  # restored in the finally clause below
     data_hash = dataset_hash or melodies_hash(list(train) + list(valid))
     cfg_dict = to_dict(cfg)
 

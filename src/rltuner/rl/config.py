@@ -9,6 +9,7 @@ from typing import Any
 from rltuner.config import apply_overrides, field
 from rltuner.devices import DEVICE_CHOICES as DEVICES
 from rltuner.errors import ConfigError
+from rltuner.threads import DEFAULT_THREADS, check_threads
 
 EXPLORATIONS = ("epsilon", "boltzmann")
 
@@ -50,6 +51,11 @@ class TuneConfig:
     eval_episodes: int = field(100, "episodes sampled from the stochastic policy per evaluation")
     seed: int = field(0, "random seed (a seeded CPU run is exactly reproducible, resumed or not)")
     device: str = field("cpu", "cpu | cuda | auto")
+    threads: int = field(
+        DEFAULT_THREADS,
+        "CPU threads for torch while tuning (0 = torch's default); recorded, not part of the result's inputs",
+        result=False,
+    )
     tensorboard: bool = field(True, "also write TensorBoard event files to RUN_DIR/tb")
     progress: bool = field(True, "show a progress bar on stderr")
     # On-policy KL control (reinforce-kl, rloo, dap; docs/onpolicy.md).
@@ -92,6 +98,7 @@ class TuneConfig:
             )
         if self.device not in DEVICES:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
+        check_threads(self.threads)
         if self.double_q and not algo.supports_double_q:
             raise ConfigError(f"double_q applies to q and rl-only, not to {self.algorithm}")
         check_tune_config(self)  # seed range, finite numbers, sizes that would not fit in memory

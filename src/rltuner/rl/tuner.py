@@ -38,6 +38,7 @@ from rltuner.rl.onpolicy import PolicyLearner
 from rltuner.rl.policy import TunedPolicy, policy_checkpoint
 from rltuner.rl.replay import EpisodeBatch, EpisodeReplay
 from rltuner.rl.targets import Algorithm, get_algorithm, td_target
+from rltuner.threads import using_threads
 
 METRIC_COLUMNS = (
     "env_step", "sample_updates", "wall_s", "mean_log_p", "mean_task_reward", "mean_return", "mean_length",
@@ -242,6 +243,8 @@ def tune(
 ) -> TuneResult:
     """RL-tune a prior with Q, Psi, G-learning or RL-only, or on-policy with REINFORCE-KL, RLOO or DAP.
 
+    Torch uses ``config.threads`` CPU threads during the run (:func:`rltuner.threads.using_threads`).
+
     Args:
         config: the run's settings (default: the ``fast`` preset).
         domain: the prior, reward and primers (default: the music domain with the shipped Note RNN).
@@ -260,6 +263,11 @@ def tune(
     """
     cfg = config if config is not None else PRESETS["fast"]
     cfg.validate()
+    with using_threads(cfg.threads):
+        return _tune(cfg, domain, out_dir, resume)
+
+
+def _tune(cfg: TuneConfig, domain: Domain | None, out_dir: str | Path | None, resume: bool) -> TuneResult:
     algo = get_algorithm(cfg.algorithm)
     domain = domain if domain is not None else _default_domain()
     domain.validate()

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from rltuner.config import field, to_dict
+from rltuner.config import field, result_inputs, to_dict
 from rltuner.devices import resolve_device
 from rltuner.evaluation.pipeline import (
     _Stages,
@@ -31,6 +31,7 @@ from rltuner.evaluation.pipeline import (
 )
 from rltuner.fileio import ensure_writable_dir, write_json_atomic
 from rltuner.rl.targets import ALGORITHMS as _TABLE
+from rltuner.threads import DEFAULT_THREADS, check_threads, using_threads
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class MoleculeRunConfig:
     prior: str | None = field(None, "SMILES prior checkpoint (None: the shipped one)")
     seed: int = field(0, "seed of tuning, sampling and evaluation")
     device: str = field("cpu", "torch device: cpu, cuda or auto")
+    threads: int = field(DEFAULT_THREADS, "CPU threads for torch (0 = torch's default)", result=False)
     quick: bool = field(False, "a smoke version of a minute or two: few steps, few samples, no FCD")
     fcd: bool = field(True, "compute FCD to the MOSES test set (about 30 s per model)")
     force: bool = field(False, "redo every stage")
@@ -61,6 +63,7 @@ class MoleculeRunConfig:
         validate_run_settings(
             self.out, self.algorithms, ALGORITHMS, {"samples": self.samples, "steps": self.steps}, self.device
         )
+        check_threads(self.threads)
 
     @property
     def n_samples(self) -> int:
@@ -76,8 +79,9 @@ def _tune_config(cfg: MoleculeRunConfig, algorithm: str) -> Any:
 
     steps = cfg.n_steps
     return tune_preset(
-        "molecules", "fast", algorithm=algorithm, seed=cfg.seed, device=cfg.device, tensorboard=False,
-        total_steps=steps, eval_every=max(steps // 10, 1), **({"eval_episodes": 64} if cfg.quick else {}),
+        "molecules", "fast", algorithm=algorithm, seed=cfg.seed, device=cfg.device, threads=cfg.threads,
+        tensorboard=False, total_steps=steps, eval_every=max(steps // 10, 1),
+        **({"eval_episodes": 64} if cfg.quick else {}),
     )  # fmt: skip
 
 
@@ -88,6 +92,12 @@ def run_molecule_pipeline(config: MoleculeRunConfig, *, command: str | None = No
         ConfigError: bad settings. CheckpointError: no usable SMILES prior. RLTunerError: RDKit missing or an
             unwritable folder.
     """
+    config.validate()
+    with using_threads(config.threads):
+        return _run_molecule_pipeline(config, command)
+
+
+def _run_molecule_pipeline(config: MoleculeRunConfig, command: str | None) -> Path:
     from rltuner.domains.molecules.domain import default_smiles_prior_path, molecule_domain
     from rltuner.domains.molecules.evaluate import ROWS, _fmt, evaluate_molecule_models
     from rltuner.domains.molecules.metrics import MOSES_BASELINES, moses_test_smiles, properties
@@ -99,7 +109,6 @@ def run_molecule_pipeline(config: MoleculeRunConfig, *, command: str | None = No
     )
     from rltuner.domains.molecules.reward import MoleculeReward
 
-    config.validate()
     device = str(resolve_device(config.device))
     prior_path = Path(config.prior) if config.prior else default_smiles_prior_path()
     domain = molecule_domain(prior_path, device=device)
@@ -112,11 +121,12 @@ def run_molecule_pipeline(config: MoleculeRunConfig, *, command: str | None = No
     prior_id = file_digest(prior_path)
     code = versions()["rltuner"]
     tune_inputs = {
-        k: fingerprint(to_dict(c), prior_id, code, domain.reward_config) for k, c in tune_cfgs.items()
+        k: fingerprint(result_inputs(c), prior_id, code, domain.reward_config) for k, c in tune_cfgs.items()
     }
     run_tune_stages(stages, tune_dirs, tune_cfgs, tune_inputs, domain, config.force)
     settings_in = {k: v for k, v in asdict(config).items() if k not in ("out", "force")}
-    later = fingerprint(settings_in, prior_id, code, tune_inputs)
+    inputs = {k: v for k, v in result_inputs(config).items() if k not in ("out", "force")}  # not threads
+    later = fingerprint(inputs, prior_id, code, tune_inputs)
 
     def evaluate() -> None:
         result = evaluate_molecule_models(

@@ -1,0 +1,97 @@
+"""How many CPU threads torch uses: the one thread policy of every command and API entry point.
+
+Why a policy at all: torch's default is one thread per core, and its OpenMP runtime (GNU libgomp) lets idle
+threads spin while they wait for work. When another process holds a core, the two threads of a 2-core machine
+spin against it and a 30-second tuning run took 14 minutes (issue 15). So:
+
+* the default is :data:`DEFAULT_THREADS` = 1 thread, the fastest setting on a busy machine and at most ~1.3x
+  slower than 2 threads on a quiet one (our batches are small; see ``docs/tuning.md``, "Threads");
+* ``0`` means torch's own default (``OMP_NUM_THREADS`` when set, else one per physical core);
+* the command line sets ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep) before torch is first imported,
+  unless the user set the variable: :func:`set_passive_wait_policy`, called by ``rltuner.cli.main``.
+
+The count is a setting of the machine, not of the result: it is recorded in each run's ``config.json`` /
+``run.json`` but left out of the fingerprints that decide whether a finished stage is redone. The float
+results of one thread count are bit-identical run to run; another count may change the last digits (the
+kernels split their sums differently), as another CPU does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+
+from rltuner.errors import ConfigError
+
+DEFAULT_THREADS = 1
+WAIT_POLICY_VAR = "OMP_WAIT_POLICY"
+THREADS_HELP = (
+    f"CPU threads for torch [default: {DEFAULT_THREADS}, the fastest on a busy machine; 0 = torch's default, "
+    "one per core]."
+)
+
+_torch_default: int | None = None  # torch's count before rltuner first changed it in this process
+
+
+def set_passive_wait_policy(environ: MutableMapping[str, str] | None = None) -> bool:
+    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless the variable is set already; True when this set it.
+
+    OpenMP reads the variable once, when torch loads its runtime: call this before ``import torch``.
+
+    Args:
+        environ: the environment to change (default ``os.environ``, which also changes the C environment).
+    """
+    env = os.environ if environ is None else environ
+    if WAIT_POLICY_VAR in env:
+        return False
+    env[WAIT_POLICY_VAR] = "PASSIVE"
+    return True
+
+
+def check_threads(threads: object) -> int:
+    """``threads`` as a thread count (an int >= 0); anything else is a :class:`ConfigError`."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ConfigError(f"threads must be a whole number >= 0 (0 = torch's default), got {threads!r}")
+    return threads
+
+
+def torch_default_threads() -> int:
+    """torch's own thread count in this process, as it was before rltuner first changed it."""
+    import torch
+
+    global _torch_default
+    if _torch_default is None:
+        _torch_default = torch.get_num_threads()
+    return _torch_default
+
+
+def set_threads(threads: int) -> int:
+    """Make torch use ``threads`` CPU threads (0: torch's default); returns the count now in effect.
+
+    This is the API form of ``--threads``: call it once before tuning, sampling or evaluating from Python.
+
+    Raises:
+        ConfigError: a negative or non-integer count.
+    """
+    import torch
+
+    default = torch_default_threads()  # remembered before the first change
+    count = check_threads(threads) or default
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+    return count
+
+
+@contextmanager
+def using_threads(threads: int) -> Iterator[int]:
+    """``with using_threads(n):`` torch uses ``n`` threads (0: torch's default) inside; restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    count = set_threads(threads)
+    try:
+        yield count
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
