@@ -72,6 +72,9 @@ class PipelineConfig:
     midi_per_model: int = field(8, "sample melodies per model written as MIDI files")
     copying: bool = field(True, "measure copying against the training corpus (builds it once if needed)")
     force: bool = field(False, "redo every stage even where its outputs exist")
+    rules: tuple[str, ...] = field((), "user reward rules, MODULE:FUNCTION or FILE.py:FUNCTION (docs/rewards.md)")
+    tensorboard: bool = field(False, "write TensorBoard event files of each tuning run to RUN/tune/ALGO/tb")
+    progress: bool = field(True, "show progress bars on stderr")
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on nonsense settings, before any work starts."""
@@ -178,7 +181,8 @@ def _tune_config(cfg: PipelineConfig, algorithm: str) -> Any:
         "algorithm": algorithm,
         "seed": cfg.seed,
         "device": cfg.device,
-        "tensorboard": False,
+        "tensorboard": cfg.tensorboard,
+        "progress": cfg.progress,
     }
     steps = cfg.steps if cfg.steps is not None else (QUICK_STEPS if cfg.quick else None)
     if steps is not None:
@@ -261,6 +265,11 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
     from rltuner.models.checkpoint import default_prior_path, load_default_prior, load_prior
 
     config.validate()
+    rules: list[Any] = []  # user rules take part in the reward: their source is an input of every stage
+    if config.rules:
+        from rltuner.rewards.user_rules import register_rule_specs
+
+        rules = register_rule_specs(config.rules)
     device = str(resolve_device(config.device))
     prior = load_default_prior(device) if config.prior is None else load_prior(config.prior, device)[0]
     prior.eval()
@@ -275,7 +284,7 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
     code = versions()["rltuner"]
 
     # 1. tuning (each run depends on its settings, the prior and the code; a changed run starts afresh)
-    tune_inputs = {k: fingerprint(to_dict(c), prior_id, code) for k, c in tune_cfgs.items()}
+    tune_inputs = {k: fingerprint(_result_settings(c), prior_id, code, *rules) for k, c in tune_cfgs.items()}
     run_tune_stages(stages, tune_dirs, tune_cfgs, tune_inputs, domain, config.force)
     later = fingerprint(_inputs_config(config), prior_id, code, tune_inputs)
 
@@ -450,9 +459,17 @@ def _tune(tune_config: Any, domain: Any, folder: Path, force: bool) -> None:
 def _inputs_config(config: PipelineConfig) -> dict[str, Any]:
     """The settings that change a run's results (not where it is written or whether it was forced)."""
     data = _jsonable_config(config)
-    for key in ("out", "force"):
+    for key in ("out", "force", "tensorboard", "progress"):
         data.pop(key, None)
+    if not data.get("rules"):
+        data.pop("rules", None)  # so the runs made before --rule existed keep their fingerprints
     return data
+
+
+def _result_settings(tune_config: Any) -> dict[str, Any]:
+    """A tuning config with the settings that only change what is shown or logged, not the model, at fixed
+    values (those that runs made before --tensorboard/--quiet had, so their fingerprints still match)."""
+    return {**to_dict(tune_config), "tensorboard": False, "progress": True}
 
 
 def _jsonable_config(config: PipelineConfig) -> dict[str, Any]:

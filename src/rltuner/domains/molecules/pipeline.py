@@ -21,6 +21,7 @@ import numpy as np
 from rltuner.config import field, to_dict
 from rltuner.devices import resolve_device
 from rltuner.evaluation.pipeline import (
+    _result_settings,
     _Stages,
     file_digest,
     fingerprint,
@@ -56,6 +57,8 @@ class MoleculeRunConfig:
     quick: bool = field(False, "a smoke version of a minute or two: few steps, few samples, no FCD")
     fcd: bool = field(True, "compute FCD to the MOSES test set (about 30 s per model)")
     force: bool = field(False, "redo every stage")
+    tensorboard: bool = field(False, "write TensorBoard event files of each tuning run to RUN/tune/ALGO/tb")
+    progress: bool = field(True, "show progress bars on stderr")
 
     def validate(self) -> None:
         validate_run_settings(
@@ -76,7 +79,8 @@ def _tune_config(cfg: MoleculeRunConfig, algorithm: str) -> Any:
 
     steps = cfg.n_steps
     return tune_preset(
-        "molecules", "fast", algorithm=algorithm, seed=cfg.seed, device=cfg.device, tensorboard=False,
+        "molecules", "fast", algorithm=algorithm, seed=cfg.seed, device=cfg.device,
+        tensorboard=cfg.tensorboard, progress=cfg.progress,
         total_steps=steps, eval_every=max(steps // 10, 1), **({"eval_episodes": 64} if cfg.quick else {}),
     )  # fmt: skip
 
@@ -112,10 +116,11 @@ def run_molecule_pipeline(config: MoleculeRunConfig, *, command: str | None = No
     prior_id = file_digest(prior_path)
     code = versions()["rltuner"]
     tune_inputs = {
-        k: fingerprint(to_dict(c), prior_id, code, domain.reward_config) for k, c in tune_cfgs.items()
+        k: fingerprint(_result_settings(c), prior_id, code, domain.reward_config) for k, c in tune_cfgs.items()
     }
     run_tune_stages(stages, tune_dirs, tune_cfgs, tune_inputs, domain, config.force)
-    settings_in = {k: v for k, v in asdict(config).items() if k not in ("out", "force")}
+    shown_only = ("out", "force", "tensorboard", "progress")  # where and how it is shown, not what it computes
+    settings_in = {k: v for k, v in asdict(config).items() if k not in shown_only}
     later = fingerprint(settings_in, prior_id, code, tune_inputs)
 
     def evaluate() -> None:
