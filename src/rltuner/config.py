@@ -174,6 +174,18 @@ def with_settings(cfg: T, settings: Mapping[str, Any]) -> T:
     return from_dict(type(cfg), _merge(to_dict(cfg), settings))
 
 
+def flatten_settings(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables as the dotted names :func:`apply_overrides` takes: ``{"model": {"arch": "gru"}}`` ->
+    ``{"model.arch": "gru"}``."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten_settings(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def parse_override(text: str) -> tuple[str, str]:
     """``"gamma=0.5"`` -> ``("gamma", "0.5")``."""
     if "=" not in text:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from rltuner.cli.options import SEED, device_option, domain_option
+from rltuner.cli.options import SEED, device_option, domain_option, rules_option, samples_option
 from rltuner.errors import ConfigError
 
 
@@ -29,7 +29,18 @@ def _parse_models(specs: tuple[str, ...]) -> dict[str, str]:
     return models
 
 
-@click.command("evaluate")
+EXAMPLES = """
+Examples:
+
+\b
+  rltuner evaluate q=runs/q g=runs/g --out eval/            # Table 1 beside the paper's, log p, KL...
+  rltuner evaluate runs/q -n 5000 --muspy-samples 0         # quicker: fewer melodies, no muspy
+  rltuner evaluate q=runs/q --rule my_rules.py:strong_beats -n 5000   # r_MT with your own rule
+  rltuner evaluate --domain molecules g=runs/mol-g -n 10000 --out eval-mol/
+"""
+
+
+@click.command("evaluate", epilog=EXAMPLES)
 @click.argument("models", nargs=-1)
 @click.option(
     "--prior",
@@ -37,10 +48,7 @@ def _parse_models(specs: tuple[str, ...]) -> dict[str, str]:
     default=None,
     help="Prior checkpoint that log p and KL refer to [default: the domain's shipped prior].",
 )
-@click.option(
-    "-n", "--samples", type=int, default=None,
-    help="Sequences sampled per model [default: 100,000 melodies, 10,000 molecules].",
-)  # fmt: skip
+@samples_option("Sequences sampled per model [default: 100,000 melodies, 10,000 molecules].")
 @click.option("--fcd/--no-fcd", default=True, show_default=True, help="Molecules: FCD to the MOSES test set.")
 @click.option("--length", type=int, default=32, show_default=True, help="Steps per melody.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of primers and sampling.")
@@ -65,9 +73,11 @@ def _parse_models(specs: tuple[str, ...]) -> dict[str, str]:
     default=None,
     help="Folder for evaluation.json/.csv/.txt and samples.npz (default: print only).",
 )
+@rules_option()
 @domain_option()
 def evaluate(
     domain: str,
+    rules: tuple[str, ...],
     fcd: bool,
     models: tuple[str, ...],
     prior: str | None,
@@ -92,6 +102,12 @@ def evaluate(
     from rltuner.devices import resolve_device
 
     parsed = _parse_models(models)
+    if rules:
+        if domain != "music":
+            raise click.UsageError("--rule applies to the music domain")
+        from rltuner.rewards.user_rules import register_rule_specs
+
+        register_rule_specs(rules)
     if domain == "molecules":
         from rltuner.domains import get_domain
 

@@ -48,7 +48,12 @@ def quiet_option() -> Callable[[Any], Any]:
     ``--no-progress`` (pretrain's old spelling) is kept as an alias.
     """
     return click.option(
-        "--quiet", "-q", "--no-progress", "quiet", is_flag=True, help="No progress bar; print only the results."
+        "--quiet",
+        "-q",
+        "--no-progress",
+        "quiet",
+        is_flag=True,
+        help="No progress bar; print only the results.",
     )
 
 
@@ -82,5 +87,6 @@ def given(ctx: click.Context, name: str) -> bool:
     """True when the parameter ``name`` was given on the command line (not a default)."""
     source = ctx.get_parameter_source(name)
     return source is not None and source not in (
-        click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP
+        click.core.ParameterSource.DEFAULT,
+        click.core.ParameterSource.DEFAULT_MAP,
     )

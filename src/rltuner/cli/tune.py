@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from rltuner.cli.options import (
 )
 from rltuner.errors import ConfigError, RLTunerError
 from rltuner.rl.targets import ALGORITHMS
+
+log = logging.getLogger(__name__)
 
 # CLI option -> TuneConfig field, for the explicit hyperparameter options.
 _OPTION_FIELDS = {
@@ -201,6 +204,7 @@ def tune(
             raise ConfigError(f"{config_file}: {exc}") from None
     cfg: TuneConfig = base.with_overrides(**changes)  # validated: nonsense fails here, before any work
     out_dir = out_dir if out_dir is not None else Path("runs") / f"tune-{cfg.algorithm}"
+    log.debug("tune settings: %s", cfg)
 
     from rltuner.rl.tuner import tune as run_tune
 

@@ -72,7 +72,9 @@ class PipelineConfig:
     midi_per_model: int = field(8, "sample melodies per model written as MIDI files")
     copying: bool = field(True, "measure copying against the training corpus (builds it once if needed)")
     force: bool = field(False, "redo every stage even where its outputs exist")
-    rules: tuple[str, ...] = field((), "user reward rules, MODULE:FUNCTION or FILE.py:FUNCTION (docs/rewards.md)")
+    rules: tuple[str, ...] = field(
+        (), "user reward rules, MODULE:FUNCTION or FILE.py:FUNCTION (docs/rewards.md)"
+    )
     tensorboard: bool = field(False, "write TensorBoard event files of each tuning run to RUN/tune/ALGO/tb")
     progress: bool = field(True, "show progress bars on stderr")
 
@@ -138,6 +140,7 @@ class _Stages:
 
     def __init__(self, run_dir: Path, force: bool) -> None:
         self.path = run_dir / "stages.json"
+        self.force = force
         self.done: dict[str, dict[str, Any]] = {}
         self.changed = False  # an earlier stage of this invocation ran: later ones must too
         if self.path.is_file() and not force:
@@ -165,6 +168,14 @@ class _Stages:
             return False
         if name in self.done and not self.changed:
             log.info("stage %s: its inputs changed since it ran: running it again", name)
+        elif name in self.done:
+            log.debug(
+                "stage %s: runs again because an earlier stage of this run did (it reads its outputs)", name
+            )
+        else:
+            log.debug(
+                "stage %s: not done yet in %s%s", name, self.path.parent, " (--force)" if self.force else ""
+            )
         log.info("stage %s ...", name)
         start = time.perf_counter()
         fn()

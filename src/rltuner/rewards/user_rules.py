@@ -62,7 +62,9 @@ def _import(target: str, spec: str) -> tuple[Any, str]:
         try:
             loader_spec.loader.exec_module(module)
         except Exception as exc:  # the user's code: any failure becomes one line
-            raise ConfigError(f"--rule {spec!r}: importing {path} failed: {type(exc).__name__}: {exc}") from None
+            raise ConfigError(
+                f"--rule {spec!r}: importing {path} failed: {type(exc).__name__}: {exc}"
+            ) from None
         return module, hashlib.sha256(source).hexdigest()
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")  # the current folder, as `python -m` has it
@@ -71,7 +73,9 @@ def _import(target: str, spec: str) -> tuple[Any, str]:
     except ModuleNotFoundError as exc:
         raise ConfigError(f"--rule {spec!r}: no module named {exc.name!r}") from None
     except Exception as exc:
-        raise ConfigError(f"--rule {spec!r}: importing {module_part} failed: {type(exc).__name__}: {exc}") from None
+        raise ConfigError(
+            f"--rule {spec!r}: importing {module_part} failed: {type(exc).__name__}: {exc}"
+        ) from None
     file = getattr(module, "__file__", None)
     digest = hashlib.sha256(Path(file).read_bytes()).hexdigest() if file and Path(file).is_file() else ""
     return module, digest

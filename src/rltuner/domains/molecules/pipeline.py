@@ -116,10 +116,16 @@ def run_molecule_pipeline(config: MoleculeRunConfig, *, command: str | None = No
     prior_id = file_digest(prior_path)
     code = versions()["rltuner"]
     tune_inputs = {
-        k: fingerprint(_result_settings(c), prior_id, code, domain.reward_config) for k, c in tune_cfgs.items()
+        k: fingerprint(_result_settings(c), prior_id, code, domain.reward_config)
+        for k, c in tune_cfgs.items()
     }
     run_tune_stages(stages, tune_dirs, tune_cfgs, tune_inputs, domain, config.force)
-    shown_only = ("out", "force", "tensorboard", "progress")  # where and how it is shown, not what it computes
+    shown_only = (
+        "out",
+        "force",
+        "tensorboard",
+        "progress",
+    )  # where and how it is shown, not what it computes
     settings_in = {k: v for k, v in asdict(config).items() if k not in shown_only}
     later = fingerprint(settings_in, prior_id, code, tune_inputs)
 
