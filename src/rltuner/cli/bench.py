@@ -9,7 +9,15 @@ from pathlib import Path
 import click
 
 
-@click.command()
+@click.command(
+    epilog="""
+Examples:
+
+\b
+  rltuner bench --quick --out /tmp/bench.md          # checks that every benchmark runs
+  rltuner bench --only rewards --only rl             # re-measure two topics into BENCHMARKS.md
+""",
+)
 @click.option(
     "--only",
     multiple=True,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from rltuner.cli.options import SEED, device_option, domain_option, rules_option, samples_option
+from rltuner.cli.options import SEED, device_option, domain_option, quiet_option, rules_option, samples_option
 from rltuner.errors import ConfigError
 
 
@@ -74,10 +74,12 @@ Examples:
     help="Folder for evaluation.json/.csv/.txt and samples.npz (default: print only).",
 )
 @rules_option()
+@quiet_option()
 @domain_option()
 def evaluate(
     domain: str,
     rules: tuple[str, ...],
+    quiet: bool,
     fcd: bool,
     models: tuple[str, ...],
     prior: str | None,
@@ -117,7 +119,13 @@ def evaluate(
         if samples is not None and samples < 1:
             raise click.BadParameter("must be at least 1", param_hint="--samples")
         mol = evaluate_molecule_models(
-            parsed, n=samples or 10_000, seed=seed, prior=prior, fcd=fcd, device=str(resolve_device(device))
+            parsed,
+            n=samples or 10_000,
+            seed=seed,
+            prior=prior,
+            fcd=fcd,
+            device=str(resolve_device(device)),
+            progress=not quiet,
         )
         click.echo(mol.format_table())
         if out:
@@ -136,6 +144,7 @@ def evaluate(
         prior=prior,
         muspy_samples=muspy_samples,
         device=str(resolve_device(device)),
+        show_progress=not quiet,
     )
     click.echo(result.format_table())
     if out:

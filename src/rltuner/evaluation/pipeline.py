@@ -315,6 +315,7 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
             prior=prior,
             muspy_samples=config.muspy_samples,
             device=device,
+            show_progress=config.progress,
         )
         _save_samples(samples_npz, result.samples, result.primers)
         result.write(run_dir)

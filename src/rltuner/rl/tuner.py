@@ -407,19 +407,24 @@ def _update_progress(
 TB_POINTS = 256
 """Training scalars are written at most about this many times per run (each round in short runs), so event
 files stay small and the cost stays negligible even with the paper's one-episode rounds."""
+TB_PART_POINTS = 32
+"""Reward parts are written at most about this many times per run: scoring a round's melodies by rule costs
+about 20 ms (a Python loop over the steps), so 32 points cost under a second even on the paper's budget."""
 TB_PART_EPISODES = 128
 """Episodes of a round whose reward parts are computed for TensorBoard (a whole-melody pass over them)."""
 
 
 class _RoundLog:
     """TensorBoard scalars of the training rounds (docs/tuning.md lists them), every ``total_steps / 256``
-    environment steps: the round's episodes (log p, task reward, return, length, each reward part when the
-    domain names its parts), the loss, epsilon and the speed since the last point."""
+    environment steps (or every round, if rounds are longer): the round's episodes (log p, task reward,
+    return, length), the loss, epsilon and the speed since the last point; every ``total_steps / 32`` steps
+    also each reward part, when the domain names its parts."""
 
     def __init__(self, writer: Any, cfg: TuneConfig, domain: Domain, counters: dict[str, Any]) -> None:
         self.writer, self.domain, self.counters = writer, domain, counters
         self.every = max(1, cfg.total_steps // TB_POINTS)
-        self.next = counters["env_steps"]
+        self.parts_every = max(1, cfg.total_steps // TB_PART_POINTS)
+        self.next = self.next_parts = counters["env_steps"]
         self.last = (time.perf_counter(), counters["env_steps"], counters["sample_updates"])
 
     def log(self, batch: EpisodeBatch, loss: float, epsilon: float | None) -> None:
@@ -440,7 +445,8 @@ class _RoundLog:
             scalars["train/loss"] = loss
         if epsilon is not None:
             scalars["train/epsilon"] = epsilon
-        if self.domain.reward_parts is not None:
+        if self.domain.reward_parts is not None and step >= self.next_parts:
+            self.next_parts = step + self.parts_every
             part = batch.trimmed()
             k = min(TB_PART_EPISODES, part.tokens.shape[0])
             actions = part.tokens[:k, 1:].cpu().numpy()

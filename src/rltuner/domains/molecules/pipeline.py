@@ -132,7 +132,7 @@ def run_molecule_pipeline(config: MoleculeRunConfig, *, command: str | None = No
     def evaluate() -> None:
         result = evaluate_molecule_models(
             {k: f for k, f in tune_dirs.items()}, n=config.n_samples, seed=config.seed, prior=prior_path,
-            fcd=config.fcd and not config.quick, novelty=True, device=device,
+            fcd=config.fcd and not config.quick, novelty=True, device=device, progress=config.progress,
         )  # fmt: skip
         result.write(run_dir)
         print(result.format_table(), file=sys.stderr)
