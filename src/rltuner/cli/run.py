@@ -138,20 +138,21 @@ def run(
     from rltuner.config import apply_overrides, parse_override, read_settings, with_settings
 
     params = dict(ctx.params)
+    default_out = f"runs/{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     cmd = " ".join(["rltuner", *sys.argv[1:]]) if sys.argv else None
     if domain == "molecules":
+        if rules:
+            raise click.UsageError("--rule applies to the music domain")
         from rltuner.domains import get_domain
 
         get_domain("molecules").check_installed()
         from rltuner.domains.molecules.pipeline import MoleculeRunConfig, run_molecule_pipeline
 
-        if rules:
-            raise click.UsageError("--rule applies to the music domain")
-        base: Any = MoleculeRunConfig()
+        base: Any = MoleculeRunConfig(out=default_out)
     else:
         from rltuner.evaluation.pipeline import PipelineConfig, run_pipeline
 
-        base = PipelineConfig()
+        base = PipelineConfig(out=default_out)
     if config_file is not None:
         data = read_settings(config_file)
         if isinstance(data.get("settings"), dict) and isinstance(data["settings"].get("pipeline"), dict):
@@ -171,8 +172,6 @@ def run(
     config = with_settings(base, flags)
     if overrides:
         config = apply_overrides(config, dict(parse_override(text) for text in overrides))
-    if not config.out:
-        config = with_settings(config, {"out": f"runs/{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"})
     log.debug("run settings: %s", config)
     if domain == "molecules":
         click.echo(str(run_molecule_pipeline(config, command=cmd)))
