@@ -181,7 +181,7 @@ def test_missing_config_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureF
 
 
 # -------------------------------------------------------------------------------------------------- run --config
-class _Captured(Exception):
+class _CapturedError(Exception):
     pass
 
 
@@ -236,14 +236,14 @@ def test_compare_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
     def fake(cfg: Any, task: Any, out: Any, progress: bool = True) -> Any:
         seen.append((cfg, progress))
-        raise _Captured
+        raise _CapturedError
 
     monkeypatch.setattr("rltuner.evaluation.compare.run_comparison", fake)
     (tmp_path / "c.toml").write_text(
         'budget = 4096\nseeds = 1\nalgorithms = ["q"]\n[settings]\nreward_scale = [1.0]\n'
     )
     result = CliRunner().invoke(cli, ["compare", "--config", str(tmp_path / "c.toml"), "--seeds", "2", "-q"])
-    assert isinstance(result.exception, _Captured)
+    assert isinstance(result.exception, _CapturedError)
     cfg, progress = seen[0]
     assert cfg.budget == 4096 and cfg.algorithms == ("q",) and list(cfg.settings["reward_scale"]) == [1.0]
     assert cfg.seeds == 2 and progress is False
