@@ -66,8 +66,9 @@ def _import(target: str, spec: str) -> tuple[Any, str]:
                 f"--rule {spec!r}: importing {path} failed: {type(exc).__name__}: {exc}"
             ) from None
         return module, hashlib.sha256(source).hexdigest()
-    if "" not in sys.path and "." not in sys.path:
-        sys.path.insert(0, "")  # the current folder, as `python -m` has it
+    added = "" not in sys.path and "." not in sys.path
+    if added:
+        sys.path.insert(0, "")  # the current folder, as `python -m` has it, for this import only
     try:
         module = importlib.import_module(module_part)
     except ModuleNotFoundError as exc:
@@ -76,6 +77,9 @@ def _import(target: str, spec: str) -> tuple[Any, str]:
         raise ConfigError(
             f"--rule {spec!r}: importing {module_part} failed: {type(exc).__name__}: {exc}"
         ) from None
+    finally:
+        if added:
+            sys.path.remove("")
     file = getattr(module, "__file__", None)
     digest = hashlib.sha256(Path(file).read_bytes()).hexdigest() if file and Path(file).is_file() else ""
     return module, digest
