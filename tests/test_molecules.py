@@ -157,6 +157,26 @@ def test_molecule_tuning_runs_and_records_the_reward(tmp_path: Path) -> None:
     assert meta["domain_meta"]["vocabulary"][:3] == ["<pad>", "<bos>", "<eos>"]
 
 
+def test_molecule_terms_reach_tensorboard_and_add_up(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from rltuner.domains.molecules.reward import TERMS
+
+    prior, _ = _tiny_smiles_prior(tmp_path)
+    cfg = tune_preset("molecules", "fast", total_steps=600, n_envs=16, batch_size=400, train_every=20,
+                      eval_every=0, eval_episodes=16, tensorboard=True, progress=False)  # fmt: skip
+    tune(cfg, molecule_domain(prior), tmp_path / "run")
+    events = EventAccumulator(str(tmp_path / "run" / "tb"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {f"reward/{t}" for t in TERMS} <= set(tags)
+    # 16 episodes a round (under the 128 scored): the parts of a round add up to its mean task reward
+    step = events.Scalars("round/mean_task_reward")[0].step
+    parts = sum(next(e.value for e in events.Scalars(f"reward/{t}") if e.step == step) for t in TERMS)
+    total = next(e.value for e in events.Scalars("round/mean_task_reward") if e.step == step)
+    assert parts == pytest.approx(total, rel=1e-4, abs=1e-5)
+
+
 def test_cli_generate_and_tune_molecules(tmp_path: Path) -> None:
     prior, vocab = _tiny_smiles_prior(tmp_path)
     runner = CliRunner()

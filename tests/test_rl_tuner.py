@@ -135,3 +135,50 @@ def test_domain_level_checks_come_before_any_work(tmp_path: Path) -> None:
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
     with pytest.raises(RLTunerError, match="no run to resume"):
         tune(_small(), toy_domain(tiny_prior()), tmp_path / "c", resume=True)
+
+
+def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_tensorboard_gets_round_scalars_and_reward_parts(tmp_path: Path, domain: Domain) -> None:
+    import dataclasses
+
+    import numpy as np
+
+    def parts(actions: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+        return {"hits": float((actions == 3).mean()), "steps": float(mask.sum(1).mean())}
+
+    with_parts = dataclasses.replace(domain, reward_parts=parts)
+    settings = {**SHORT, "total_steps": 1024, "eval_every": 512, "tensorboard": True, "learning_starts": 256}
+    result = tune(preset("fast", algorithm="q", **settings), with_parts, out_dir=tmp_path)
+    scalars = _scalars(tmp_path / "tb")
+    rounds = [64 * 8 * k for k in (1, 2)]  # n_envs 64 x length 8: two rounds of 512 steps
+    for tag in ("round/mean_log_p", "round/mean_task_reward", "round/mean_return", "round/mean_length",
+                "train/loss", "train/epsilon", "train/env_steps_per_s", "train/sample_updates_per_s",
+                "reward/hits", "reward/steps"):  # fmt: skip
+        assert [step for step, _ in scalars[tag]] == rounds, tag
+    assert all(v > 0 for _, v in scalars["train/env_steps_per_s"])
+    assert [v for _, v in scalars["reward/steps"]] == [8.0, 8.0]
+    final = result.metrics[-1]
+    assert scalars["eval/mean_kl"][-1] == (1024, pytest.approx(final["mean_kl"]))
+    assert [s for s, _ in scalars["eval/mean_log_p"]] == [0, 512, 1024]
+
+
+def test_music_reward_parts_add_up_to_the_reward() -> None:
+    import numpy as np
+
+    from rltuner.domains.music import music_domain
+    from rltuner.rewards.music_theory import RULE_NAMES, music_theory_rewards
+
+    domain = music_domain()
+    assert domain.reward_parts is not None
+    actions = np.random.default_rng(0).integers(0, 38, size=(16, 32))
+    parts = domain.reward_parts(actions, np.ones_like(actions, dtype=bool))
+    assert set(RULE_NAMES) <= set(parts)
+    total = music_theory_rewards(actions)
+    assert sum(parts.values()) == pytest.approx(float(np.mean(total)))

@@ -8,10 +8,13 @@ and a ``validate()`` method that raises :class:`~rltuner.errors.ConfigError`. Th
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import sys
 import types
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 from rltuner.errors import ConfigError
@@ -132,6 +135,69 @@ def apply_overrides(cfg: T, overrides: Mapping[str, Any]) -> T:
             raise ConfigError(f"unknown setting {key!r}; known: {', '.join(sorted(node))}")
         node[parts[-1]] = value
     return from_dict(type(cfg), data)
+
+
+def read_settings(path: str | Path) -> dict[str, Any]:
+    """Settings from a file: TOML (``[section]`` tables for nested configs), or a JSON object such as a run's
+    ``config.json``.
+
+    Raises:
+        ConfigError: the file cannot be read or parsed, or does not hold a table of settings.
+    """
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read settings file {p}: {exc.strerror or exc}") from None
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(raw)
+        else:
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # pragma: no cover - Python 3.10
+                import tomli as tomllib
+            data = tomllib.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:  # TOMLDecodeError and JSONDecodeError are ValueErrors
+        kind = "JSON" if p.suffix.lower() == ".json" else "TOML"
+        raise ConfigError(f"settings file {p} is not valid {kind}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"settings file {p} must hold a table of name = value settings")
+    return data
+
+
+def _merge(base: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in changes.items():
+        name = str(key).replace("-", "_")
+        if isinstance(value, Mapping) and isinstance(out.get(name), dict):
+            out[name] = _merge(out[name], value)
+        else:
+            out[name] = value
+    return out
+
+
+def with_settings(cfg: T, settings: Mapping[str, Any]) -> T:
+    """Return a copy of ``cfg`` with ``settings`` (e.g. from :func:`read_settings`) applied and validated.
+
+    Nested mappings change only the fields they name in a nested config; unknown names are an error.
+
+    Raises:
+        ConfigError: an unknown setting or a bad value (the message names the setting).
+    """
+    return from_dict(type(cfg), _merge(to_dict(cfg), settings))
+
+
+def flatten_settings(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables as the dotted names :func:`apply_overrides` takes: ``{"model": {"arch": "gru"}}`` ->
+    ``{"model.arch": "gru"}``."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten_settings(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def parse_override(text: str) -> tuple[str, str]:

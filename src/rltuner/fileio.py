@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from rltuner.errors import RLTunerError
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -38,6 +41,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, target)
+        log.debug("wrote %s", target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

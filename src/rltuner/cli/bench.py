@@ -12,7 +12,15 @@ from rltuner.benchmarks import suite
 from rltuner.cli.options import threads_option
 
 
-@click.command()
+@click.command(
+    epilog="""
+Examples:
+
+\b
+  rltuner bench --quick --out /tmp/bench.md          # checks that every benchmark runs
+  rltuner bench --only rewards --only rl             # re-measure two topics into BENCHMARKS.md
+""",
+)
 @click.option(
     "--only",
     multiple=True,

@@ -10,13 +10,24 @@ from typing import Any
 
 import click
 
-from rltuner.cli.options import domain_option, threads_option
+from rltuner.cli.options import config_option, domain_option, given, quiet_option, threads_option
+from rltuner.errors import ConfigError
 from rltuner.evaluation.compare import swept_algorithms
 
 _SWEPT = list(swept_algorithms())
 
+EXAMPLES = """
+Examples:
 
-@click.command("compare")
+\b
+  rltuner compare --quick --out out/compare-quick     # minutes: 200,000 steps, 2 settings, 3 seeds
+  rltuner compare -a q -a rloo --c 0.5,1 --seeds 2 --out out/q-rloo
+  rltuner compare --config compare.toml --out out/mine  # settings from a TOML file (budget = 500000 ...)
+  rltuner compare --domain molecules --quick
+"""
+
+
+@click.command("compare", epilog=EXAMPLES)
 @domain_option()
 @click.option(
     "--quick", is_flag=True, help="200,000 env steps, two settings per algorithm, 3 seeds (minutes)."
@@ -51,9 +62,12 @@ _SWEPT = list(swept_algorithms())
     "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
     help="Results folder (rerun to resume: finished points are kept) [default: out/compare-DOMAIN].",
 )  # fmt: skip
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option()
 @threads_option(pass_value=True)
+@config_option("CompareConfig")
+@click.pass_context
 def compare(
+    ctx: click.Context,
     domain: str,
     quick: bool,
     algorithms: tuple[str, ...],
@@ -65,6 +79,7 @@ def compare(
     out_dir: Path | None,
     quiet: bool,
     threads: int,
+    config_file: Path | None,
 ) -> None:
     """Tune every algorithm at the same budget of env steps and several KL weights; write OUT/comparison.md
     (table and verdict), OUT/pareto.png, comparison.csv/json and one JSON per finished run under OUT/points/."""
@@ -73,12 +88,23 @@ def compare(
     from rltuner.evaluation.compare import QUICK, CompareConfig, run_comparison, write_report
 
     base = QUICK if quick else CompareConfig()
+    if config_file is not None:
+        from rltuner.config import read_settings, with_settings
+
+        try:
+            base = with_settings(base, read_settings(config_file))
+        except ConfigError as exc:
+            raise ConfigError(f"{config_file}: {exc}") from None
+        if not given(ctx, "domain"):
+            domain = base.domain
     settings = dict(base.settings)
     if c_values is not None:
         settings["reward_scale"] = _floats(c_values, "--c")
     if sigma_values is not None:
         settings["sigma"] = _floats(sigma_values, "--sigma")
-    changes: dict[str, Any] = {"domain": domain, "settings": settings, "threads": threads}
+    changes: dict[str, Any] = {"domain": domain, "settings": settings}
+    if config_file is None or given(ctx, "threads"):
+        changes["threads"] = threads
     changes.update({k: v for k, v in {"budget": budget, "seeds": seeds}.items() if v is not None})
     if algorithms:
         changes["algorithms"] = tuple(algorithms)

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from rltuner.cli.options import SEED, domain_option
+from rltuner.cli.options import SEED, domain_option, quiet_option
 
 _SPLIT_HELP = "Comma-separated; the option may also be repeated."
 
@@ -17,12 +17,30 @@ def _names(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(n.strip() for v in values for n in v.split(",") if n.strip())
 
 
-@click.group()
+@click.group(
+    epilog="""
+Examples:
+
+\b
+  rltuner data build --out data/melodies.npz
+  rltuner data stats data/melodies.npz --plot stats.png
+"""
+)
 def data() -> None:
     """Build a dataset (melodies: music21's folk corpus or MIDI files; molecules: MOSES or a SMILES file)."""
 
 
-@data.command()
+@data.command(
+    epilog="""
+Examples:
+
+\b
+  rltuner data build                                   # the folk corpus -> data/melodies.npz
+  rltuner data build --exclude essen --out data/folk.npz
+  rltuner data build --source ~/midi --out data/mine.npz   # a folder of MIDI files
+  rltuner data build --domain molecules                # MOSES -> data/molecules.npz
+"""
+)
 @click.option(
     "--source",
     "sources",
@@ -83,7 +101,7 @@ def data() -> None:
     default=None,
     help="Also write which MIDI file was dropped and why (tab-separated: file, reason, candidates).",
 )
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option()
 @domain_option()
 def build(
     domain: str,
@@ -156,7 +174,15 @@ def _build_molecules(
     click.echo(report.format())
 
 
-@data.command()
+@data.command(
+    epilog="""
+Examples:
+
+\b
+  rltuner data stats data/melodies.npz
+  rltuner data stats data/melodies.npz --plot stats.png --json
+"""
+)
 @click.argument("dataset", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--plot", type=click.Path(dir_okay=False, path_type=Path), help="Also draw the statistics to a PNG."

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from rltuner.cli.options import SEED, device_option, domain_option, threads_option
+from rltuner.cli.options import (
+    SEED,
+    device_option,
+    domain_option,
+    quiet_option,
+    rules_option,
+    samples_option,
+    threads_option,
+)
 from rltuner.errors import ConfigError
 
 
@@ -29,7 +37,18 @@ def _parse_models(specs: tuple[str, ...]) -> dict[str, str]:
     return models
 
 
-@click.command("evaluate")
+EXAMPLES = """
+Examples:
+
+\b
+  rltuner evaluate q=runs/q g=runs/g --out eval/            # Table 1 beside the paper's, log p, KL...
+  rltuner evaluate runs/q -n 5000 --muspy-samples 0         # quicker: fewer melodies, no muspy
+  rltuner evaluate q=runs/q --rule my_rules.py:strong_beats -n 5000   # r_MT with your own rule
+  rltuner evaluate --domain molecules g=runs/mol-g -n 10000 --out eval-mol/
+"""
+
+
+@click.command("evaluate", epilog=EXAMPLES)
 @click.argument("models", nargs=-1)
 @click.option(
     "--prior",
@@ -37,10 +56,7 @@ def _parse_models(specs: tuple[str, ...]) -> dict[str, str]:
     default=None,
     help="Prior checkpoint that log p and KL refer to [default: the domain's shipped prior].",
 )
-@click.option(
-    "-n", "--samples", type=int, default=None,
-    help="Sequences sampled per model [default: 100,000 melodies, 10,000 molecules].",
-)  # fmt: skip
+@samples_option("Sequences sampled per model [default: 100,000 melodies, 10,000 molecules].")
 @click.option("--fcd/--no-fcd", default=True, show_default=True, help="Molecules: FCD to the MOSES test set.")
 @click.option("--length", type=int, default=32, show_default=True, help="Steps per melody.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of primers and sampling.")
@@ -66,9 +82,13 @@ def _parse_models(specs: tuple[str, ...]) -> dict[str, str]:
     default=None,
     help="Folder for evaluation.json/.csv/.txt and samples.npz (default: print only).",
 )
+@rules_option()
+@quiet_option()
 @domain_option()
 def evaluate(
     domain: str,
+    rules: tuple[str, ...],
+    quiet: bool,
     fcd: bool,
     models: tuple[str, ...],
     prior: str | None,
@@ -93,6 +113,12 @@ def evaluate(
     from rltuner.devices import resolve_device
 
     parsed = _parse_models(models)
+    if rules:
+        if domain != "music":
+            raise click.UsageError("--rule applies to the music domain")
+        from rltuner.rewards.user_rules import register_rule_specs
+
+        register_rule_specs(rules)
     if domain == "molecules":
         from rltuner.domains import get_domain
 
@@ -102,7 +128,13 @@ def evaluate(
         if samples is not None and samples < 1:
             raise click.BadParameter("must be at least 1", param_hint="--samples")
         mol = evaluate_molecule_models(
-            parsed, n=samples or 10_000, seed=seed, prior=prior, fcd=fcd, device=str(resolve_device(device))
+            parsed,
+            n=samples or 10_000,
+            seed=seed,
+            prior=prior,
+            fcd=fcd,
+            device=str(resolve_device(device)),
+            progress=not quiet,
         )
         click.echo(mol.format_table())
         if out:
@@ -121,6 +153,7 @@ def evaluate(
         prior=prior,
         muspy_samples=muspy_samples,
         device=str(resolve_device(device)),
+        show_progress=not quiet,
     )
     click.echo(result.format_table())
     if out:

@@ -10,8 +10,19 @@ import click
 from rltuner.cli.options import SEED, device_option, domain_option, threads_option
 from rltuner.errors import CheckpointError, InvalidMelodyError
 
+EXAMPLES = """
+Examples:
 
-@click.command("generate")
+\b
+  rltuner generate -n 8 --out samples/prior                  # from the shipped Note RNN: .npy, MIDI, WAV, PNG
+  rltuner generate --model runs/q -n 8 --seed 1 --out samples/q
+  rltuner generate --primer C4 --temperature 0.8 -n 4 --out samples/c4
+  rltuner generate -n 1000 --no-midi --no-wav --no-png --out samples/many
+  rltuner generate --domain molecules -n 1000 --seed 0 --out gen/
+"""
+
+
+@click.command("generate", epilog=EXAMPLES)
 @click.option(
     "--model",
     "model_path",
@@ -19,7 +30,10 @@ from rltuner.errors import CheckpointError, InvalidMelodyError
     default=None,
     help="Checkpoint (.safetensors), or a tuning run folder holding model.safetensors [default: the shipped prior].",
 )
-@click.option("-n", "--num", "n", type=int, default=10, show_default=True, help="Number of melodies.")
+@click.option(
+    "-n", "--samples", "--num", "n", type=int, default=10, show_default=True,
+    help="Number of melodies (or molecules) to sample.",
+)  # fmt: skip
 @click.option("--length", type=int, default=32, show_default=True, help="Steps (sixteenths) per melody.")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="Sampling temperature (> 0).")
 @click.option("--greedy", is_flag=True, help="Take the most likely class at each step instead of sampling.")

@@ -78,13 +78,28 @@ class LazyGroup(click.Group):
     cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
 )
 @click.version_option(package_name="rltuner")
-@click.option("-v", "--verbose", is_flag=True, help="Log debugging details.")
+@click.option(
+    "-v", "--verbose", is_flag=True,
+    help="Log debugging details: the settings each command resolved, every file written, why a stage runs or "
+    "is skipped.",
+)  # fmt: skip
 def cli(verbose: bool) -> None:
     """rltuner: tune a trained sequence model with reinforcement learning (RL Tuner, Jaques et al.).
 
-    Every command works on melodies (the default) and on molecules (--domain molecules).
+    Every command works on melodies (the default) and on molecules (--domain molecules). Long-running
+    commands take -q/--quiet (no progress bar), -n/--samples is always a number of sequences, and tune, run,
+    compare and pretrain read settings from a file with --config FILE. Every command's --help ends with
+    examples.
+
+    \b
+    Examples:
+      rltuner run --quick --out out/quick
+      rltuner -v tune -a g --steps 100000 --out runs/g
+      rltuner generate --model runs/g -n 8 --out samples/g
     """
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s")
+    # rltuner's own debug lines only: other libraries' (matplotlib, PIL, ...) stay at their usual level
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("rltuner").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> Any:

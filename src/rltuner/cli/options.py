@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -68,3 +69,53 @@ def threads_option(pass_value: bool = False) -> Callable[[Any], Any]:
         return option(run_with_threads)
 
     return decorate
+
+
+def quiet_option() -> Callable[[Any], Any]:
+    """``--quiet/-q`` on every long-running command: no progress bar, only the result lines.
+
+    ``--no-progress`` (pretrain's old spelling) is kept as an alias.
+    """
+    return click.option(
+        "--quiet",
+        "-q",
+        "--no-progress",
+        "quiet",
+        is_flag=True,
+        help="No progress bar; print only the results.",
+    )
+
+
+def samples_option(help: str, default: int | None = None) -> Callable[[Any], Any]:
+    """``-n/--samples N``: the number of sequences, the same meaning on every command."""
+    return click.option(
+        "-n", "--samples", "samples", type=click.IntRange(1), default=default, show_default=default is not None,
+        help=help,
+    )  # fmt: skip
+
+
+def config_option(target: str) -> Callable[[Any], Any]:
+    """``--config FILE``: settings read from a TOML file or a run's ``config.json`` (flags given override it)."""
+    return click.option(
+        "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        help=f"Read {target} settings from a TOML file (name = value) or a run's config.json; options given "
+        "on the command line override the file.",
+    )  # fmt: skip
+
+
+def rules_option() -> Callable[[Any], Any]:
+    """``--rule MODULE:FUNCTION``: a user music-theory rule, imported and registered (repeatable)."""
+    return click.option(
+        "--rule", "--rules", "rules", multiple=True, metavar="MODULE:FUNCTION",
+        help="Music: add your own reward rule, a function of a module or a file (my_rules:strong_beats, "
+        "rules.py:strong_beats; NAME=... to rename it, ...@W for weight W); repeatable. See docs/rewards.md.",
+    )  # fmt: skip
+
+
+def given(ctx: click.Context, name: str) -> bool:
+    """True when the parameter ``name`` was given on the command line (not a default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source not in (
+        click.core.ParameterSource.DEFAULT,
+        click.core.ParameterSource.DEFAULT_MAP,
+    )

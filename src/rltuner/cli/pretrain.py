@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import click
 
-from rltuner.cli.options import SEED, device_option, domain_option, threads_option
+from rltuner.cli.options import (
+    SEED,
+    config_option,
+    device_option,
+    domain_option,
+    given,
+    quiet_option,
+    threads_option,
+)
+from rltuner.errors import ConfigError
+
+EXAMPLES = """
+Examples:
+
+\b
+  rltuner pretrain --out note_rnn.safetensors                   # the paper's Note RNN on the folk corpus
+  rltuner pretrain --data data/mine.npz --arch gru --out gru.safetensors
+  rltuner pretrain --config pretrain.toml --out mine.safetensors   # settings from a TOML file
+  rltuner pretrain --out note_rnn.safetensors --resume           # continue after Ctrl-C
+  rltuner pretrain --domain molecules --steps 2000 --out smiles.safetensors
+"""
 
 
-@click.command("pretrain")
+@click.command("pretrain", epilog=EXAMPLES)
 @click.option(
     "--data",
     "data_path",
@@ -62,15 +83,25 @@ from rltuner.cli.options import SEED, device_option, domain_option, threads_opti
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from <out>.run/resume.pt.")
 @device_option()
 @threads_option(pass_value=True)
-@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@quiet_option()
+@config_option("PretrainConfig")
 @domain_option()
-def pretrain(domain: str, data_path: Path | None, out: Path, no_progress: bool, **opts: Any) -> None:
+@click.pass_context
+def pretrain(
+    ctx: click.Context,
+    domain: str,
+    data_path: Path | None,
+    out: Path,
+    quiet: bool,
+    config_file: Path | None,
+    **opts: Any,
+) -> None:
     """Train a prior (the paper's Note RNN by default) on a melody dataset; keep the best checkpoint.
 
     Prints validation accuracy and log-perplexity (mean NLL per step, nats) next to trivial baselines.
     Ctrl-C saves a resume state; run the same command with --resume to continue.
     """
-    from rltuner.config import apply_overrides
+    from rltuner.config import apply_overrides, flatten_settings, read_settings
     from rltuner.domains import get_domain
     from rltuner.models.train import PretrainConfig
     from rltuner.models.train import pretrain as run_pretrain
@@ -82,10 +113,21 @@ def pretrain(domain: str, data_path: Path | None, out: Path, no_progress: bool, 
     from rltuner.models.train import run_dir_for
 
     ensure_writable_dir(run_dir_for(out))  # before the dataset is loaded (or built): fail in a second
-    given = {f"model.{k}" if k in ("arch", "hidden_size", "num_layers") else k: v for k, v in opts.items()}
-    settings = {**entry.pretrain_defaults, **{k: v for k, v in given.items() if v is not None}}
-    apply_overrides(PretrainConfig(), settings)  # nonsense settings fail here, before the data is read
-    dataset, train, valid, meta = _load_dataset(domain, data_path, progress=not no_progress)
+
+    def setting(option: str) -> str:
+        return f"model.{option}" if option in ("arch", "hidden_size", "num_layers") else option
+
+    # precedence: the domain's defaults < the options' defaults < the --config file < options given
+    defaults = {setting(k): v for k, v in opts.items() if v is not None and not given(ctx, k)}
+    explicit = {setting(k): v for k, v in opts.items() if v is not None and given(ctx, k)}
+    from_file = flatten_settings(read_settings(config_file)) if config_file is not None else {}
+    settings = {**entry.pretrain_defaults, **defaults, **from_file, **explicit}
+    logging.getLogger(__name__).debug("pretrain settings: %s", settings)
+    try:
+        apply_overrides(PretrainConfig(), settings)  # nonsense settings fail here, before the data is read
+    except ConfigError as exc:
+        raise ConfigError(f"{config_file}: {exc}" if from_file else str(exc)) from None
+    dataset, train, valid, meta = _load_dataset(domain, data_path, progress=not quiet)
     cfg = apply_overrides(PretrainConfig(), {**settings, "model.vocab_size": meta.pop("vocab_size")})
     click.echo(
         f"training {cfg.model.arch} ({cfg.model.num_layers} x {cfg.model.hidden_size}) on "
@@ -94,7 +136,7 @@ def pretrain(domain: str, data_path: Path | None, out: Path, no_progress: bool, 
     )
     result = run_pretrain(
         train, valid, out, cfg, resume=resume, dataset_hash=dataset.content_hash()[:16],
-        progress=not no_progress,
+        progress=not quiet,
         extra_meta={"dataset": data_path.name if data_path else f"default {domain} corpus", **meta},
     )  # fmt: skip
     click.echo(f"best checkpoint: {result.best_path} (step {result.best_step} of {result.steps_done})")

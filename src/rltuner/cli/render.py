@@ -106,7 +106,18 @@ def _unique(stem: str, used: set[str]) -> str:
     return name
 
 
-@click.command("render")
+@click.command(
+    "render",
+    epilog="""
+Examples:
+
+\b
+  rltuner render samples/q/melodies.npy              # MIDI + WAV + PNG of the first 16 -> rendered/
+  rltuner render samples/q/melodies.npy --key G --out listen/
+  rltuner render tune.mid other.mid --wav --out wav/
+  rltuner render songs/ --png
+""",
+)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--midi", "want_midi", is_flag=True, help="Write MIDI files (with none of --midi/--wav/--png: all three)."

@@ -3,14 +3,52 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import sys
+from pathlib import Path
+from typing import Any
 
 import click
 
-from rltuner.cli.options import SEED, device_option, domain_option, threads_option
+from rltuner.cli.options import (
+    SEED,
+    config_option,
+    device_option,
+    domain_option,
+    given,
+    quiet_option,
+    rules_option,
+    samples_option,
+    threads_option,
+)
+from rltuner.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+EXAMPLES = """
+Examples:
+
+\b
+  rltuner run --quick --out out/quick            # a smoke version of the whole job
+  rltuner run --out out/demo                     # what make demo runs
+  rltuner run --algorithms q,g -n 20000 --seed 1 --out out/seed1
+  rltuner run --config run.toml --out out/mine   # settings from a TOML file (name = value)
+  rltuner run --config out/demo/run.json --seed 2 --out out/seed2   # that job again, another seed
+  rltuner run --rule my_rules.py:strong_beats --tensorboard --out out/beats
+  rltuner run --domain molecules --quick --out out/mol-quick
+"""
+
+# CLI parameter -> (setting, how the flag's value becomes the setting's)
+_PARAMS: dict[str, tuple[str, Any]] = {
+    "out": ("out", None), "quick": ("quick", None), "algorithms": ("algorithms", None),
+    "samples": ("samples", None), "steps": ("steps", None), "prior": ("prior", None), "seed": ("seed", None),
+    "device": ("device", None), "muspy_samples": ("muspy_samples", None), "force": ("force", None),
+    "no_copying": ("copying", lambda v: not v), "no_fcd": ("fcd", lambda v: not v), "rules": ("rules", None),
+    "tensorboard": ("tensorboard", None), "quiet": ("progress", lambda v: not v), "threads": ("threads", None),
+}  # fmt: skip
 
 
-@click.command("run")
+@click.command("run", epilog=EXAMPLES)
 @click.option(
     "--out",
     "out",
@@ -27,12 +65,9 @@ from rltuner.cli.options import SEED, device_option, domain_option, threads_opti
     show_default=True,
     help="Comma-separated algorithms to tune (the value-family rows of the algorithm table).",
 )
-@click.option(
-    "--samples",
-    type=int,
-    default=None,
-    help="Sequences sampled per model for evaluation [default: music 100000, as the paper, molecules 5000; "
-    "--quick: 1000 / 300].",
+@samples_option(
+    "Sequences sampled per model for evaluation [default: music 100000, as the paper, molecules 5000; "
+    "--quick: 1000 / 300]."
 )
 @click.option(
     "--steps",
@@ -61,8 +96,21 @@ from rltuner.cli.options import SEED, device_option, domain_option, threads_opti
 @click.option("--no-copying", is_flag=True, help="Skip the copying measure (no training corpus needed).")
 @click.option("--force", is_flag=True, help="Redo every stage even where its outputs exist.")
 @click.option("--no-fcd", is_flag=True, help="Molecules: skip FCD (about 30 s per model).")
+@click.option(
+    "--tensorboard/--no-tensorboard", default=False, show_default=True,
+    help="Write TensorBoard event files of each tuning run to OUT/tune/ALGORITHM/tb.",
+)  # fmt: skip
+@rules_option()
+@config_option("run")
+@click.option(
+    "--set", "overrides", multiple=True, metavar="NAME=VALUE",
+    help="Set any setting of the job (see --config), e.g. --set audio_per_model=5 (repeatable).",
+)  # fmt: skip
+@quiet_option()
 @domain_option()
+@click.pass_context
 def run(
+    ctx: click.Context,
     domain: str,
     no_fcd: bool,
     out: str | None,
@@ -77,6 +125,11 @@ def run(
     muspy_samples: int,
     no_copying: bool,
     force: bool,
+    tensorboard: bool,
+    rules: tuple[str, ...],
+    config_file: Path | None,
+    overrides: tuple[str, ...],
+    quiet: bool,
 ) -> None:
     """The main job: RL-tune the shipped Note RNN with each algorithm, evaluate all models (Note RNN
     included), and write a run folder with a self-contained report.html.
@@ -85,35 +138,46 @@ def run(
     terms, log p and KL, and draw reward curves, property histograms and molecule grids into the report.
     A stage is skipped only when it finished with the same inputs (settings, prior, code version).
     """
-    folder = out or f"runs/{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    from rltuner.config import apply_overrides, parse_override, read_settings, with_settings
+
+    params = dict(ctx.params)
+    default_out = f"runs/{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     cmd = " ".join(["rltuner", *sys.argv[1:]]) if sys.argv else None
     if domain == "molecules":
+        if rules:
+            raise click.UsageError("--rule applies to the music domain")
         from rltuner.domains import get_domain
 
         get_domain("molecules").check_installed()
         from rltuner.domains.molecules.pipeline import MoleculeRunConfig, run_molecule_pipeline
 
-        mol = MoleculeRunConfig(
-            out=folder, algorithms=tuple(a.strip() for a in algorithms.split(",") if a.strip()), samples=samples,
-            steps=steps, prior=prior, seed=seed, device=device, threads=threads, quick=quick, fcd=not no_fcd, force=force,
-        )  # fmt: skip
-        click.echo(str(run_molecule_pipeline(mol, command=cmd)))
-        return
-    from rltuner.evaluation.pipeline import PipelineConfig, run_pipeline
+        base: Any = MoleculeRunConfig(out=default_out)
+    else:
+        from rltuner.evaluation.pipeline import PipelineConfig, run_pipeline
 
-    config = PipelineConfig(
-        out=folder,
-        algorithms=tuple(a.strip() for a in algorithms.split(",") if a.strip()),
-        samples=samples,
-        steps=steps,
-        prior=prior,
-        seed=seed,
-        device=device,
-        threads=threads,
-        quick=quick,
-        muspy_samples=muspy_samples,
-        copying=not no_copying,
-        force=force,
-    )
+        base = PipelineConfig(out=default_out)
+    if config_file is not None:
+        data = read_settings(config_file)
+        if isinstance(data.get("settings"), dict) and isinstance(data["settings"].get("pipeline"), dict):
+            data = {k: v for k, v in data["settings"]["pipeline"].items() if k != "out"}  # a run.json
+        try:
+            base = with_settings(base, data)
+        except ConfigError as exc:
+            raise ConfigError(f"{config_file}: {exc}") from None
+    fields = set(type(base).__dataclass_fields__)
+    flags: dict[str, Any] = {}
+    for name, (setting, convert) in _PARAMS.items():
+        if setting in fields and given(ctx, name):
+            value = params[name]
+            flags[setting] = convert(value) if convert is not None else value
+    if "algorithms" in flags:
+        flags["algorithms"] = tuple(a.strip() for a in str(flags["algorithms"]).split(",") if a.strip())
+    config = with_settings(base, flags)
+    if overrides:
+        config = apply_overrides(config, dict(parse_override(text) for text in overrides))
+    log.debug("run settings: %s", config)
+    if domain == "molecules":
+        click.echo(str(run_molecule_pipeline(config, command=cmd)))
+        return
     report = run_pipeline(config, command=cmd)
     click.echo(str(report))

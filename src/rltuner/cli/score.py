@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from rltuner.cli.options import rules_option
 from rltuner.errors import DatasetError, InvalidMelodyError
 
 _MIDI_SUFFIXES = (".mid", ".midi")
@@ -127,7 +128,18 @@ def _score_many(melodies: Any, name: str, length: int, key: str, mode: str, as_j
     click.echo("intervals per melody: " + ", ".join(f"{k} {v:.2f}" for k, v in per.items() if v))
 
 
-@click.command(name="score")
+EXAMPLES = """
+Examples:
+
+\b
+  rltuner score samples/q/melodies.npy                  # Table 1 statistics and mean r_MT
+  rltuner score tune.mid                                # one melody: r_MT per step and rule
+  rltuner score midi/ --key G --length 32 --json        # a folder of MIDI files, in G major, as JSON
+  rltuner score samples/q/melodies.npy --rule my_rules.py:strong_beats   # with your own rule
+"""
+
+
+@click.command(name="score", epilog=EXAMPLES)
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (for machines) instead of a table.")
 @click.option("--key", default="C", show_default=True, help="Tonic of the key the rules judge against.")
@@ -144,7 +156,10 @@ def _score_many(melodies: Any, name: str, length: int, key: str, mode: str, as_j
     default=None,
     help="Melody length L (tonic and extremes rules); MIDI input is cut or padded to it. Default: the melodies'.",
 )
-def score(input_path: Path, as_json: bool, key: str, mode: str, length: int | None) -> None:
+@rules_option()
+def score(
+    input_path: Path, as_json: bool, key: str, mode: str, length: int | None, rules: tuple[str, ...]
+) -> None:
     """Score INPUT (a .mid file, a folder of them, or a .npy of melodies) with the music-theory reward.
 
     One melody: a per-step, per-rule table of r_MT. Several: the paper's Table 1 statistics beside the
@@ -153,6 +168,10 @@ def score(input_path: Path, as_json: bool, key: str, mode: str, length: int | No
     from rltuner.rewards.rules import key_tables
 
     key_tables(key, mode)  # a bad key fails before any file is read
+    if rules:
+        from rltuner.rewards.user_rules import register_rule_specs
+
+        register_rule_specs(rules)
     melodies, names = _load_melodies(input_path, length)
     steps = melodies.shape[1]
     if length is not None and steps > length:

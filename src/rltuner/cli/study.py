@@ -13,7 +13,18 @@ from rltuner.cli.options import SEED, threads_option
 from rltuner.errors import ConfigError, DatasetError, InvalidMelodyError
 
 
-@click.group("study")
+@click.group(
+    "study",
+    epilog="""
+Examples:
+
+\b
+  rltuner study make --melodies q=q.npy --melodies g=g.npy --pairs 24 --out study
+  rltuner study serve study --host 0.0.0.0
+  rltuner study analyze study --plot wins.png
+  rltuner study reward study --out pref.safetensors
+""",
+)
 def study() -> None:
     """Listening study: blind A/B pairs (make), a rating web app (serve), export, analyze, and a reward learned
     from the ratings (reward; simulate stands in for listeners)."""
@@ -25,17 +36,27 @@ def _parse_samples(specs: tuple[str, ...]) -> dict[str, Path]:
         name, sep, path = spec.partition("=")
         name = name.strip()
         if not sep or not name or not path:
-            raise ConfigError(f"--samples {spec!r}: expected NAME=PATH.npy, e.g. q=runs/q/melodies.npy")
+            raise ConfigError(f"--melodies {spec!r}: expected NAME=PATH.npy, e.g. q=runs/q/melodies.npy")
         if name in parsed:
-            raise ConfigError(f"--samples: model name {name!r} is given twice")
+            raise ConfigError(f"--melodies: model name {name!r} is given twice")
         parsed[name] = Path(path)
     return parsed
 
 
-@study.command("make")
+@study.command(
+    "make",
+    epilog="""
+Examples:
+
+\b
+  rltuner study make --melodies note_rnn=prior.npy --melodies q=q.npy --pairs 48 --out study
+  rltuner study make --melodies q=q.npy --melodies g=g.npy --no-audio --out sim-study
+""",
+)
 @click.option(
-    "--samples", "sample_specs", multiple=True, required=True,
-    help="NAME=PATH.npy: one model's melodies, shape (N, T). Repeat for every model (at least two).",
+    "--melodies", "--samples", "sample_specs", multiple=True, required=True,
+    help="NAME=PATH.npy: one model's melodies, shape (N, T). Repeat for every model (at least two). "
+    "(--samples is the old spelling.)",
 )  # fmt: skip
 @click.option(
     "--pairs", "n_pairs", type=int, default=24, show_default=True,
@@ -73,7 +94,7 @@ def make(
     samples = {}
     for name, path in specs.items():
         if not path.is_file():
-            raise InvalidMelodyError(f"--samples {name}: {path} does not exist")
+            raise InvalidMelodyError(f"--melodies {name}: {path} does not exist")
         samples[name] = load_npy_melodies(path)
     total = balanced_pair_count(len(samples), n_pairs) if len(samples) >= 2 and n_pairs >= 1 else n_pairs
     files = make_study(
@@ -96,7 +117,16 @@ def make(
     click.echo(f"keep {files.key_json} from the listeners: it says which model is which")
 
 
-@study.command("analyze")
+@study.command(
+    "analyze",
+    epilog="""
+Examples:
+
+\b
+  rltuner study analyze study --plot wins.png
+  rltuner study analyze ratings.csv --key study/key.json --json
+""",
+)
 @click.argument("ratings", type=click.Path(exists=False, path_type=Path))
 @click.option(
     "--key", "key_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -149,7 +179,16 @@ def _ratings_and_key(ratings: Path, key_path: Path | None) -> tuple[list[Any], P
     return read_ratings(ratings), key_path
 
 
-@study.command("serve")
+@study.command(
+    "serve",
+    epilog="""
+Examples:
+
+\b
+  rltuner study serve study                          # http://127.0.0.1:8000
+  rltuner study serve study --host 0.0.0.0 --port 8080 --per-rater 10
+""",
+)
 @click.argument("study_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: your network)."
@@ -193,7 +232,15 @@ def serve(
     )  # fmt: skip
 
 
-@study.command("export")
+@study.command(
+    "export",
+    epilog="""
+Examples:
+
+\b
+  rltuner study export study --out ratings.csv
+""",
+)
 @click.argument("study_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("ratings.csv"), show_default=True,
@@ -215,7 +262,15 @@ def _key_of(study: Path) -> Path:
     return study / "key.json" if study.is_dir() else study
 
 
-@study.command("simulate")
+@study.command(
+    "simulate",
+    epilog="""
+Examples:
+
+\b
+  rltuner study simulate sim-study --out sim-ratings.csv --raters 20 --seed 1
+""",
+)
 @click.argument("study_dir", type=click.Path(path_type=Path))
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("ratings.csv"), show_default=True,
@@ -244,7 +299,16 @@ def simulate(study_dir: Path, out: Path, raters: int, noise: float, seed: int) -
     click.echo(f"wrote {len(ratings)} simulated ratings ({raters} raters) to {out}")
 
 
-@study.command("reward")
+@study.command(
+    "reward",
+    epilog="""
+Examples:
+
+\b
+  rltuner study reward study --out pref.safetensors
+  rltuner tune --reward pref=pref.safetensors --out runs/pref   # then tune with it
+""",
+)
 @click.argument("ratings", type=click.Path(exists=False, path_type=Path))
 @click.option(
     "--key", "key_path", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import click
 
-from rltuner.cli.options import SEED, device_option, domain_option, threads_option
+from rltuner.cli.options import (
+    SEED,
+    config_option,
+    device_option,
+    domain_option,
+    given,
+    quiet_option,
+    rules_option,
+    threads_option,
+)
 from rltuner.errors import ConfigError, RLTunerError
 from rltuner.rl.targets import ALGORITHMS
+
+log = logging.getLogger(__name__)
 
 # CLI option -> TuneConfig field, for the explicit hyperparameter options.
 _OPTION_FIELDS = {
@@ -22,7 +34,22 @@ _OPTION_FIELDS = {
 }  # fmt: skip
 
 
-@click.command("tune")
+EXAMPLES = """
+Examples:
+
+\b
+  rltuner tune -a q --out runs/q                     # the fast preset (~30 s)
+  rltuner tune -a g --preset paper --out runs/g-paper
+  rltuner tune -a psi --steps 200000 --set replay_size=100000 --out runs/psi
+  rltuner tune --config runs/q/config.json --seed 1 --out runs/q-seed1   # that run again, another seed
+  rltuner tune --config tune.toml --out runs/mine    # settings from a TOML file (name = value)
+  rltuner tune --rule my_rules.py:strong_beats --out runs/beats   # with your own rule
+  rltuner tune --resume runs/q --steps 2000000       # continue a run, longer
+  rltuner tune --domain molecules -a g --out runs/mol-g
+"""
+
+
+@click.command("tune", epilog=EXAMPLES)
 @click.option(
     "--algorithm",
     "-a",
@@ -111,9 +138,13 @@ _OPTION_FIELDS = {
     default=None,
     help="Continue the run saved in this folder (options given here override its settings).",
 )
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option()
+@config_option("TuneConfig")
+@rules_option()
 @domain_option()
+@click.pass_context
 def tune(
+    ctx: click.Context,
     domain: str,
     algorithm: str | None,
     prior_path: Path | None,
@@ -125,6 +156,8 @@ def tune(
     quiet: bool,
     reward_terms: tuple[str, ...],
     reward_weights: tuple[str, ...],
+    config_file: Path | None,
+    rules: tuple[str, ...],
     **options: Any,
 ) -> None:
     """RL-tune a prior: the tuned model goes to RUN_DIR/model.safetensors, Figure 2's data to metrics.csv."""
@@ -132,6 +165,18 @@ def tune(
     from rltuner.domains import DOMAINS, get_domain, tune_preset
     from rltuner.rl.config import TuneConfig
 
+    from_file: dict[str, Any] = {}
+    reward_config: Any = None
+    if config_file is not None:
+        from_file, file_domain, file_primer, reward_config = _file_settings(config_file)
+        if file_domain is not None and file_domain != domain:
+            if given(ctx, "domain"):
+                raise ConfigError(f"{config_file} holds {file_domain} settings, but --domain is {domain}")
+            domain = file_domain
+        if file_primer is not None and not given(ctx, "primer"):
+            primer = file_primer
+        if algorithm is None and "algorithm" in from_file:
+            algorithm = str(from_file["algorithm"])
     entry = get_domain(domain)
     entry.check_installed()
     changes: dict[str, Any] = {_OPTION_FIELDS[k]: v for k, v in options.items() if v is not None}
@@ -152,19 +197,34 @@ def tune(
             )
     else:
         base = tune_preset(domain, preset, **({"algorithm": algorithm} if algorithm else {}))
+    if from_file:
+        from rltuner.config import with_settings
+
+        try:
+            base = with_settings(base, from_file)
+        except ConfigError as exc:
+            raise ConfigError(f"{config_file}: {exc}") from None
     cfg: TuneConfig = base.with_overrides(**changes)  # validated: nonsense fails here, before any work
     out_dir = out_dir if out_dir is not None else Path("runs") / f"tune-{cfg.algorithm}"
+    log.debug("tune settings: %s", cfg)
 
     from rltuner.rl.tuner import tune as run_tune
 
     kwargs: dict[str, Any] = {"primer": primer} if domain == "music" else {}
     reward_desc: dict[str, Any] = {}
+    if (reward_terms or reward_weights or rules) and domain != "music":
+        raise click.UsageError("--reward, --reward-weight and --rule apply to the music domain")
+    if domain == "music" and reward_config is not None:
+        kwargs["reward_config"] = reward_config
+    if rules:
+        from rltuner.rewards.user_rules import register_rule_specs
+
+        reward_desc["rules"] = register_rule_specs(rules)
     if reward_terms or reward_weights:
-        if domain != "music":
-            raise click.UsageError("--reward and --reward-weight apply to the music domain")
         from rltuner.rewards.preference import register_reward_terms
 
-        kwargs["reward_config"], reward_desc = register_reward_terms(reward_terms, reward_weights)
+        kwargs["reward_config"], terms_desc = register_reward_terms(reward_terms, reward_weights)
+        reward_desc.update(terms_desc)
     task = entry.build(prior_path, **kwargs)
     if reward_desc:  # a record of the reward beside config.json (not read on --resume)
         from rltuner.fileio import ensure_writable_dir, write_json_atomic
@@ -182,6 +242,35 @@ def tune(
     if result.interrupted:
         click.echo(f"interrupted: saved; continue with rltuner tune --resume {out_dir}", err=True)
         raise SystemExit(130)
+
+
+def _file_settings(path: Path) -> tuple[dict[str, Any], str | None, str | None, Any]:
+    """TuneConfig settings of a ``--config`` file, and what a run's config.json adds beside them.
+
+    Returns:
+        (TuneConfig settings, the domain it names or None, the primer as ``--primer`` takes it or None,
+        the music-theory ``RewardConfig`` it records or None).
+    """
+    from rltuner.config import from_dict, read_settings
+
+    data = read_settings(path)
+    domain = data.pop("domain", None)
+    primer_desc = data.pop("primer", None)
+    reward = data.pop("reward", None)
+    for key in ("melody_length", "max_length", "vocabulary"):  # domain facts a run records, not settings
+        data.pop(key, None)
+    primer = None
+    if isinstance(primer_desc, str) and primer_desc not in ("<bos>",):
+        primer = primer_desc if primer_desc == "random" else primer_desc.rpartition(":")[2]
+    reward_config = None
+    if isinstance(reward, dict) and isinstance(reward.get("music_theory"), dict):
+        from rltuner.rewards.music_theory import RewardConfig
+
+        try:
+            reward_config = from_dict(RewardConfig, reward["music_theory"], prefix="reward.music_theory.")
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    return data, None if domain is None else str(domain), primer, reward_config
 
 
 def _saved_domain(run_dir: Path) -> str:

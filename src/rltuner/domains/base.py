@@ -68,6 +68,9 @@ class Domain:
         reward_config: the task reward's settings as JSON (recorded in run configs and checkpoints, and
             used again by evaluation).
         meta: more domain settings worth recording in checkpoints (JSON-able).
+        reward_parts: ``parts(actions, mask) -> {name: value}``: the task reward's terms (rules), each as its
+            mean per played step over the episodes (``actions`` (B, L) int64, ``mask`` (B, L) bool: played
+            steps); logged to TensorBoard. None when the reward has no named parts.
         score_range: ``(low, high)`` of an episode's task return (the sum of its task reward) that
             :meth:`score` maps onto [0, 1], the sequence score S of REINVENT's augmented likelihood (``dap``);
             None when the domain defines no score.
@@ -84,6 +87,7 @@ class Domain:
     pad_token: int = 0
     reward_config: dict[str, Any] | None = None
     score_range: tuple[float, float] | None = None
+    reward_parts: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None
 
     def score(self, task_return: torch.Tensor) -> torch.Tensor:
         """The sequence score ``S = clip((R - low) / (high - low), 0, 1)`` of task returns R: (B,) -> (B,).

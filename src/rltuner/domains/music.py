@@ -113,10 +113,18 @@ def music_domain(
     def make_reward() -> Any:
         return MusicTheoryReward(cfg)
 
+    def reward_parts(actions: Any, mask: Any) -> dict[str, float]:
+        from rltuner.rewards.music_theory import music_theory_rewards
+
+        parts = music_theory_rewards(actions, by_rule=True, config=cfg)  # every melody plays all its steps
+        assert isinstance(parts, dict)
+        return {name: float(values.mean()) for name, values in parts.items()}
+
     domain = Domain(
         name="music", vocab_size=NUM_CLASSES, prior=model, make_reward=make_reward, sample_primers=sampler,
         episode_length=length, meta={"primer": primer_desc, "melody_length": length},
         reward_config={"music_theory": to_dict(cfg)}, score_range=music_score_range(length),
+        reward_parts=reward_parts,
     )  # fmt: skip
     domain.validate()
     return domain

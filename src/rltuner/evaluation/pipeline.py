@@ -74,6 +74,11 @@ class PipelineConfig:
     midi_per_model: int = field(8, "sample melodies per model written as MIDI files")
     copying: bool = field(True, "measure copying against the training corpus (builds it once if needed)")
     force: bool = field(False, "redo every stage even where its outputs exist")
+    rules: tuple[str, ...] = field(
+        (), "user reward rules, MODULE:FUNCTION or FILE.py:FUNCTION (docs/rewards.md)"
+    )
+    tensorboard: bool = field(False, "write TensorBoard event files of each tuning run to RUN/tune/ALGO/tb")
+    progress: bool = field(True, "show progress bars on stderr")
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on nonsense settings, before any work starts."""
@@ -138,6 +143,7 @@ class _Stages:
 
     def __init__(self, run_dir: Path, force: bool) -> None:
         self.path = run_dir / "stages.json"
+        self.force = force
         self.done: dict[str, dict[str, Any]] = {}
         self.changed = False  # an earlier stage of this invocation ran: later ones must too
         if self.path.is_file() and not force:
@@ -165,6 +171,14 @@ class _Stages:
             return False
         if name in self.done and not self.changed:
             log.info("stage %s: its inputs changed since it ran: running it again", name)
+        elif name in self.done:
+            log.debug(
+                "stage %s: runs again because an earlier stage of this run did (it reads its outputs)", name
+            )
+        else:
+            log.debug(
+                "stage %s: not done yet in %s%s", name, self.path.parent, " (--force)" if self.force else ""
+            )
         log.info("stage %s ...", name)
         start = time.perf_counter()
         fn()
@@ -182,7 +196,8 @@ def _tune_config(cfg: PipelineConfig, algorithm: str) -> Any:
         "seed": cfg.seed,
         "device": cfg.device,
         "threads": cfg.threads,
-        "tensorboard": False,
+        "tensorboard": cfg.tensorboard,
+        "progress": cfg.progress,
     }
     steps = cfg.steps if cfg.steps is not None else (QUICK_STEPS if cfg.quick else None)
     if steps is not None:
@@ -272,6 +287,12 @@ def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
     from rltuner.loading import load_model
     from rltuner.models.checkpoint import default_prior_path, load_default_prior, load_prior
 
+    config.validate()
+    rules: list[Any] = []  # user rules take part in the reward: their source is an input of every stage
+    if config.rules:
+        from rltuner.rewards.user_rules import register_rule_specs
+
+        rules = register_rule_specs(config.rules)
     device = str(resolve_device(config.device))
     prior = load_default_prior(device) if config.prior is None else load_prior(config.prior, device)[0]
     prior.eval()
@@ -286,7 +307,7 @@ def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
     code = versions()["rltuner"]
 
     # 1. tuning (each run depends on its settings, the prior and the code; a changed run starts afresh)
-    tune_inputs = {k: fingerprint(result_inputs(c), prior_id, code) for k, c in tune_cfgs.items()}
+    tune_inputs = {k: fingerprint(_result_settings(c), prior_id, code, *rules) for k, c in tune_cfgs.items()}
     run_tune_stages(stages, tune_dirs, tune_cfgs, tune_inputs, domain, config.force)
     later = fingerprint(_inputs_config(config), prior_id, code, tune_inputs)
 
@@ -306,6 +327,7 @@ def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
             prior=prior,
             muspy_samples=config.muspy_samples,
             device=device,
+            show_progress=config.progress,
         )
         _save_samples(samples_npz, result.samples, result.primers)
         result.write(run_dir)
@@ -461,9 +483,18 @@ def _tune(tune_config: Any, domain: Any, folder: Path, force: bool) -> None:
 def _inputs_config(config: PipelineConfig) -> dict[str, Any]:
     """The settings that change a run's results (not where it is written, whether it was forced, or threads)."""
     data = _jsonable_config(config)
-    for key in ("out", "force", *(f.name for f in dataclasses.fields(config) if not f.metadata["result"])):
+    shown_only = ("out", "force", "tensorboard", "progress")
+    for key in (*shown_only, *(f.name for f in dataclasses.fields(config) if not f.metadata["result"])):
         data.pop(key, None)
+    if not data.get("rules"):
+        data.pop("rules", None)  # so the runs made before --rule existed keep their fingerprints
     return data
+
+
+def _result_settings(tune_config: Any) -> dict[str, Any]:
+    """A tuning config with the settings that only change what is shown or logged, not the model, at fixed
+    values (those that runs made before --tensorboard/--quiet had, so their fingerprints still match)."""
+    return {**result_inputs(tune_config), "tensorboard": False, "progress": True}
 
 
 def _jsonable_config(config: PipelineConfig) -> dict[str, Any]:

@@ -304,6 +304,7 @@ def _tune(cfg: TuneConfig, domain: Domain | None, out_dir: str | Path | None, re
             {**to_dict(cfg), "domain": domain.name, **(domain.meta or {}), "reward": domain.reward_config},
         )
     writer = _tensorboard(run_dir, cfg)
+    board = _RoundLog(writer, cfg, domain, counters) if writer is not None else None
 
     def evaluate_now(loss: float) -> None:
         seed = cfg.seed * 1_000_003 + counters["env_steps"]  # independent of the training streams
@@ -352,6 +353,8 @@ def _tune(cfg: TuneConfig, domain: Domain | None, out_dir: str | Path | None, re
             if counters["env_steps"] >= counters["next_eval"] or counters["env_steps"] >= cfg.total_steps:
                 evaluate_now(loss)
                 save()
+            if board is not None:
+                board.log(batch, loss, learner.exploration(counters["env_steps"]))
             _update_progress(
                 bar, rates, counters, batch, cfg, loss, learner.exploration(counters["env_steps"])
             )
@@ -407,6 +410,60 @@ def _update_progress(
     )  # fmt: skip
     bar.update(min(counters["env_steps"], cfg.total_steps) - bar.n)
     rates.update(t=now, steps=counters["env_steps"], updates=counters["sample_updates"])
+
+
+TB_POINTS = 256
+"""Training scalars are written at most about this many times per run (each round in short runs), so event
+files stay small and the cost stays negligible even with the paper's one-episode rounds."""
+TB_PART_POINTS = 32
+"""Reward parts are written at most about this many times per run: scoring a round's melodies by rule costs
+about 20 ms (a Python loop over the steps), so 32 points cost under a second even on the paper's budget."""
+TB_PART_EPISODES = 128
+"""Episodes of a round whose reward parts are computed for TensorBoard (a whole-melody pass over them)."""
+
+
+class _RoundLog:
+    """TensorBoard scalars of the training rounds (docs/tuning.md lists them), every ``total_steps / 256``
+    environment steps (or every round, if rounds are longer): the round's episodes (log p, task reward,
+    return, length), the loss, epsilon and the speed since the last point; every ``total_steps / 32`` steps
+    also each reward part, when the domain names its parts."""
+
+    def __init__(self, writer: Any, cfg: TuneConfig, domain: Domain, counters: dict[str, Any]) -> None:
+        self.writer, self.domain, self.counters = writer, domain, counters
+        self.every = max(1, cfg.total_steps // TB_POINTS)
+        self.parts_every = max(1, cfg.total_steps // TB_PART_POINTS)
+        self.next = self.next_parts = counters["env_steps"]
+        self.last = (time.perf_counter(), counters["env_steps"], counters["sample_updates"])
+
+    def log(self, batch: EpisodeBatch, loss: float, epsilon: float | None) -> None:
+        c = self.counters
+        step = int(c["env_steps"])
+        if step < self.next:
+            return
+        self.next = step + self.every
+        now = time.perf_counter()
+        dt = max(now - self.last[0], 1e-9)
+        scalars: dict[str, float] = {
+            **{f"round/{k}": v for k, v in episode_summary(batch).items()},
+            "train/env_steps_per_s": (step - self.last[1]) / dt,
+            "train/sample_updates_per_s": (c["sample_updates"] - self.last[2]) / dt,
+            "train/gradient_steps": float(c["gradient_steps"]),
+        }
+        if not math.isnan(loss):
+            scalars["train/loss"] = loss
+        if epsilon is not None:
+            scalars["train/epsilon"] = epsilon
+        if self.domain.reward_parts is not None and step >= self.next_parts:
+            self.next_parts = step + self.parts_every
+            part = batch.trimmed()
+            k = min(TB_PART_EPISODES, part.tokens.shape[0])
+            actions = part.tokens[:k, 1:].cpu().numpy()
+            mask = part.mask[:k].cpu().numpy()
+            for name, value in self.domain.reward_parts(actions, mask).items():
+                scalars[f"reward/{name}"] = value
+        for name, value in scalars.items():
+            self.writer.add_scalar(name, value, step)
+        self.last = (time.perf_counter(), step, c["sample_updates"])
 
 
 def _tensorboard(run_dir: Path | None, cfg: TuneConfig) -> Any:

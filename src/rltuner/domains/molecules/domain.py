@@ -195,11 +195,19 @@ def molecule_domain(
     def make_reward() -> SmilesReward:
         return SmilesReward(vocab, scorer, max_length)
 
+    def reward_parts(actions: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+        # r_T is paid once per episode; per played step, like the tuner's mean task reward, they add up to it
+        strings, broken = decode_batch(actions, vocab)
+        _, terms = scorer(strings, truncated=broken)
+        steps = max(float(np.asarray(mask).sum()), 1.0)
+        return {name: float(values.sum()) / steps for name, values in terms.items()}
+
     domain = Domain(
         name="molecules", vocab_size=len(vocab), prior=model, make_reward=make_reward,
         sample_primers=bos_primers, episode_length=max_length, eos_token=EOS_ID, pad_token=PAD_ID,
         meta={"primer": "<bos>", "max_length": max_length, "vocabulary": list(vocab.tokens)},
         reward_config={"molecules": to_dict(cfg)}, score_range=molecule_score_range(cfg),
+        reward_parts=reward_parts,
     )  # fmt: skip
     domain.validate()
     return domain

@@ -21,6 +21,7 @@ import numpy as np
 from rltuner.config import field, result_inputs, to_dict
 from rltuner.devices import resolve_device
 from rltuner.evaluation.pipeline import (
+    _result_settings,
     _Stages,
     file_digest,
     fingerprint,
@@ -58,6 +59,8 @@ class MoleculeRunConfig:
     quick: bool = field(False, "a smoke version of a minute or two: few steps, few samples, no FCD")
     fcd: bool = field(True, "compute FCD to the MOSES test set (about 30 s per model)")
     force: bool = field(False, "redo every stage")
+    tensorboard: bool = field(False, "write TensorBoard event files of each tuning run to RUN/tune/ALGO/tb")
+    progress: bool = field(True, "show progress bars on stderr")
 
     def validate(self) -> None:
         validate_run_settings(
@@ -80,8 +83,8 @@ def _tune_config(cfg: MoleculeRunConfig, algorithm: str) -> Any:
     steps = cfg.n_steps
     return tune_preset(
         "molecules", "fast", algorithm=algorithm, seed=cfg.seed, device=cfg.device, threads=cfg.threads,
-        tensorboard=False, total_steps=steps, eval_every=max(steps // 10, 1),
-        **({"eval_episodes": 64} if cfg.quick else {}),
+        tensorboard=cfg.tensorboard, progress=cfg.progress,
+        total_steps=steps, eval_every=max(steps // 10, 1), **({"eval_episodes": 64} if cfg.quick else {}),
     )  # fmt: skip
 
 
@@ -121,17 +124,19 @@ def _run_molecule_pipeline(config: MoleculeRunConfig, command: str | None) -> Pa
     prior_id = file_digest(prior_path)
     code = versions()["rltuner"]
     tune_inputs = {
-        k: fingerprint(result_inputs(c), prior_id, code, domain.reward_config) for k, c in tune_cfgs.items()
+        k: fingerprint(_result_settings(c), prior_id, code, domain.reward_config)
+        for k, c in tune_cfgs.items()
     }
     run_tune_stages(stages, tune_dirs, tune_cfgs, tune_inputs, domain, config.force)
-    settings_in = {k: v for k, v in asdict(config).items() if k not in ("out", "force")}
-    inputs = {k: v for k, v in result_inputs(config).items() if k not in ("out", "force")}  # not threads
+    shown_only = ("out", "force", "tensorboard", "progress")  # where and how it is shown, not what it computes
+    settings_in = {k: v for k, v in asdict(config).items() if k not in shown_only}
+    inputs = {k: v for k, v in result_inputs(config).items() if k not in shown_only}  # not threads either
     later = fingerprint(inputs, prior_id, code, tune_inputs)
 
     def evaluate() -> None:
         result = evaluate_molecule_models(
             {k: f for k, f in tune_dirs.items()}, n=config.n_samples, seed=config.seed, prior=prior_path,
-            fcd=config.fcd and not config.quick, novelty=True, device=device,
+            fcd=config.fcd and not config.quick, novelty=True, device=device, progress=config.progress,
         )  # fmt: skip
         result.write(run_dir)
         print(result.format_table(), file=sys.stderr)
