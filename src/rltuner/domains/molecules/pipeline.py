@@ -128,7 +128,8 @@ def _run_molecule_pipeline(config: MoleculeRunConfig, command: str | None) -> Pa
         for k, c in tune_cfgs.items()
     }
     run_tune_stages(stages, tune_dirs, tune_cfgs, tune_inputs, domain, config.force)
-    shown_only = ("out", "force", "tensorboard", "progress")  # where and how it is shown, not what it computes
+    # where and how it is shown, not what it computes
+    shown_only = ("out", "force", "tensorboard", "progress")
     settings_in = {k: v for k, v in asdict(config).items() if k not in shown_only}
     inputs = {k: v for k, v in result_inputs(config).items() if k not in shown_only}  # not threads either
     later = fingerprint(inputs, prior_id, code, tune_inputs)
