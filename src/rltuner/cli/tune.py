@@ -149,9 +149,10 @@ def tune(
             raise RLTunerError(
                 f"{resume_dir} holds a {saved_domain} run: resume it with --domain {saved_domain}"
             )
+        cfg: TuneConfig = base.with_overrides(**changes)  # the saved schedules stay as they were
     else:
-        base = tune_preset(domain, preset, **({"algorithm": algorithm} if algorithm else {}))
-    cfg: TuneConfig = base.with_overrides(**changes)  # validated: nonsense fails here, before any work
+        # validated: nonsense fails here, before any work; schedules not set follow total_steps
+        cfg = tune_preset(domain, preset, **changes)
     out_dir = out_dir if out_dir is not None else Path("runs") / f"tune-{cfg.algorithm}"
 
     from rltuner.rl.tuner import tune as run_tune

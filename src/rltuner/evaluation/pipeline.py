@@ -182,12 +182,7 @@ def _tune_config(cfg: PipelineConfig, algorithm: str) -> Any:
     }
     steps = cfg.steps if cfg.steps is not None else (QUICK_STEPS if cfg.quick else None)
     if steps is not None:
-        overrides["total_steps"] = steps
-        overrides["eval_every"] = max(steps // 8, 1)
-        base = preset("fast")
-        # a short run explores for the same share of its steps as the full preset does
-        share = base.epsilon_steps / base.total_steps
-        overrides["epsilon_steps"] = int(steps * share)
+        overrides["total_steps"] = steps  # the preset scales its schedules to it (rl.config.scaled_to_budget)
     if cfg.quick:
         overrides["eval_episodes"] = 32
     return preset("fast", **overrides)

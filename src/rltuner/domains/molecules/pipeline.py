@@ -77,7 +77,7 @@ def _tune_config(cfg: MoleculeRunConfig, algorithm: str) -> Any:
     steps = cfg.n_steps
     return tune_preset(
         "molecules", "fast", algorithm=algorithm, seed=cfg.seed, device=cfg.device, tensorboard=False,
-        total_steps=steps, eval_every=max(steps // 10, 1), **({"eval_episodes": 64} if cfg.quick else {}),
+        total_steps=steps, **({"eval_episodes": 64} if cfg.quick else {}),
     )  # fmt: skip
 
 
