@@ -60,7 +60,10 @@ _OPTION_FIELDS = {
     help="Epsilon-greedy with linear annealing, or sampling from the policy.",
 )
 @click.option(
-    "--epsilon-steps", type=int, default=None, help="Steps over which epsilon falls to its end value."
+    "--epsilon-steps",
+    type=int,
+    default=None,
+    help="Steps over which epsilon falls to its end value [default: the preset's, scaled to --steps].",
 )
 @click.option(
     "--beta", type=float, default=None, help="On-policy: KL weight, return = r_T / c - beta KL(pi || p)."
@@ -70,7 +73,12 @@ _OPTION_FIELDS = {
 )
 @click.option("--group-size", type=int, default=None, help="rloo: episodes per primer (k).")
 @click.option("--sigma", type=float, default=None, help="dap: weight of the score S in [0, 1].")
-@click.option("--eval-every", type=int, default=None, help="Steps between evaluations on sampled melodies.")
+@click.option(
+    "--eval-every",
+    type=int,
+    default=None,
+    help="Steps between evaluations on sampled melodies [default: the preset's, scaled to --steps].",
+)
 @click.option(
     "--primer",
     default="random",
@@ -126,7 +134,12 @@ def tune(
     reward_weights: tuple[str, ...],
     **options: Any,
 ) -> None:
-    """RL-tune a prior: the tuned model goes to RUN_DIR/model.safetensors, Figure 2's data to metrics.csv."""
+    """RL-tune a prior: the tuned model goes to RUN_DIR/model.safetensors, Figure 2's data to metrics.csv.
+
+    Schedules counted in steps (epsilon_steps, learning_starts, eval_every) follow --steps: the preset's values
+    are scaled by steps / 1,000,000 unless set here. RUN_DIR/summary.json compares the final policy with the
+    prior on the task reward; a run that ended worse than the prior prints a warning.
+    """
     from rltuner.config import parse_override
     from rltuner.domains import DOMAINS, get_domain, tune_preset
     from rltuner.rl.config import TuneConfig
@@ -176,8 +189,14 @@ def tune(
     click.echo(
         f"{cfg.algorithm}: {result.env_steps:,} env steps, {result.sample_updates:,} sample-updates in "
         f"{result.wall_s:.1f} s; mean log p(a|s) {last.get('mean_log_p', nan):.3f}, mean task reward "
-        f"{last.get('mean_task_reward', nan):.3f} per step, {last.get('mean_return', nan):.3f} per {entry.item}; "
-        f"model: {out_dir / 'model.safetensors'}"
+        f"{last.get('mean_task_reward', nan):.3f} per step, {last.get('mean_return', nan):.3f} per {entry.item}"
+        + (
+            f" (the prior: {result.prior_metrics['mean_task_reward']:.3f}"
+            f"{', worse: see the warning above' if result.worse_than_prior else ''})"
+            if result.prior_metrics is not None
+            else ""
+        )
+        + f"; model: {out_dir / 'model.safetensors'}"
     )
     if result.interrupted:
         click.echo(f"interrupted: saved; continue with rltuner tune --resume {out_dir}", err=True)

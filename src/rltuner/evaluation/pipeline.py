@@ -342,19 +342,21 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
         "tuning": {k: to_dict(c) for k, c in tune_cfgs.items()},
         "evaluation": result.settings,
     }
+    outcomes = tuning_outcomes(tune_dirs)
     info: dict[str, Any] = {
         "command": cmd,
         "finished": dt.datetime.now().isoformat(timespec="seconds"),
         "settings": settings,
         "versions": versions(),
         "timings_s": stages.timings,
+        "tuning": outcomes,
     }
     write_json_atomic(run_dir / "run.json", info)
     n_table1 = len(next(iter(result.models.values())).table1) if result.models else 0
     media_keys = [*samples, *(["corpus"] if (run_dir / "midi" / "corpus").is_dir() else [])]
     data = ReportData(
         title=f"rltuner run: {run_dir.name}",
-        summary=_summary(config, result.settings),
+        summary=_summary(config, result.settings) + worse_than_prior_note(outcomes, "the Note RNN", "r_MT"),
         table_header=result.header(),
         table_rows=result.table_rows(),
         metric_rows_from=n_table1,
@@ -396,6 +398,38 @@ def run_tune_stages(
         stages.changed = False  # tuning runs are independent of each other
         ran.append(stages.run(name, _bind_tune(tune_cfgs[key], domain, folder, fresh), tune_inputs[key]))
     stages.changed = any(ran)
+
+
+def tuning_outcomes(tune_dirs: dict[str, Path]) -> dict[str, Any]:
+    """Model -> its tuning run's ``summary.json`` (final evaluation, the prior's, ``worse_than_prior``).
+
+    Runs without one (made before it existed) are left out.
+    """
+    from rltuner.rl.tuner import SUMMARY_FILE
+
+    out: dict[str, Any] = {}
+    for key, folder in tune_dirs.items():
+        try:
+            out[key] = json.loads((folder / SUMMARY_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def worse_than_prior_note(outcomes: dict[str, Any], prior_name: str, reward_name: str) -> str:
+    """A sentence for the report naming the tuned models whose final policy was worse than the prior on the task
+    reward (at their last training evaluation), or ``""`` when none was."""
+    worse = [
+        f"{key} ({o['final']['mean_task_reward']:.3f} against {o['prior']['mean_task_reward']:.3f})"
+        for key, o in outcomes.items()
+        if o.get("worse_than_prior")
+    ]
+    if not worse:
+        return ""
+    return (
+        f" Warning: at the end of tuning, {', '.join(worse)} had a lower mean {reward_name} per step than "
+        f"{prior_name} on the same primers: the run was probably too short for its schedule, or a setting harmful."
+    )
 
 
 def validate_run_settings(
