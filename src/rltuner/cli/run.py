@@ -38,7 +38,8 @@ from rltuner.cli.options import SEED, device_option, domain_option
     "--steps",
     type=int,
     default=None,
-    help="Environment steps per tuning run [default: 1,000,000; --quick: music 8192, molecules 20000].",
+    help="Environment steps per tuning run; the schedules (epsilon, evaluations) scale with it "
+    "[default: 1,000,000; --quick: music 8192, molecules 20000].",
 )
 @click.option(
     "--prior",
