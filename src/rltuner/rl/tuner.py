@@ -422,7 +422,7 @@ def warn_unfinished_schedule(cfg: TuneConfig) -> None:
     if cfg.epsilon_steps > cfg.total_steps:
         log.warning(
             "warning: epsilon_steps (%s) is longer than the run (total_steps %s): epsilon ends at %.2f, not "
-            "%.2f (rltuner.rl.config.preset(..., total_steps=N) scales the schedules to the budget)",
+            "%.2f (unset, through rltuner.rl.config.preset or the CLI, it follows total_steps)",
             f"{cfg.epsilon_steps:,}", f"{cfg.total_steps:,}", epsilon_at(cfg.total_steps, cfg), cfg.epsilon_end,
         )  # fmt: skip
 
