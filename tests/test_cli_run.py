@@ -52,6 +52,14 @@ def test_run_quick_end_to_end_then_resume(tmp_path, tiny_prior) -> None:
     assert "audio/wav;base64" in html and "Notes excessively repeated" in html
     run_info = json.loads((out / "run.json").read_text())
     assert run_info["versions"]["torch"] == torch.__version__ and run_info["timings_s"]["evaluate"] > 0
+    # each tuning run's final task reward beside the prior's; the report's summary warns of a worse one
+    tuning = run_info["tuning"]
+    assert list(tuning) == ["q", "g"]
+    for outcome in tuning.values():
+        assert outcome["env_steps"] == 8192
+        worse = outcome["final"]["mean_task_reward"] < outcome["prior"]["mean_task_reward"]
+        assert outcome["worse_than_prior"] is worse
+    assert ("at the end of tuning" in html) is any(o["worse_than_prior"] for o in tuning.values())
 
     # a second run with the same folder skips every finished stage and rebuilds only the report
     before = (out / "evaluation.json").stat().st_mtime_ns

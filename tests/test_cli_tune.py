@@ -38,11 +38,28 @@ def test_tune_then_resume(tmp_path: Path, toy_music: list[dict[str, Any]]) -> No
     assert config["algorithm"] == "psi" and config["seed"] == 3 and config["n_envs"] == 16
     assert (run / "model.safetensors").is_file()
     assert toy_music[0]["primer"] == "random"
+    # --steps 512: the preset's 250,000 exploration steps of 1,000,000 scaled to 128; --eval-every is as given
+    assert (config["epsilon_steps"], config["eval_every"], config["total_steps"]) == (128, 256, 512)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["env_steps"] == 512 and isinstance(summary["worse_than_prior"], bool)
+    assert f"(the prior: {summary['prior']['mean_task_reward']:.3f}" in result.output
     more = CliRunner().invoke(cli, ["tune", "--resume", str(run), "--steps", "1024", "--quiet"])
     assert more.exit_code == 0, more.output
     assert "psi: 1,024 env steps" in more.output
+    # a resumed run keeps the schedule it was started with
+    assert json.loads((run / "config.json").read_text())["epsilon_steps"] == 128
     rows = (run / "metrics.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "256", "512", "768", "1024"]
+
+
+@pytest.mark.parametrize("option", [["--epsilon-steps", "300"], ["--set", "epsilon_steps=300"]])
+def test_an_explicit_schedule_wins_over_the_scaled_one(
+    tmp_path: Path, toy_music: list[dict[str, Any]], option: list[str]
+) -> None:
+    run = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["tune", "-a", "q", "--out", str(run), *FAST, *option])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.json").read_text())["epsilon_steps"] == 300
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from rltuner.benchmarks import BenchResult
 from rltuner.threads import DEFAULT_THREADS, WAIT_POLICY_VAR
@@ -94,7 +95,9 @@ def _slice_in_this_process(threads: int, quick: bool) -> dict[str, object]:
 
     count = set_threads(threads)
     domain = music_domain(_prior()[0])
-    small = {"n_envs": 32, "batch_size": 256, "train_every": 64, "eval_episodes": 16} if quick else {}
+    small: dict[str, Any] = (
+        {"n_envs": 32, "batch_size": 256, "train_every": 64, "eval_episodes": 16} if quick else {}
+    )
     cfg = preset(
         "fast", algorithm="q", total_steps=QUICK_STEPS if quick else SLICE_STEPS, eval_every=0,
         progress=False, tensorboard=False, threads=count, **small,

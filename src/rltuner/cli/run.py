@@ -73,7 +73,8 @@ _PARAMS: dict[str, tuple[str, Any]] = {
     "--steps",
     type=int,
     default=None,
-    help="Environment steps per tuning run [default: 1,000,000; --quick: music 8192, molecules 20000].",
+    help="Environment steps per tuning run; the schedules (epsilon, evaluations) scale with it "
+    "[default: 1,000,000; --quick: music 8192, molecules 20000].",
 )
 @click.option(
     "--prior",

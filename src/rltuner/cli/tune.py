@@ -87,7 +87,10 @@ Examples:
     help="Epsilon-greedy with linear annealing, or sampling from the policy.",
 )
 @click.option(
-    "--epsilon-steps", type=int, default=None, help="Steps over which epsilon falls to its end value."
+    "--epsilon-steps",
+    type=int,
+    default=None,
+    help="Steps over which epsilon falls to its end value [default: the preset's, scaled to --steps].",
 )
 @click.option(
     "--beta", type=float, default=None, help="On-policy: KL weight, return = r_T / c - beta KL(pi || p)."
@@ -97,7 +100,12 @@ Examples:
 )
 @click.option("--group-size", type=int, default=None, help="rloo: episodes per primer (k).")
 @click.option("--sigma", type=float, default=None, help="dap: weight of the score S in [0, 1].")
-@click.option("--eval-every", type=int, default=None, help="Steps between evaluations on sampled melodies.")
+@click.option(
+    "--eval-every",
+    type=int,
+    default=None,
+    help="Steps between evaluations on sampled melodies [default: the preset's, scaled to --steps].",
+)
 @click.option(
     "--primer",
     default="random",
@@ -160,7 +168,12 @@ def tune(
     rules: tuple[str, ...],
     **options: Any,
 ) -> None:
-    """RL-tune a prior: the tuned model goes to RUN_DIR/model.safetensors, Figure 2's data to metrics.csv."""
+    """RL-tune a prior: the tuned model goes to RUN_DIR/model.safetensors, Figure 2's data to metrics.csv.
+
+    Schedules counted in steps (epsilon_steps, learning_starts, eval_every) follow --steps: the preset's values
+    are scaled by steps / 1,000,000 unless set here. RUN_DIR/summary.json compares the final policy with the
+    prior on the task reward; a run that ended worse than the prior prints a warning.
+    """
     from rltuner.config import parse_override
     from rltuner.domains import DOMAINS, get_domain, tune_preset
     from rltuner.rl.config import TuneConfig
@@ -195,16 +208,19 @@ def tune(
             raise RLTunerError(
                 f"{resume_dir} holds a {saved_domain} run: resume it with --domain {saved_domain}"
             )
+        cfg: TuneConfig = base.with_overrides(**changes)  # the saved schedules stay as they were
     else:
-        base = tune_preset(domain, preset, **({"algorithm": algorithm} if algorithm else {}))
-    if from_file:
-        from rltuner.config import with_settings
+        file_changes: dict[str, Any] = {}
+        if from_file:
+            from rltuner.config import with_settings
 
-        try:
-            base = with_settings(base, from_file)
-        except ConfigError as exc:
-            raise ConfigError(f"{config_file}: {exc}") from None
-    cfg: TuneConfig = base.with_overrides(**changes)  # validated: nonsense fails here, before any work
+            try:  # the file's values, checked and typed; they count as given (a run's config.json: all of them)
+                checked = with_settings(tune_preset(domain, preset), from_file)
+            except ConfigError as exc:
+                raise ConfigError(f"{config_file}: {exc}") from None
+            file_changes = {k: getattr(checked, k) for k in from_file if hasattr(checked, k)}
+        # validated: nonsense fails here, before any work; schedules not set follow total_steps
+        cfg = tune_preset(domain, preset, **{**file_changes, **changes})
     out_dir = out_dir if out_dir is not None else Path("runs") / f"tune-{cfg.algorithm}"
     log.debug("tune settings: %s", cfg)
 
@@ -236,8 +252,14 @@ def tune(
     click.echo(
         f"{cfg.algorithm}: {result.env_steps:,} env steps, {result.sample_updates:,} sample-updates in "
         f"{result.wall_s:.1f} s; mean log p(a|s) {last.get('mean_log_p', nan):.3f}, mean task reward "
-        f"{last.get('mean_task_reward', nan):.3f} per step, {last.get('mean_return', nan):.3f} per {entry.item}; "
-        f"model: {out_dir / 'model.safetensors'}"
+        f"{last.get('mean_task_reward', nan):.3f} per step, {last.get('mean_return', nan):.3f} per {entry.item}"
+        + (
+            f" (the prior: {result.prior_metrics['mean_task_reward']:.3f}"
+            f"{', worse: see the warning above' if result.worse_than_prior else ''})"
+            if result.prior_metrics is not None
+            else ""
+        )
+        + f"; model: {out_dir / 'model.safetensors'}"
     )
     if result.interrupted:
         click.echo(f"interrupted: saved; continue with rltuner tune --resume {out_dir}", err=True)

@@ -95,8 +95,11 @@ def get_domain(name: str) -> DomainEntry:
 
 
 def tune_preset(domain: str, preset: str = "fast", **overrides: Any) -> Any:
-    """The tuning preset for a domain: the preset, the domain's own overrides, then ``overrides``; validated."""
+    """The tuning preset for a domain: the preset, the domain's own overrides, then ``overrides``; validated.
+
+    Schedules the caller did not set follow ``total_steps`` (:func:`rltuner.rl.config.scaled_to_budget`).
+    """
     from rltuner.rl.config import preset as base_preset
 
     entry = get_domain(domain)
-    return base_preset(preset, **{**entry.preset_overrides.get(preset, {}), **overrides})
+    return base_preset(preset, preset_overrides=entry.preset_overrides.get(preset, {}), **overrides)

@@ -201,12 +201,7 @@ def _tune_config(cfg: PipelineConfig, algorithm: str) -> Any:
     }
     steps = cfg.steps if cfg.steps is not None else (QUICK_STEPS if cfg.quick else None)
     if steps is not None:
-        overrides["total_steps"] = steps
-        overrides["eval_every"] = max(steps // 8, 1)
-        base = preset("fast")
-        # a short run explores for the same share of its steps as the full preset does
-        share = base.epsilon_steps / base.total_steps
-        overrides["epsilon_steps"] = int(steps * share)
+        overrides["total_steps"] = steps  # the preset scales its schedules to it (rl.config.scaled_to_budget)
     if cfg.quick:
         overrides["eval_episodes"] = 32
     return preset("fast", **overrides)
@@ -380,19 +375,21 @@ def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
         "tuning": {k: to_dict(c) for k, c in tune_cfgs.items()},
         "evaluation": result.settings,
     }
+    outcomes = tuning_outcomes(tune_dirs)
     info: dict[str, Any] = {
         "command": cmd,
         "finished": dt.datetime.now().isoformat(timespec="seconds"),
         "settings": settings,
         "versions": versions(),
         "timings_s": stages.timings,
+        "tuning": outcomes,
     }
     write_json_atomic(run_dir / "run.json", info)
     n_table1 = len(next(iter(result.models.values())).table1) if result.models else 0
     media_keys = [*samples, *(["corpus"] if (run_dir / "midi" / "corpus").is_dir() else [])]
     data = ReportData(
         title=f"rltuner run: {run_dir.name}",
-        summary=_summary(config, result.settings),
+        summary=_summary(config, result.settings) + worse_than_prior_note(outcomes, "the Note RNN", "r_MT"),
         table_header=result.header(),
         table_rows=result.table_rows(),
         metric_rows_from=n_table1,
@@ -434,6 +431,38 @@ def run_tune_stages(
         stages.changed = False  # tuning runs are independent of each other
         ran.append(stages.run(name, _bind_tune(tune_cfgs[key], domain, folder, fresh), tune_inputs[key]))
     stages.changed = any(ran)
+
+
+def tuning_outcomes(tune_dirs: dict[str, Path]) -> dict[str, Any]:
+    """Model -> its tuning run's ``summary.json`` (final evaluation, the prior's, ``worse_than_prior``).
+
+    Runs without one (made before it existed) are left out.
+    """
+    from rltuner.rl.tuner import SUMMARY_FILE
+
+    out: dict[str, Any] = {}
+    for key, folder in tune_dirs.items():
+        try:
+            out[key] = json.loads((folder / SUMMARY_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def worse_than_prior_note(outcomes: dict[str, Any], prior_name: str, reward_name: str) -> str:
+    """A sentence for the report naming the tuned models whose final policy was worse than the prior on the task
+    reward (at their last training evaluation), or ``""`` when none was."""
+    worse = [
+        f"{key} ({o['final']['mean_task_reward']:.3f} against {o['prior']['mean_task_reward']:.3f})"
+        for key, o in outcomes.items()
+        if o.get("worse_than_prior")
+    ]
+    if not worse:
+        return ""
+    return (
+        f" Warning: at the end of tuning, {', '.join(worse)} had a lower mean {reward_name} per step than "
+        f"{prior_name} on the same primers: the run was probably too short for its schedule, or a setting harmful."
+    )
 
 
 def validate_run_settings(

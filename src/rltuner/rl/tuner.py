@@ -12,6 +12,7 @@ import copy
 import csv
 import io
 import json
+import logging
 import math
 import sys
 import time
@@ -46,6 +47,9 @@ METRIC_COLUMNS = (
 )  # fmt: skip
 RESUME_FILE = "resume.pt"
 MODEL_FILE = "model.safetensors"
+SUMMARY_FILE = "summary.json"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,6 +63,10 @@ class TuneResult:
         wall_s: seconds of training (this session plus earlier ones when resumed).
         run_dir: the run folder, or None when nothing was written.
         interrupted: True when Ctrl-C stopped the run early (what was done is saved).
+        prior_metrics: the prior itself evaluated like the final policy (same episodes count, seed and
+            primers; keys as :func:`evaluate_policy`'s), or None for an interrupted run.
+        worse_than_prior: whether the final policy's mean task reward per step is below the prior's (None for
+            an interrupted run); when True, :func:`tune` also logs a warning.
     """
 
     policy: TunedPolicy
@@ -70,7 +78,22 @@ class TuneResult:
     wall_s: float
     run_dir: Path | None = None
     interrupted: bool = False
+    prior_metrics: dict[str, float] | None = None
+    worse_than_prior: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The run's outcome as JSON-able data (``RUN_DIR/summary.json``): counts, the final evaluation, the
+        prior's evaluation and ``worse_than_prior``."""
+        final = self.metrics[-1] if self.metrics else {}
+        keys = ("mean_task_reward", "mean_return", "mean_log_p", "mean_kl", "mean_length")
+        return {
+            "algorithm": self.algorithm, "env_steps": self.env_steps, "sample_updates": self.sample_updates,
+            "gradient_steps": self.gradient_steps, "wall_s": round(self.wall_s, 3),
+            "interrupted": self.interrupted,
+            "final": {"env_step": final.get("env_step"), **{k: final.get(k) for k in keys}},
+            "prior": self.prior_metrics, "worse_than_prior": self.worse_than_prior,
+        }  # fmt: skip
 
 
 @torch.no_grad()
@@ -273,6 +296,7 @@ def _tune(cfg: TuneConfig, domain: Domain | None, out_dir: str | Path | None, re
     domain.validate()
     cfg.validate_for_episode_length(domain.episode_length)
     device = resolve_device(cfg.device)
+    warn_unfinished_schedule(cfg)
     run_dir = Path(out_dir) if out_dir is not None else None
     if resume and run_dir is None:
         raise RLTunerError("resume needs the run folder (out_dir)")
@@ -367,11 +391,51 @@ def _tune(cfg: TuneConfig, domain: Domain | None, out_dir: str | Path | None, re
         writer.close()
     wall = counters["wall_s"] + time.perf_counter() - t0
     policy = TunedPolicy(learner.q_net.eval(), learner.reward_rnn, cfg.algorithm)
-    return TuneResult(
+    result = TuneResult(
         policy=policy, algorithm=cfg.algorithm, metrics=metrics, env_steps=int(counters["env_steps"]),
         sample_updates=int(counters["sample_updates"]), gradient_steps=int(counters["gradient_steps"]),
         wall_s=wall, run_dir=run_dir, interrupted=interrupted,
     )  # fmt: skip
+    if not interrupted and metrics:
+        compare_with_prior(result, learner.reward_rnn, domain, cfg, device)
+    if run_dir is not None:
+        write_json_atomic(run_dir / SUMMARY_FILE, result.summary())
+    return result
+
+
+def compare_with_prior(
+    result: TuneResult, prior: torch.nn.Module, domain: Domain, cfg: TuneConfig, device: torch.device
+) -> None:
+    """Evaluate the prior as the final policy was (same seed, so the same primers) and record whether the
+    tuning made the task reward worse; a run that did says so on stderr (a warning), not only in numbers.
+
+    Both are means over ``eval_episodes`` sampled episodes, so a policy within sampling noise of the prior may
+    land on either side; a short run still exploring typically ends far below it.
+    """
+    final = result.metrics[-1]
+    seed = cfg.seed * 1_000_003 + int(final["env_step"])  # the final evaluation's seed (evaluate_now)
+    result.prior_metrics = evaluate_policy(prior, domain, "q", cfg.eval_episodes, seed, device)
+    tuned, base = float(final["mean_task_reward"]), result.prior_metrics["mean_task_reward"]
+    result.worse_than_prior = tuned < base
+    if result.worse_than_prior:
+        log.warning(
+            "warning: the %s policy ended worse than the prior on the task reward: %.3f per step against the "
+            "prior's %.3f (%d episodes each, same primers) after %s env steps; the run may be too short or a "
+            "setting harmful (docs/tuning.md, \"Schedules and the budget\")",
+            cfg.algorithm, tuned, base, cfg.eval_episodes, f"{result.env_steps:,}",
+        )  # fmt: skip
+
+
+def warn_unfinished_schedule(cfg: TuneConfig) -> None:
+    """A config whose exploration outlasts the run (a hand-built one: the presets scale it) gets a warning."""
+    if get_algorithm(cfg.algorithm).family != "value" or cfg.exploration != "epsilon":
+        return
+    if cfg.epsilon_steps > cfg.total_steps:
+        log.warning(
+            "warning: epsilon_steps (%s) is longer than the run (total_steps %s): epsilon ends at %.2f, not "
+            "%.2f (unset, through rltuner.rl.config.preset or the CLI, it follows total_steps)",
+            f"{cfg.epsilon_steps:,}", f"{cfg.total_steps:,}", epsilon_at(cfg.total_steps, cfg), cfg.epsilon_end,
+        )  # fmt: skip
 
 
 def _progress(cfg: TuneConfig, start: int) -> Any:

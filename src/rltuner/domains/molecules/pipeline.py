@@ -27,8 +27,10 @@ from rltuner.evaluation.pipeline import (
     fingerprint,
     model_key,
     run_tune_stages,
+    tuning_outcomes,
     validate_run_settings,
     versions,
+    worse_than_prior_note,
 )
 from rltuner.fileio import ensure_writable_dir, write_json_atomic
 from rltuner.rl.targets import ALGORITHMS as _TABLE
@@ -84,7 +86,7 @@ def _tune_config(cfg: MoleculeRunConfig, algorithm: str) -> Any:
     return tune_preset(
         "molecules", "fast", algorithm=algorithm, seed=cfg.seed, device=cfg.device, threads=cfg.threads,
         tensorboard=cfg.tensorboard, progress=cfg.progress,
-        total_steps=steps, eval_every=max(steps // 10, 1), **({"eval_episodes": 64} if cfg.quick else {}),
+        total_steps=steps, **({"eval_episodes": 64} if cfg.quick else {}),
     )  # fmt: skip
 
 
@@ -171,8 +173,9 @@ def _run_molecule_pipeline(config: MoleculeRunConfig, command: str | None) -> Pa
     cmd = command if command is not None else " ".join(["rltuner", *sys.argv[1:]])
     settings = {"pipeline": {**settings_in, "out": config.out}, "tuning": {k: to_dict(c) for k, c in tune_cfgs.items()},
                 "evaluation": evaluation["settings"], "prior": str(prior_path), "prior_sha256": prior_id}  # fmt: skip
+    outcomes = tuning_outcomes(tune_dirs)
     info = {"command": cmd, "finished": dt.datetime.now().isoformat(timespec="seconds"), "settings": settings,
-            "versions": versions(), "timings_s": stages.timings}  # fmt: skip
+            "versions": versions(), "timings_s": stages.timings, "tuning": outcomes}  # fmt: skip
     write_json_atomic(run_dir / "run.json", info)
     summary = (
         f"The SMILES prior was tuned with {', '.join(config.algorithms)} ({config.n_steps:,} environment steps "
@@ -181,7 +184,7 @@ def _run_molecule_pipeline(config: MoleculeRunConfig, command: str | None) -> Pa
         "and FCD follow MOSES's definitions; the last column is MOSES's published CharRNN (trained on the same "
         "data; their FCD uses 30,000 samples against the whole test set, so it is lower by construction). r_T is "
         "the chemistry reward of shared/spec/molecules.md; log p(a|s) is under the prior, KL from it per token."
-    )
+    ) + worse_than_prior_note(outcomes, "the prior", "r_T")
     report = write_molecule_report(
         run_dir / "report.html", title=f"rltuner run (molecules): {run_dir.name}", summary=summary,
         table_header=["metric", *names, "MOSES CharRNN"], table_rows=rows,
