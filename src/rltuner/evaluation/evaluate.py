@@ -138,8 +138,8 @@ def copying_flags(
     pos = np.minimum(pos, index.size - 1)
     found = (index[pos] == h.ravel()).reshape(h.shape)
     # note-ons in each window: a cumulative sum over steps, differenced at the window's ends -> (N, T-w+1)
-    ons = np.cumsum(arr >= FIRST_NOTE_CLASS, axis=1)
-    ons = np.concatenate([np.zeros((len(arr), 1), dtype=ons.dtype), ons], axis=1)
+    ons: npt.NDArray[np.int64] = np.cumsum(arr >= FIRST_NOTE_CLASS, axis=1, dtype=np.int64)
+    ons = np.concatenate([np.zeros((len(arr), 1), dtype=np.int64), ons], axis=1)
     notes = ons[:, window:] - ons[:, :-window]
     return np.asarray((found & (notes >= min_notes)).any(axis=1))
 

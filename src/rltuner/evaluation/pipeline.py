@@ -363,6 +363,7 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
         table_header=result.header(),
         table_rows=result.table_rows(),
         metric_rows_from=n_table1,
+        goal_rows=result.goal_rows(),
         figure2=fig_dir / "figure2.png",
         figure4=fig_dir / "figure4.png",
         intervals=fig_dir / "intervals.png",
