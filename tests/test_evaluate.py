@@ -22,6 +22,7 @@ from rltuner.evaluation.evaluate import (
     measure_samples,
     policy_inputs,
     score_policy,
+    sorted_unique,
     step_probabilities,
     steps_to_names,
     top_opening,
@@ -126,6 +127,12 @@ def test_copying_needs_four_note_ons_in_the_matched_run() -> None:
     assert copying_flags(melodies, index, window=4, min_notes=3).tolist() == [False, False, True, True]
     assert copying_flags(melodies, index, window=4).tolist() == [False, False, False, False]  # default 4
     assert copying_share(melodies, index, window=4, min_notes=0) == 1.0
+
+
+def test_sorted_unique_is_np_unique() -> None:
+    h = np.random.default_rng(3).integers(0, 50, size=1000).astype(np.uint64)
+    assert sorted_unique(h).tolist() == np.unique(h).tolist()
+    assert sorted_unique(np.zeros(0, np.uint64)).size == 0
 
 
 def test_distinct_ngrams_hand_built() -> None:
