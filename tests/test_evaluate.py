@@ -267,16 +267,17 @@ def test_table_csv_json_round_trip(tmp_path) -> None:
 
 
 def test_measure_samples_on_the_spec_worked_checks() -> None:
+    # primers: C#4 (out of key) before ALL_HOLDS, C4 before WORKED; Table 1 counts them as heard
     mel = np.array([ALL_HOLDS, WORKED])
-    ev = measure_samples("x", mel, np.array([14, 14]), None, uniform(), muspy_index=np.array([1]))
+    ev = measure_samples("x", mel, np.array([15, 14]), None, uniform(), muspy_index=np.array([1]))
     t = ev.table1
-    assert t["notes_excessively_repeated"] == pytest.approx(27 / 64)
-    assert t["melodies_starting_with_tonic"] == 0.5
-    assert t["melodies_with_unique_max_note"] == 0.5  # 26 once in WORKED; the all-HOLD max (1) is not unique
-    assert t["melodies_with_unique_min_note"] == 0.0  # 14 four times; no real note in ALL_HOLDS
-    assert t["notes_not_in_key"] == 0.0
-    assert math.isnan(t["leaps_resolved"])  # no leap at all
-    assert ev.counts["n_melodies"] == 2 and ev.counts["n_steps"] == 64
+    assert ev.counts["n_melodies"] == 2 and ev.counts["n_steps"] == 66 and ev.counts["primer_steps"] == 1
+    assert t["notes_excessively_repeated"] == pytest.approx(27 / 66)  # the 27 held steps of ALL_HOLDS
+    assert t["melodies_starting_with_tonic"] == 0.5  # the first generated step: WORKED's C4, not the primer
+    assert t["melodies_with_unique_max_note"] == 1.0  # C#4 once before ALL_HOLDS; 26 once in WORKED
+    assert t["melodies_with_unique_min_note"] == 0.5  # C#4 again; C4 five times in C4 + WORKED
+    assert t["notes_not_in_key"] == 0.0  # the out-of-key primer is an input, not counted by this row
+    assert math.isnan(t["leaps_resolved"])  # no leap at all (C#4 -> nothing; WORKED moves by steps)
     assert ev.mean_task_reward == pytest.approx((-2691 - 0.7934) / 64, abs=1e-5)
     assert ev.mean_log_p == pytest.approx(-math.log(NUM_CLASSES), abs=1e-6)
     assert ev.mean_kl == 0.0
@@ -284,7 +285,7 @@ def test_measure_samples_on_the_spec_worked_checks() -> None:
     assert ev.diversity["top_opening_8"] == 0.5  # two melodies, two openings
     assert ev.top_opening in ("- - - - - - - -", steps_to_names(WORKED[:8]))
     assert math.isnan(ev.copying)  # no corpus given
-    assert ev.muspy["pitch_range"] == 12.0  # C4..C5 in WORKED
+    assert ev.muspy["pitch_range"] == 12.0  # C4..C5 in C4 + WORKED
     assert ev.muspy["n_pitch_classes_used"] == 5.0  # C, D, E, F, G
     assert ev.muspy["scale_consistency"] == 1.0  # all in C major
 

@@ -3,7 +3,8 @@
 For each model we sample ``n`` melodies from its stochastic policy (temperature 1, each primed with one
 uniformly random note-on class), then compute:
 
-- Table 1 (``rewards.statistics.melody_statistics``), printed beside the paper's numbers;
+- Table 1 (``rewards.statistics.melody_statistics``) on the melodies as heard, the primer first
+  (``encoding.with_primers``), printed beside the paper's numbers;
 - mean ``log p(a|s)`` of the sampled steps under the Note RNN (the Reward RNN) and mean ``r_MT`` per step;
 - mean per-step ``KL(pi || p)`` between the model's policy and the Note RNN, exact over the 38 classes on the
   states the model visited;
@@ -42,6 +43,7 @@ from rltuner.encoding import (
     classes_to_notes,
     random_note_primers,
     validate_classes,
+    with_primers,
 )
 from rltuner.errors import ConfigError, InvalidMelodyError
 from rltuner.fileio import write_json_atomic, write_text_atomic
@@ -350,13 +352,22 @@ def muspy_metrics(melodies: npt.NDArray[np.int64]) -> dict[str, float]:
 # the music-theory side (other people's modules, adapted here)
 
 
-def _table1(melodies: npt.NDArray[np.int64]) -> tuple[dict[str, float], dict[str, float]]:
-    """Table 1 rows (fractions) and the raw counts and per-melody interval counts behind them."""
+def _table1(
+    melodies: npt.NDArray[np.int64], primer_steps: int = 0
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Table 1 rows (fractions) and the raw counts and per-melody interval counts behind them.
+
+    ``melodies`` are as heard (primer first, ``primer_steps`` of it; see ``melody_statistics``).
+    """
     from rltuner.rewards.statistics import TABLE1_ROWS, melody_statistics
 
-    stats = melody_statistics(melodies)
+    stats = melody_statistics(melodies, primer_steps=primer_steps)
     rows = {row: float(stats[row]) for row in TABLE1_ROWS}
-    counts: dict[str, float] = {"n_melodies": float(stats["n_melodies"]), "n_steps": float(stats["n_steps"])}
+    counts: dict[str, float] = {
+        "n_melodies": float(stats["n_melodies"]),
+        "n_steps": float(stats["n_steps"]),
+        "primer_steps": float(stats["primer_steps"]),
+    }
     counts.update({k: float(v) for k, v in stats["counts"].items()})
     counts.update({f"intervals_per_melody.{k}": float(v) for k, v in stats["intervals_per_melody"].items()})
     return rows, counts
@@ -509,7 +520,8 @@ class EvaluationResult:
         lines.extend(_line(r, widths) for r in rows)
         s = self.settings
         lines.append(
-            f"({s.get('n')} melodies of {s.get('length')} steps per model, seed {s.get('seed')}; muspy on "
+            f"({s.get('n')} melodies per model of a primer note + {s.get('length')} steps, seed {s.get('seed')}; "
+            f"Table 1, copying and muspy count the primer; muspy on "
             f"{s.get('muspy_samples')} of them; paper: 100,000 melodies, their Note RNN and data)"
         )
         goal_header = ["goal (issue #13)", *self.models]
@@ -647,7 +659,7 @@ def measure_samples(
 
     Args:
         name: the model's name.
-        melodies: (N, T) its samples; primers: (N,) the primer of each.
+        melodies: (N, T) its samples (the generated steps); primers: (N,) or (N, k) the primer of each.
         model: the model (None: the samples are the prior's own, KL = 0).
         prior: the Note RNN that log p and KL refer to.
         index: :func:`corpus_window_index` of the training corpus (None: copying is NaN).
@@ -664,18 +676,22 @@ def measure_samples(
     if scores is None:
         scores = score_policy(model, prior, melodies, primers, device=device)
     sec["log_p_kl"] = time.perf_counter() - t0
+    # What is heard (Table 1, copying, muspy) counts the primer; what the model chose (r_MT, log p, KL,
+    # diversity, openings) is the generated steps: a random primer would make every model look varied.
+    heard = with_primers(primers, melodies)
+    primer_steps = heard.shape[1] - np.asarray(melodies).shape[1]
     t0 = time.perf_counter()
-    table1, counts = _table1(melodies)
+    table1, counts = _table1(heard, primer_steps)
     r_mt = mean_music_theory_reward(melodies)
     sec["music_theory"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     div = diversity(melodies)
     opening = steps_to_names(top_opening(melodies)[1])
-    copy = copying_share(melodies, index) if index is not None else math.nan
+    copy = copying_share(heard, index) if index is not None else math.nan
     sec["diversity_copying"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     use_muspy = muspy_index is not None and len(muspy_index) > 0
-    mus = muspy_metrics(melodies[muspy_index]) if use_muspy else {}
+    mus = muspy_metrics(heard[muspy_index]) if use_muspy else {}
     sec["muspy"] = time.perf_counter() - t0
     return ModelEvaluation(
         name=name,
@@ -797,6 +813,7 @@ def evaluate_models(
         "copy_window": COPY_WINDOW,
         "copy_min_notes": COPY_MIN_NOTES,
         "policy": "stochastic, temperature 1, primed with one uniformly random note-on class",
+        "melody": "primer + generated steps (Table 1, copying, muspy, MIDI/WAV); the rest: generated steps",
     }
     return EvaluationResult(
         models=results, settings=settings, samples=samples, primers={k: primers for k in samples}
