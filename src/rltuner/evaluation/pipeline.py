@@ -34,7 +34,7 @@ import numpy.typing as npt
 
 from rltuner.config import field, to_dict
 from rltuner.devices import DEVICE_CHOICES, resolve_device
-from rltuner.encoding import STEPS_PER_BAR
+from rltuner.encoding import STEPS_PER_BAR, with_primers
 from rltuner.errors import ConfigError, RLTunerError
 from rltuner.fileio import atomic_path, ensure_writable_dir, write_json_atomic
 from rltuner.rl.targets import ALGORITHMS as _TABLE
@@ -303,17 +303,18 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
     stages.run("evaluate", evaluate, later)
     samples, primers = load_samples(samples_npz)
 
-    # 3. media: MIDI, WAV, piano rolls
+    # 3. media: MIDI, WAV, piano rolls of the melodies as heard (primer first)
     def media() -> None:
         from rltuner.data.audio import render_wav_batch
         from rltuner.data.midi_io import write_midi_batch
 
-        for key, mel in samples.items():
+        heard = {key: with_primers(primers[key], mel) for key, mel in samples.items()}
+        for key, mel in heard.items():
             if config.midi_per_model:
                 write_midi_batch(mel[: config.midi_per_model], run_dir / "midi" / key, prefix=key)
             if config.audio_per_model:
                 render_wav_batch(mel[: config.audio_per_model], run_dir / "audio" / key, prefix=key)
-        figures.piano_rolls(samples, fig_dir)
+        figures.piano_rolls(heard, fig_dir)
         # a few real melodies of the training data, for listening beside the models
         corpus = _load_corpus(split="valid") if config.copying else None
         if corpus:
@@ -335,7 +336,9 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
         models.update({k: load_model(f / "model.safetensors", device) for k, f in tune_dirs.items()})
         probs = {k: step_probabilities(m, melody, primer, device) for k, m in models.items()}
         figures.figure4(probs, melody, fig_dir / "figure4.png", primer=primer)
-        figures.interval_histograms(samples, fig_dir / "intervals.png")
+        figures.interval_histograms(
+            {key: with_primers(primers[key], mel) for key, mel in samples.items()}, fig_dir / "intervals.png"
+        )
 
     stages.run("figures", draw, later)
 

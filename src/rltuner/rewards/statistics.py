@@ -237,7 +237,9 @@ def melody_statistics(
     n_mel, length = arr.shape
     n_steps = n_mel * length
     if not 0 <= primer_steps < length:
-        raise InvalidMelodyError(f"primer_steps ({primer_steps}) must be in 0..{length - 1} (melodies of {length})")
+        raise InvalidMelodyError(
+            f"primer_steps ({primer_steps}) must be in 0..{length - 1} (melodies of {length})"
+        )
     own = arr[:, primer_steps:]  # the steps the model chose
 
     # Per-step detectors with their own state: previous real note and rule 8's leap tracker.
