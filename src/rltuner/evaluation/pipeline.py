@@ -470,9 +470,10 @@ def _summary(config: PipelineConfig, settings: dict[str, Any]) -> str:
     return (
         f"The shipped Note RNN was tuned with {algos} (fast preset{', quick smoke version' if config.quick else ''}"
         f"), then every model, the Note RNN included, sampled {settings.get('n')} melodies of "
-        f"{settings.get('length')} steps from its stochastic policy (temperature 1, one random priming note). "
+        f"{settings.get('length')} steps from its stochastic policy (temperature 1), each after one random "
+        "priming note that is played as its first note (the audio, MIDI and Table 1 count it). "
         "Table 1 compares them with the paper's numbers (shaded columns; the paper's Note RNN was trained on "
         "other data, so they are a reference, not a target). log p(a|s) is under the Note RNN; higher means "
         "closer to the data. r_MT is the music-theory reward per step; KL measures how far each policy moved "
-        "from the Note RNN."
+        "from the Note RNN. The goals table says which rows of issue #13's goals each model meets."
     )
