@@ -1,8 +1,8 @@
 """The run report: one self-contained HTML file (images, audio and MIDI embedded as base64).
 
-Sections, in order: summary, Table 1 beside the paper's, the other metrics, the goals of issue #13, Figure 2, Figure 4, piano rolls,
-interval histograms, listen (audio players and MIDI downloads per model), the exact command and configuration,
-versions, timings. A section whose material is missing says so instead of disappearing, so a reader always
+Sections, in order: summary, Table 1 beside the paper's, the other metrics, the goals of issue #13, Figure 2,
+Figure 4, piano rolls, interval histograms, listen (audio players and MIDI downloads per model), the exact
+command and configuration, versions, timings. A section whose material is missing says so instead of disappearing, so a reader always
 sees what was and was not produced.
 """
 
