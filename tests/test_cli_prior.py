@@ -51,8 +51,18 @@ def test_generate_writes_npy_midi_and_png(trained: Path, tmp_path: Path) -> None
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     mel = np.load(out / "melodies.npy")
-    assert mel.shape == (5, 12) and mel.dtype == np.int64
+    assert mel.shape == (5, 13) and mel.dtype == np.int64  # the primer, then 12 generated steps
+    assert (mel[:, 0] == 14).all()  # C4, the primer, is the first note heard
+    assert "1 primer step(s) + 12 generated" in result.output
     assert sorted(p.name for p in out.glob("*.mid")) == ["melody_000.mid", "melody_001.mid"]
+    from rltuner.data.midi_io import midi_to_melody
+
+    for i, path in enumerate(
+        sorted(out.glob("*.mid"))
+    ):  # each MIDI file opens with the primer's note-on at t=0
+        heard = midi_to_melody(path, fit_range=False)
+        assert heard[0] == 14
+        assert np.array_equal(heard, mel[i][: len(heard)])  # and plays the saved melody
     assert (out / "piano_roll.png").stat().st_size > 0
     again = CliRunner().invoke(
         cli, [*args[:-5], "--out", str(tmp_path / "g2"), "--no-wav", "--no-midi", "--no-png"]
@@ -70,6 +80,24 @@ def test_generate_with_a_midi_primer(trained: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     mel = np.load(tmp_path / "g" / "melodies.npy")
     assert np.array_equal(mel[0], mel[1])  # same primer, greedy: same melody
+    assert mel.shape == (2, 6 + 32) and mel[0, :6].tolist() == [
+        14,
+        1,
+        16,
+        1,
+        18,
+        0,
+    ]  # it continues the primer
+
+
+def test_generate_with_random_primers_never_opens_with_silence(trained: Path, tmp_path: Path) -> None:
+    args = ["generate", "--model", str(trained), "-n", "200", "--seed", "3", "--out", str(tmp_path / "g"),
+            "--no-wav", "--no-midi", "--no-png"]  # fmt: skip
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    mel = np.load(tmp_path / "g" / "melodies.npy")
+    assert mel.shape == (200, 33) and (mel[:, 0] >= 2).all()  # a note-on first, whatever the model plays next
+    assert len(set(mel[:, 0].tolist())) > 20  # the primers are random notes
 
 
 @pytest.mark.parametrize(

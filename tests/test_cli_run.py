@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -50,6 +51,14 @@ def test_run_quick_end_to_end_then_resume(tmp_path, tiny_prior) -> None:
         assert f'id="{section}"' in html
     assert "was not produced" not in html
     assert "audio/wav;base64" in html and "Notes excessively repeated" in html
+    assert 'id="goals"' in html and "Goals met" in html and "Melodies opening with the most common 8" in html
+    # the MIDI files play the melody as heard: the primer's note-on at t = 0, then the sampled steps
+    from rltuner.data.midi_io import midi_to_melody
+    from rltuner.evaluation.pipeline import load_samples
+
+    samples, primers = load_samples(out / "samples.npz")
+    heard = midi_to_melody(out / "midi" / "q" / "q_000.mid", fit_range=False)
+    assert heard[0] == primers["q"][0] and np.array_equal(heard[1:], samples["q"][0][: len(heard) - 1])
     run_info = json.loads((out / "run.json").read_text())
     assert run_info["versions"]["torch"] == torch.__version__ and run_info["timings_s"]["evaluate"] > 0
     # each tuning run's final task reward beside the prior's; the report's summary warns of a worse one
@@ -100,6 +109,8 @@ def test_evaluate_command_writes_table_json_csv(tmp_path, tiny_prior) -> None:
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     assert "Notes excessively repeated" in res.output and "paper Note RNN" in res.output
+    assert "Distinct 8-grams of steps" in res.output and "that 8-step opening" in res.output
+    assert "goal (issue #13)" in res.output and "Goals met" in res.output
     data = json.loads((out / "evaluation.json").read_text())
     assert list(data["models"]) == ["note_rnn", "mine"]
     # the same weights as the prior: KL is 0 up to float error

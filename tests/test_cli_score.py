@@ -48,6 +48,19 @@ def test_many_melodies_json_and_table(tmp_path: Path) -> None:
     assert result.exit_code == 0 and "| Notes excessively repeated |" in result.output
 
 
+def test_many_melodies_with_their_primers(tmp_path: Path) -> None:
+    path = tmp_path / "primed.npy"  # as rltuner generate writes them: the primer, then the generated steps
+    np.save(path, np.array([[15, *WORKED], [33] + [1] * 32]))
+    result = CliRunner().invoke(cli, ["score", str(path), "--json", "--primer-steps", "1"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["n_steps"] == 66 and data["primer_steps"] == 1
+    assert data["melodies_starting_with_tonic"] == 0.5  # WORKED's first step, not the C#4 primer
+    assert data["notes_not_in_key"] == 0.0  # the C#4 primer is not counted by the key row
+    assert data["melodies_with_unique_max_note"] == 1.0  # G5 before the holds is heard, and unique
+    assert data["mean_reward_per_step"] == pytest.approx((-0.7934 - 2691) / 64, abs=1e-4)  # generated steps
+
+
 def test_midi_file_and_folder(tmp_path: Path) -> None:
     write_midi = pytest.importorskip("rltuner.data.midi_io").write_midi
     write_midi(np.array(WORKED), tmp_path / "songs" / "a.mid")
@@ -67,6 +80,7 @@ def test_midi_file_and_folder(tmp_path: Path) -> None:
         (np.array([[14, 40]]), [], "invalid class 40"),
         (np.array([WORKED]), ["--length", "8"], "longer than --length 8"),
         (np.array([WORKED]), ["--key", "H"], "unknown key"),
+        (np.array([WORKED, WORKED]), ["--primer-steps", "32"], "leaves none of the 32 steps"),
     ],
 )
 def test_errors_are_one_line(

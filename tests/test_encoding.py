@@ -75,3 +75,15 @@ def test_melody_value_semantics():
     assert m == Melody([14, 1, 0]) and len(m) == 3 and m.describe() == "C4 HOLD OFF"
     with pytest.raises(ValueError):
         m.classes[0] = 3
+
+
+def test_with_primers_puts_each_primer_first() -> None:
+    from rltuner.encoding import with_primers
+
+    mel = np.array([[1, 1, 16], [0, 18, 1]])
+    assert with_primers(np.array([14, 21]), mel).tolist() == [[14, 1, 1, 16], [21, 0, 18, 1]]
+    assert with_primers(np.array([[14, 1], [21, 0]]), mel).shape == (2, 5)  # a primer sequence per melody
+    with pytest.raises(InvalidMelodyError):
+        with_primers(np.array([14]), mel)  # one primer for two melodies
+    with pytest.raises(InvalidMelodyError):
+        with_primers(np.array([14, 40]), mel)  # not a class

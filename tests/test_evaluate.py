@@ -16,12 +16,16 @@ from rltuner.evaluation.evaluate import (
     copying_flags,
     copying_share,
     corpus_window_index,
+    distinct_ngrams,
     diversity,
     load_result,
     measure_samples,
     policy_inputs,
     score_policy,
+    sorted_unique,
     step_probabilities,
+    steps_to_names,
+    top_opening,
     window_hashes,
 )
 from spec_examples import ALL_HOLDS, WORKED
@@ -106,6 +110,53 @@ def test_copying_of_the_corpus_itself_is_total_and_empty_corpus_is_none() -> Non
     corpus = rng.integers(0, NUM_CLASSES, size=(50, 32))
     assert copying_share(corpus, corpus_window_index(corpus)) == 1.0
     assert copying_share(corpus, corpus_window_index([])) == 0.0
+
+
+def test_copying_needs_four_note_ons_in_the_matched_run() -> None:
+    corpus = [np.array([14, 1, 1, 1, 1, 1, 1, 1, 16, 1, 18, 19, 21, 1, 0, 1])]
+    index = corpus_window_index(corpus, window=4)
+    melodies = np.array(
+        [
+            [1, 1, 1, 1, 0, 0, 0, 0],  # four holds: in the corpus, but no tune
+            [14, 1, 1, 1, 0, 0, 0, 0],  # one note-on and three holds: in the corpus, one note only
+            [16, 1, 18, 19, 0, 0, 0, 0],  # three note-ons
+            [18, 19, 21, 1, 0, 0, 0, 0],  # three note-ons
+        ]
+    )
+    assert copying_flags(melodies, index, window=4, min_notes=1).tolist() == [False, True, True, True]
+    assert copying_flags(melodies, index, window=4, min_notes=3).tolist() == [False, False, True, True]
+    assert copying_flags(melodies, index, window=4).tolist() == [False, False, False, False]  # default 4
+    assert copying_share(melodies, index, window=4, min_notes=0) == 1.0
+
+
+def test_sorted_unique_is_np_unique() -> None:
+    h = np.random.default_rng(3).integers(0, 50, size=1000).astype(np.uint64)
+    assert sorted_unique(h).tolist() == np.unique(h).tolist()
+    assert sorted_unique(np.zeros(0, np.uint64)).size == 0
+
+
+def test_distinct_ngrams_hand_built() -> None:
+    mel = np.array([[2, 3, 2, 3, 2], [2, 3, 2, 3, 4]])
+    # 2-grams: (2,3) (3,2) (2,3) (3,2) | (2,3) (3,2) (2,3) (3,4): 3 distinct of 8
+    assert distinct_ngrams(mel, 2) == pytest.approx(3 / 8)
+    assert distinct_ngrams(mel, 5) == 1.0  # the two whole melodies differ
+    assert math.isnan(distinct_ngrams(mel, 6))  # no 6-step run in a 5-step melody
+
+
+def test_top_opening_share_and_names() -> None:
+    rng = np.random.default_rng(0)
+    mel = rng.integers(2, NUM_CLASSES, size=(40, 32))
+    collapsed = np.array([14, 1, 1, 1, 1, 1, 21, 18])  # C4 - - - - - G4 E4
+    mel[:18, :8] = collapsed  # 18 of 40 melodies open alike; the rest are random (distinct at 8 steps)
+    share, opening = top_opening(mel)
+    assert share == pytest.approx(18 / 40)
+    assert opening.tolist() == collapsed.tolist()
+    assert steps_to_names(opening) == "C4 - - - - - G4 E4"
+    assert steps_to_names([0, 2, 37]) == "OFF C3 B5"
+    d = diversity(mel)
+    assert d["top_opening_8"] == pytest.approx(18 / 40)
+    assert 0 < d["distinct_4grams"] < 1 and 0 < d["distinct_8grams"] < 1
+    assert math.isnan(top_opening(mel[:, :7])[0])
 
 
 # --- log p and KL -----------------------------------------------------------------------------------------
@@ -216,22 +267,25 @@ def test_table_csv_json_round_trip(tmp_path) -> None:
 
 
 def test_measure_samples_on_the_spec_worked_checks() -> None:
+    # primers: C#4 (out of key) before ALL_HOLDS, C4 before WORKED; Table 1 counts them as heard
     mel = np.array([ALL_HOLDS, WORKED])
-    ev = measure_samples("x", mel, np.array([14, 14]), None, uniform(), muspy_index=np.array([1]))
+    ev = measure_samples("x", mel, np.array([15, 14]), None, uniform(), muspy_index=np.array([1]))
     t = ev.table1
-    assert t["notes_excessively_repeated"] == pytest.approx(27 / 64)
-    assert t["melodies_starting_with_tonic"] == 0.5
-    assert t["melodies_with_unique_max_note"] == 0.5  # 26 once in WORKED; the all-HOLD max (1) is not unique
-    assert t["melodies_with_unique_min_note"] == 0.0  # 14 four times; no real note in ALL_HOLDS
-    assert t["notes_not_in_key"] == 0.0
-    assert math.isnan(t["leaps_resolved"])  # no leap at all
-    assert ev.counts["n_melodies"] == 2 and ev.counts["n_steps"] == 64
+    assert ev.counts["n_melodies"] == 2 and ev.counts["n_steps"] == 66 and ev.counts["primer_steps"] == 1
+    assert t["notes_excessively_repeated"] == pytest.approx(27 / 66)  # the 27 held steps of ALL_HOLDS
+    assert t["melodies_starting_with_tonic"] == 0.5  # the first generated step: WORKED's C4, not the primer
+    assert t["melodies_with_unique_max_note"] == 1.0  # C#4 once before ALL_HOLDS; 26 once in WORKED
+    assert t["melodies_with_unique_min_note"] == 0.5  # C#4 again; C4 five times in C4 + WORKED
+    assert t["notes_not_in_key"] == 0.0  # the out-of-key primer is an input, not counted by this row
+    assert math.isnan(t["leaps_resolved"])  # no leap at all (C#4 -> nothing; WORKED moves by steps)
     assert ev.mean_task_reward == pytest.approx((-2691 - 0.7934) / 64, abs=1e-5)
     assert ev.mean_log_p == pytest.approx(-math.log(NUM_CLASSES), abs=1e-6)
     assert ev.mean_kl == 0.0
     assert ev.diversity["distinct_melodies"] == 1.0
+    assert ev.diversity["top_opening_8"] == 0.5  # two melodies, two openings
+    assert ev.top_opening in ("- - - - - - - -", steps_to_names(WORKED[:8]))
     assert math.isnan(ev.copying)  # no corpus given
-    assert ev.muspy["pitch_range"] == 12.0  # C4..C5 in WORKED
+    assert ev.muspy["pitch_range"] == 12.0  # C4..C5 in C4 + WORKED
     assert ev.muspy["n_pitch_classes_used"] == 5.0  # C, D, E, F, G
     assert ev.muspy["scale_consistency"] == 1.0  # all in C major
 

@@ -38,6 +38,10 @@ def test_report_has_every_section_and_embeds_media(tmp_path) -> None:
             ("Mean log p(a|s) under Note RNN", ["-0.500", "-1.200", "", "", "", ""]),
         ],
         metric_rows_from=1,
+        goal_rows=[
+            ("Notes not in key <= 0.2%", ["2.55% FAIL", "0.05% pass"]),
+            ("Goals met", ["1/11", "7/11"]),
+        ],
         figure2=fig2,
         figure4=None,
         intervals=iv,
@@ -58,6 +62,8 @@ def test_report_has_every_section_and_embeds_media(tmp_path) -> None:
     assert "tiny &lt;run&gt;" in text  # escaped
     assert "63.3%" in text and 'class="paper"' in text
     assert "-1.200" in text
+    assert "<td>Notes not in key &lt;= 0.2%</td><td>2.55% FAIL</td><td>0.05% pass</td>" in text
+    assert "<th>goal</th><th>note_rnn</th><th>q</th>" in text  # the goals table: our models, no paper columns
     assert base64.b64encode(b"RIFF-fake-wav").decode() in text  # audio embedded
     assert base64.b64encode(b"MThd-fake-midi").decode() in text and 'download="q_000.mid"' in text
     assert text.count("data:image/png;base64,") == 2  # figure 2 and the interval histograms
@@ -70,4 +76,5 @@ def test_report_has_every_section_and_embeds_media(tmp_path) -> None:
 def test_report_of_nothing_says_what_is_missing() -> None:
     text = render_html(ReportData())
     assert "Table 1 was not produced" in text
+    assert "The goals table was not produced" in text
     assert "Audio and MIDI was not produced" in text

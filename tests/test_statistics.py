@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from reference_reward import autocorrelation
+from rltuner.errors import InvalidMelodyError
 from rltuner.rewards.music_theory import music_theory_rewards
 from rltuner.rewards.statistics import (
     INTERVAL_NAMES,
@@ -120,3 +121,18 @@ def test_paper_table_and_formatter() -> None:
 def test_bad_input(bad: object) -> None:
     with pytest.raises(ValueError):
         melody_statistics(bad)
+
+
+def test_primer_steps_count_as_heard_except_in_the_key_and_tonic_rows() -> None:
+    gen = np.array([[14, 1, 16, 1, 18, 1, 14, 1], [21, 1, 23, 1, 23, 1, 21, 0]])  # every note in key
+    heard = np.concatenate([np.array([[15], [33]]), gen], axis=1)  # primers C#4 (out of key) and G5
+    s = melody_statistics(heard, primer_steps=1)
+    plain = melody_statistics(heard)  # the same steps read as melodies without a primer
+    assert s["n_steps"] == 18 and s["primer_steps"] == 1
+    assert s["notes_not_in_key"] == 0.0 and plain["notes_not_in_key"] == pytest.approx(1 / 18)
+    assert s["melodies_starting_with_tonic"] == 0.5 and plain["melodies_starting_with_tonic"] == 0.0
+    # the primer is heard: G5 makes row 1's highest note unique (A4 twice without it)
+    assert s["melodies_with_unique_max_note"] == 1.0
+    assert melody_statistics(gen)["melodies_with_unique_max_note"] == 0.5
+    with pytest.raises(InvalidMelodyError, match="primer_steps"):
+        melody_statistics(heard, primer_steps=9)

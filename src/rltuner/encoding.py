@@ -236,6 +236,33 @@ def random_note_primers(n: int, rng: np.random.Generator) -> ClassArray:
     return rng.integers(FIRST_NOTE_CLASS, NUM_CLASSES, size=n, dtype=np.int64)
 
 
+def with_primers(primers: npt.ArrayLike, melodies: npt.ArrayLike) -> ClassArray:
+    """The melodies as heard: each primer, then the steps generated after it.
+
+    A sampled melody is fed its primer as the first input and does not choose it (``spec/encoding.md``), but
+    the primer is what a listener hears first: without it, a melody whose first generated step is HOLD or
+    NOTE_OFF opens with silence. Rendering (MIDI, WAV, piano rolls), ``rltuner generate``'s files and the
+    Table 1 statistics all use this form (Magenta's melody RNN keeps the primer in its output the same way).
+
+    Args:
+        primers: (N,) one primer class per melody, or (N, k) a primer sequence per melody.
+        melodies: (N, L) the generated steps.
+
+    Returns:
+        (N, k + L) int64 classes.
+
+    Raises:
+        InvalidMelodyError: row counts differ, or a class is outside 0..37.
+    """
+    mel = validate_classes(np.asarray(melodies))
+    pre = validate_classes(np.asarray(primers))
+    if mel.ndim != 2 or pre.ndim not in (1, 2) or len(pre) != len(mel):
+        raise InvalidMelodyError(
+            f"primers {pre.shape} and melodies {mel.shape} need one primer (or primer row) per melody"
+        )
+    return np.concatenate([pre.reshape(len(pre), -1), mel], axis=1).astype(np.int64)
+
+
 def class_name(cls: int) -> str:
     """Human-readable name of a class: ``OFF``, ``HOLD`` or a note name such as ``C4``."""
     if cls == NOTE_OFF:

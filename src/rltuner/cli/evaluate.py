@@ -58,7 +58,9 @@ Examples:
 )
 @samples_option("Sequences sampled per model [default: 100,000 melodies, 10,000 molecules].")
 @click.option("--fcd/--no-fcd", default=True, show_default=True, help="Molecules: FCD to the MOSES test set.")
-@click.option("--length", type=int, default=32, show_default=True, help="Steps per melody.")
+@click.option(
+    "--length", type=int, default=32, show_default=True, help="Steps sampled per melody after its primer."
+)
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of primers and sampling.")
 @click.option(
     "--muspy-samples",
@@ -103,8 +105,10 @@ def evaluate(
     """Evaluate the Note RNN and MODELS (checkpoints or run folders, as PATH or NAME=PATH).
 
     Each model samples N melodies from its stochastic policy (temperature 1, one random priming note);
-    the table shows Table 1 beside the paper's numbers, then log p under the Note RNN, r_MT, KL,
-    diversity, copying and muspy's metrics.
+    the table shows Table 1 beside the paper's numbers (a melody is its primer + the sampled steps), then
+    log p under the Note RNN, r_MT, KL, diversity (distinct melodies and n-grams, the most common 8-step
+    opening), copying (16-step corpus runs of >= 4 notes) and muspy's metrics. A second table gives the goals
+    of issue #13, each row's value and pass/FAIL per model.
 
     With --domain molecules: the SMILES prior and MODELS sample N strings each from <bos>; the table shows
     MOSES's metrics (valid, unique, novel, IntDiv, filters, FCD), the properties and every reward penalty,

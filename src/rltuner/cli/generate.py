@@ -34,7 +34,9 @@ Examples:
     "-n", "--samples", "--num", "n", type=int, default=10, show_default=True,
     help="Number of melodies (or molecules) to sample.",
 )  # fmt: skip
-@click.option("--length", type=int, default=32, show_default=True, help="Steps (sixteenths) per melody.")
+@click.option(
+    "--length", type=int, default=32, show_default=True, help="Steps (sixteenths) generated after the primer."
+)
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="Sampling temperature (> 0).")
 @click.option("--greedy", is_flag=True, help="Take the most likely class at each step instead of sampling.")
 @click.option(
@@ -79,7 +81,11 @@ def generate(
     render_max: int,
     device: str,
 ) -> None:
-    """Sample melodies and write melodies.npy (classes, shape n x length) plus MIDI, WAV and a piano roll.
+    """Sample melodies and write melodies.npy plus MIDI, WAV and a piano roll.
+
+    A melody is its primer (the one priming note, or the last --primer-steps steps of a .mid primer)
+    followed by the LENGTH generated steps: that is what melodies.npy holds (n x (primer + length) classes)
+    and what the MIDI, WAV and piano roll play, so no melody opens with silence.
 
     With --domain molecules: sample SMILES strings into OUT/molecules.smi, one per line in sampling order,
     invalid ones included (--length, --primer and the MIDI/WAV/PNG options do not apply).
@@ -91,11 +97,11 @@ def generate(
         return
 
     from rltuner.devices import resolve_device
-    from rltuner.encoding import class_name
+    from rltuner.encoding import class_name, with_primers
     from rltuner.fileio import atomic_path, ensure_writable_dir
     from rltuner.loading import load_model
     from rltuner.models.checkpoint import default_prior_path
-    from rltuner.models.sampling import sample
+    from rltuner.models.sampling import sample_scored
 
     if n < 1:
         raise click.BadParameter("must be at least 1", param_hint="-n")
@@ -103,9 +109,11 @@ def generate(
     model = load_model(path, resolve_device(device))
     primer_value = _parse_primer(primer, primer_steps)
     folder = ensure_writable_dir(out)
-    melodies = sample(
+    drawn = sample_scored(
         model, n, length, temperature=temperature, greedy=greedy, primer=primer_value, seed=seed
     )
+    # what is heard: the primer first (a .mid primer's last steps, or the one priming note), then the model
+    melodies = with_primers(drawn.primers, drawn.melodies)
     with atomic_path(folder / "melodies.npy") as tmp, open(tmp, "wb") as fh:
         np.save(fh, melodies)
     written = [folder / "melodies.npy"]
@@ -128,7 +136,10 @@ def generate(
         written.append(plot_piano_roll(shown[:16], folder / "piano_roll.png", title=f"{name} ({mode})"))
     for i, mel in enumerate(melodies[:3]):
         click.echo(f"melody {i}: " + " ".join(class_name(int(c)) for c in mel))
-    click.echo(f"wrote {len(written)} file(s) to {folder} ({n} melodies in melodies.npy)")
+    click.echo(
+        f"wrote {len(written)} file(s) to {folder} ({n} melodies in melodies.npy: "
+        f"{melodies.shape[1] - length} primer step(s) + {length} generated)"
+    )
 
 
 def _resolve_model_path(path: Path) -> Path:

@@ -110,12 +110,16 @@ def _score_one(melody: Any, name: str, length: int, key: str, mode: str, as_json
     click.echo("  ".join(x.rjust(w) for x, w in zip(sums, widths, strict=True)))
 
 
-def _score_many(melodies: Any, name: str, length: int, key: str, mode: str, as_json: bool) -> None:
+def _score_many(
+    melodies: Any, name: str, length: int, key: str, mode: str, as_json: bool, primer_steps: int = 0
+) -> None:
     from rltuner.rewards.music_theory import music_theory_rewards
     from rltuner.rewards.statistics import format_table1, melody_statistics
 
-    stats = melody_statistics(melodies, key=key, mode=mode)
-    rewards = music_theory_rewards(melodies, length=length, key=key, mode=mode)
+    stats = melody_statistics(melodies, key=key, mode=mode, primer_steps=primer_steps)
+    # r_MT scores what the model played: the steps after the primer (the reward never sees a primer)
+    generated = melodies[:, primer_steps:]
+    rewards = music_theory_rewards(generated, length=length - primer_steps, key=key, mode=mode)
     assert not isinstance(rewards, dict)
     stats["mean_reward_per_step"] = float(rewards.mean())
     if as_json:
@@ -156,9 +160,23 @@ Examples:
     default=None,
     help="Melody length L (tonic and extremes rules); MIDI input is cut or padded to it. Default: the melodies'.",
 )
+@click.option(
+    "--primer-steps",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Leading steps of each melody that are its primer (rltuner generate's melodies.npy: 1). Table 1 "
+    "counts them as heard except in the key and tonic rows; r_MT scores the steps after them.",
+)
 @rules_option()
 def score(
-    input_path: Path, as_json: bool, key: str, mode: str, length: int | None, rules: tuple[str, ...]
+    input_path: Path,
+    as_json: bool,
+    key: str,
+    mode: str,
+    length: int | None,
+    primer_steps: int,
+    rules: tuple[str, ...],
 ) -> None:
     """Score INPUT (a .mid file, a folder of them, or a .npy of melodies) with the music-theory reward.
 
@@ -177,7 +195,9 @@ def score(
     if length is not None and steps > length:
         raise InvalidMelodyError(f"the melodies have {steps} steps, longer than --length {length}")
     length = steps if length is None else length
+    if primer_steps >= steps:
+        raise InvalidMelodyError(f"--primer-steps {primer_steps} leaves none of the {steps} steps to score")
     if melodies.shape[0] == 1:
-        _score_one(melodies[0], names[0], length, key, mode, as_json)
+        _score_one(melodies[0][primer_steps:], names[0], length - primer_steps, key, mode, as_json)
     else:
-        _score_many(melodies, input_path.name, length, key, mode, as_json)
+        _score_many(melodies, input_path.name, length, key, mode, as_json, primer_steps)

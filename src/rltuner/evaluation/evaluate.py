@@ -3,13 +3,17 @@
 For each model we sample ``n`` melodies from its stochastic policy (temperature 1, each primed with one
 uniformly random note-on class), then compute:
 
-- Table 1 (``rewards.statistics.melody_statistics``), printed beside the paper's numbers;
+- Table 1 (``rewards.statistics.melody_statistics``) on the melodies as heard, the primer first
+  (``encoding.with_primers``), printed beside the paper's numbers;
 - mean ``log p(a|s)`` of the sampled steps under the Note RNN (the Reward RNN) and mean ``r_MT`` per step;
 - mean per-step ``KL(pi || p)`` between the model's policy and the Note RNN, exact over the 38 classes on the
   states the model visited;
 - diversity: the share of distinct 16-step windows among all 16-step windows of the samples (every offset),
   and the share of distinct whole melodies;
-- copying: the share of melodies holding a run of >= 16 steps that occurs somewhere in the training corpus;
+- mode collapse: distinct 4- and 8-step n-grams ("distinct-n") and the share of melodies that open with the most
+  common 8-step opening (and which opening it is);
+- copying: the share of melodies holding a run of 16 steps with at least 4 note-ons that occurs somewhere in the
+  training corpus (a run of holds and rests is no copy);
 - muspy's standard metrics on a subsample, as an outside cross-check of our own detectors.
 
 Everything is batched: one forward pass of the Note RNN and one of the model score all sampled steps.
@@ -32,10 +36,14 @@ import numpy as np
 import numpy.typing as npt
 
 from rltuner.encoding import (
+    FIRST_NOTE_CLASS,
+    NO_EVENT,
     NUM_CLASSES,
+    class_name,
     classes_to_notes,
     random_note_primers,
     validate_classes,
+    with_primers,
 )
 from rltuner.errors import ConfigError, InvalidMelodyError
 from rltuner.fileio import write_json_atomic, write_text_atomic
@@ -48,6 +56,11 @@ if TYPE_CHECKING:
 DEFAULT_SAMPLES = 100_000
 DEFAULT_MUSPY_SAMPLES = 1_000
 COPY_WINDOW = 16  # one 4/4 bar of sixteenths
+COPY_MIN_NOTES = (
+    4  # a matched window counts as a copy only with this many note-ons (holds and rests are no tune)
+)
+NGRAM_SIZES = (4, 8)  # distinct-n of steps: one beat and half a bar
+OPENING_STEPS = 8  # the opening whose most common value shows mode collapse (half a bar)
 _HASH_MULT = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit multiplier of the rolling window hash
 _SEPARATOR = NUM_CLASSES  # a value no melody holds: corpus windows that span two songs never match
 
@@ -85,6 +98,15 @@ def window_hashes(sequences: npt.NDArray[np.int64], window: int = COPY_WINDOW) -
     return h
 
 
+def sorted_unique(values: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """Sorted distinct values of a hash array (``np.unique`` by sorting: numpy 2's hash-table ``unique`` is
+    ~100x slower on millions of uint64 hashes)."""
+    s = np.sort(np.asarray(values).ravel())
+    if s.size == 0:
+        return s
+    return s[np.concatenate([[True], s[1:] != s[:-1]])]
+
+
 def corpus_window_index(
     corpus: Sequence[npt.ArrayLike] | npt.NDArray[np.int64], window: int = COPY_WINDOW
 ) -> npt.NDArray[np.uint64]:
@@ -105,44 +127,94 @@ def corpus_window_index(
     if not pieces:
         return np.zeros(0, dtype=np.uint64)
     flat = np.concatenate(pieces)
-    return np.unique(window_hashes(flat[None, :], window).ravel())
+    return sorted_unique(window_hashes(flat[None, :], window))
 
 
 def copying_flags(
-    melodies: npt.NDArray[np.int64], index: npt.NDArray[np.uint64], window: int = COPY_WINDOW
+    melodies: npt.NDArray[np.int64],
+    index: npt.NDArray[np.uint64],
+    window: int = COPY_WINDOW,
+    min_notes: int = COPY_MIN_NOTES,
 ) -> npt.NDArray[np.bool_]:
-    """(N,) bool: whether each melody holds a ``window``-step run found in the corpus ``index``."""
-    h = window_hashes(melodies, window)
+    """(N,) bool: whether each melody holds a ``window``-step run found in the corpus ``index``.
+
+    Only runs with at least ``min_notes`` note-ons count: a matched bar of holds and rests (which every corpus
+    has) is not a copied tune.
+    """
+    arr = np.asarray(melodies)
+    h = window_hashes(arr, window)
     if h.size == 0 or index.size == 0:
-        return np.zeros(len(melodies), dtype=bool)
+        return np.zeros(len(arr), dtype=bool)
     pos = np.searchsorted(index, h.ravel())
     pos = np.minimum(pos, index.size - 1)
     found = (index[pos] == h.ravel()).reshape(h.shape)
-    return np.asarray(found.any(axis=1))
+    # note-ons in each window: a cumulative sum over steps, differenced at the window's ends -> (N, T-w+1)
+    ons: npt.NDArray[np.int64] = np.cumsum(arr >= FIRST_NOTE_CLASS, axis=1, dtype=np.int64)
+    ons = np.concatenate([np.zeros((len(arr), 1), dtype=np.int64), ons], axis=1)
+    notes = ons[:, window:] - ons[:, :-window]
+    return np.asarray((found & (notes >= min_notes)).any(axis=1))
 
 
 def copying_share(
-    melodies: npt.NDArray[np.int64], index: npt.NDArray[np.uint64], window: int = COPY_WINDOW
+    melodies: npt.NDArray[np.int64],
+    index: npt.NDArray[np.uint64],
+    window: int = COPY_WINDOW,
+    min_notes: int = COPY_MIN_NOTES,
 ) -> float:
     """Share of melodies that reproduce a run of ``window`` steps from the corpus (see :func:`copying_flags`)."""
-    flags = copying_flags(melodies, index, window)
+    flags = copying_flags(melodies, index, window, min_notes)
     return float(flags.mean()) if flags.size else math.nan
 
 
+def distinct_ngrams(melodies: npt.NDArray[np.int64], n: int) -> float:
+    """distinct-n: distinct ``n``-step runs / all ``n``-step runs (every offset of every melody); NaN if none."""
+    h = window_hashes(np.asarray(melodies), n)
+    return float(sorted_unique(h).size / h.size) if h.size else math.nan
+
+
+def top_opening(
+    melodies: npt.NDArray[np.int64], steps: int = OPENING_STEPS
+) -> tuple[float, npt.NDArray[np.int64]]:
+    """The most common opening of ``steps`` steps and the share of melodies that begin with it.
+
+    Returns:
+        (share in 0..1, the opening as a (steps,) class array); (NaN, empty) for melodies shorter than
+        ``steps``. Among equally common openings, the one whose hash sorts first.
+    """
+    arr = np.asarray(melodies)
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] < steps:
+        return math.nan, np.zeros(0, dtype=np.int64)
+    h = window_hashes(arr[:, :steps], steps)[:, 0]  # (N,)
+    _, inverse, counts = np.unique(h, return_inverse=True, return_counts=True)
+    best = int(counts.argmax())
+    first = int(np.argmax(inverse.ravel() == best))
+    return float(counts[best] / len(arr)), arr[first, :steps].astype(np.int64)
+
+
+def steps_to_names(classes: npt.ArrayLike) -> str:
+    """Classes as note names for people: ``C4 - - - - - G4 E4`` (``-`` a held step, ``OFF`` a note-off)."""
+    return " ".join("-" if int(c) == NO_EVENT else class_name(int(c)) for c in np.asarray(classes).ravel())
+
+
 def diversity(melodies: npt.NDArray[np.int64], window: int = COPY_WINDOW) -> dict[str, float]:
-    """Distinctness of a batch of samples.
+    """Distinctness of a batch of samples, and how many share one opening (mode collapse).
 
     Returns:
         ``distinct_windows``: distinct ``window``-step runs / all runs (every offset of every melody);
-        ``distinct_melodies``: distinct whole melodies / N. Both are 1.0 when nothing repeats.
+        ``distinct_melodies``: distinct whole melodies / N; ``distinct_{n}grams`` for n in
+        :data:`NGRAM_SIZES`: :func:`distinct_ngrams`; ``top_opening_{OPENING_STEPS}``: the share of melodies
+        that begin with the most common ``OPENING_STEPS``-step opening (:func:`top_opening`). The distinct
+        shares are 1.0 when nothing repeats.
     """
     arr = np.asarray(melodies)
-    h = window_hashes(arr, window).ravel()
     whole = window_hashes(arr, arr.shape[1]).ravel() if arr.shape[1] else np.zeros(0, np.uint64)
-    return {
-        "distinct_windows": float(np.unique(h).size / h.size) if h.size else math.nan,
-        "distinct_melodies": float(np.unique(whole).size / whole.size) if whole.size else math.nan,
+    out = {
+        "distinct_windows": distinct_ngrams(arr, window),
+        "distinct_melodies": float(sorted_unique(whole).size / whole.size) if whole.size else math.nan,
     }
+    out.update({f"distinct_{n}grams": distinct_ngrams(arr, n) for n in NGRAM_SIZES})
+    out[f"top_opening_{OPENING_STEPS}"] = top_opening(arr)[0]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -280,13 +352,22 @@ def muspy_metrics(melodies: npt.NDArray[np.int64]) -> dict[str, float]:
 # the music-theory side (other people's modules, adapted here)
 
 
-def _table1(melodies: npt.NDArray[np.int64]) -> tuple[dict[str, float], dict[str, float]]:
-    """Table 1 rows (fractions) and the raw counts and per-melody interval counts behind them."""
+def _table1(
+    melodies: npt.NDArray[np.int64], primer_steps: int = 0
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Table 1 rows (fractions) and the raw counts and per-melody interval counts behind them.
+
+    ``melodies`` are as heard (primer first, ``primer_steps`` of it; see ``melody_statistics``).
+    """
     from rltuner.rewards.statistics import TABLE1_ROWS, melody_statistics
 
-    stats = melody_statistics(melodies)
+    stats = melody_statistics(melodies, primer_steps=primer_steps)
     rows = {row: float(stats[row]) for row in TABLE1_ROWS}
-    counts: dict[str, float] = {"n_melodies": float(stats["n_melodies"]), "n_steps": float(stats["n_steps"])}
+    counts: dict[str, float] = {
+        "n_melodies": float(stats["n_melodies"]),
+        "n_steps": float(stats["n_steps"]),
+        "primer_steps": float(stats["primer_steps"]),
+    }
     counts.update({k: float(v) for k, v in stats["counts"].items()})
     counts.update({f"intervals_per_melody.{k}": float(v) for k, v in stats["intervals_per_melody"].items()})
     return rows, counts
@@ -318,6 +399,7 @@ class ModelEvaluation:
     copying: float
     muspy: dict[str, float]
     seconds: dict[str, float] = field(default_factory=dict)
+    top_opening: str = ""  # the most common OPENING_STEPS-step opening, as note names (steps_to_names)
 
     def flat(self) -> dict[str, float]:
         """All figures in one flat ``metric -> value`` dict (the CSV's rows)."""
@@ -397,9 +479,26 @@ class EvaluationResult:
             ("Mean KL(pi || p) per step", lambda m: m.mean_kl, "{:.3f}"),
             ("Distinct 16-step runs", lambda m: m.diversity.get("distinct_windows", math.nan), "{:.1%}"),
             ("Distinct melodies", lambda m: m.diversity.get("distinct_melodies", math.nan), "{:.1%}"),
-            ("Melodies copying a 16-step corpus run", lambda m: m.copying, "{:.2%}"),
+            *((f"Distinct {k}-grams of steps", _getter(f"distinct_{k}grams"), "{:.1%}") for k in NGRAM_SIZES),
+            (
+                f"Melodies opening with the most common {OPENING_STEPS} steps",
+                _getter(f"top_opening_{OPENING_STEPS}"),
+                "{:.1%}",
+            ),
+            (
+                f"Melodies copying a {COPY_WINDOW}-step corpus run (>= {COPY_MIN_NOTES} notes)",
+                lambda m: m.copying,
+                "{:.2%}",
+            ),
         ):
             rows.append((label, [_fmt(getter(self.models[n]), fmt) for n in names] + blank))
+            if label.startswith("Melodies opening"):
+                rows.append(
+                    (
+                        f"  that {OPENING_STEPS}-step opening",
+                        [self.models[n].top_opening for n in names] + blank,
+                    )
+                )
         for key in MUSPY_METRICS:
             rows.append(
                 (
@@ -421,10 +520,22 @@ class EvaluationResult:
         lines.extend(_line(r, widths) for r in rows)
         s = self.settings
         lines.append(
-            f"({s.get('n')} melodies of {s.get('length')} steps per model, seed {s.get('seed')}; muspy on "
+            f"({s.get('n')} melodies per model of a primer note + {s.get('length')} steps, seed {s.get('seed')}; "
+            f"Table 1, copying and muspy count the primer; muspy on "
             f"{s.get('muspy_samples')} of them; paper: 100,000 melodies, their Note RNN and data)"
         )
+        goal_header = ["goal (issue #13)", *self.models]
+        goal_rows = [[label, *cells] for label, cells in self.goal_rows()]
+        widths = [max(len(str(r[i])) for r in [goal_header, *goal_rows]) for i in range(len(goal_header))]
+        lines += ["", _line(goal_header, widths), "  ".join("-" * w for w in widths)]
+        lines.extend(_line(r, widths) for r in goal_rows)
         return "\n".join(lines)
+
+    def goal_rows(self) -> list[tuple[str, list[str]]]:
+        """The goals of issue #13 (``evaluation.goals.GOALS``): each row's value and pass/FAIL per model."""
+        from rltuner.evaluation.goals import goal_rows
+
+        return goal_rows({name: m.flat() for name, m in self.models.items()})
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
         """Write ``evaluation.json``, ``evaluation.csv`` and ``evaluation.txt`` atomically into ``out_dir``."""
@@ -435,6 +546,10 @@ class EvaluationResult:
             "txt": write_text_atomic(out / "evaluation.txt", self.format_table() + "\n"),
         }
         return paths
+
+
+def _getter(key: str) -> Callable[[ModelEvaluation], float]:
+    return lambda m: m.diversity.get(key, math.nan)
 
 
 def _paper_table() -> dict[str, tuple[str, dict[str, str]]]:
@@ -544,7 +659,7 @@ def measure_samples(
 
     Args:
         name: the model's name.
-        melodies: (N, T) its samples; primers: (N,) the primer of each.
+        melodies: (N, T) its samples (the generated steps); primers: (N,) or (N, k) the primer of each.
         model: the model (None: the samples are the prior's own, KL = 0).
         prior: the Note RNN that log p and KL refer to.
         index: :func:`corpus_window_index` of the training corpus (None: copying is NaN).
@@ -561,17 +676,22 @@ def measure_samples(
     if scores is None:
         scores = score_policy(model, prior, melodies, primers, device=device)
     sec["log_p_kl"] = time.perf_counter() - t0
+    # What is heard (Table 1, copying, muspy) counts the primer; what the model chose (r_MT, log p, KL,
+    # diversity, openings) is the generated steps: a random primer would make every model look varied.
+    heard = with_primers(primers, melodies)
+    primer_steps = heard.shape[1] - np.asarray(melodies).shape[1]
     t0 = time.perf_counter()
-    table1, counts = _table1(melodies)
+    table1, counts = _table1(heard, primer_steps)
     r_mt = mean_music_theory_reward(melodies)
     sec["music_theory"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     div = diversity(melodies)
-    copy = copying_share(melodies, index) if index is not None else math.nan
+    opening = steps_to_names(top_opening(melodies)[1])
+    copy = copying_share(heard, index) if index is not None else math.nan
     sec["diversity_copying"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     use_muspy = muspy_index is not None and len(muspy_index) > 0
-    mus = muspy_metrics(melodies[muspy_index]) if use_muspy else {}
+    mus = muspy_metrics(heard[muspy_index]) if use_muspy else {}
     sec["muspy"] = time.perf_counter() - t0
     return ModelEvaluation(
         name=name,
@@ -584,6 +704,7 @@ def measure_samples(
         copying=copy,
         muspy=mus,
         seconds=sec,
+        top_opening=opening,
     )
 
 
@@ -690,7 +811,9 @@ def evaluate_models(
         "muspy_samples": n_mus,
         "corpus_melodies": None if corpus is None else len(corpus),
         "copy_window": COPY_WINDOW,
+        "copy_min_notes": COPY_MIN_NOTES,
         "policy": "stochastic, temperature 1, primed with one uniformly random note-on class",
+        "melody": "primer + generated steps (Table 1, copying, muspy, MIDI/WAV); the rest: generated steps",
     }
     return EvaluationResult(
         models=results, settings=settings, samples=samples, primers={k: primers for k in samples}

@@ -34,7 +34,7 @@ import numpy.typing as npt
 
 from rltuner.config import field, result_inputs, to_dict
 from rltuner.devices import DEVICE_CHOICES, resolve_device
-from rltuner.encoding import STEPS_PER_BAR
+from rltuner.encoding import STEPS_PER_BAR, with_primers
 from rltuner.errors import ConfigError, RLTunerError
 from rltuner.fileio import atomic_path, ensure_writable_dir, write_json_atomic
 from rltuner.rl.targets import ALGORITHMS as _TABLE
@@ -331,17 +331,18 @@ def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
     stages.run("evaluate", evaluate, later)
     samples, primers = load_samples(samples_npz)
 
-    # 3. media: MIDI, WAV, piano rolls
+    # 3. media: MIDI, WAV, piano rolls of the melodies as heard (primer first)
     def media() -> None:
         from rltuner.data.audio import render_wav_batch
         from rltuner.data.midi_io import write_midi_batch
 
-        for key, mel in samples.items():
+        heard = {key: with_primers(primers[key], mel) for key, mel in samples.items()}
+        for key, mel in heard.items():
             if config.midi_per_model:
                 write_midi_batch(mel[: config.midi_per_model], run_dir / "midi" / key, prefix=key)
             if config.audio_per_model:
                 render_wav_batch(mel[: config.audio_per_model], run_dir / "audio" / key, prefix=key)
-        figures.piano_rolls(samples, fig_dir)
+        figures.piano_rolls(heard, fig_dir)
         # a few real melodies of the training data, for listening beside the models
         corpus = _load_corpus(split="valid") if config.copying else None
         if corpus:
@@ -363,7 +364,9 @@ def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
         models.update({k: load_model(f / "model.safetensors", device) for k, f in tune_dirs.items()})
         probs = {k: step_probabilities(m, melody, primer, device) for k, m in models.items()}
         figures.figure4(probs, melody, fig_dir / "figure4.png", primer=primer)
-        figures.interval_histograms(samples, fig_dir / "intervals.png")
+        figures.interval_histograms(
+            {key: with_primers(primers[key], mel) for key, mel in samples.items()}, fig_dir / "intervals.png"
+        )
 
     stages.run("figures", draw, later)
 
@@ -393,6 +396,7 @@ def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
         table_header=result.header(),
         table_rows=result.table_rows(),
         metric_rows_from=n_table1,
+        goal_rows=result.goal_rows(),
         figure2=fig_dir / "figure2.png",
         figure4=fig_dir / "figure4.png",
         intervals=fig_dir / "intervals.png",
@@ -537,9 +541,10 @@ def _summary(config: PipelineConfig, settings: dict[str, Any]) -> str:
     return (
         f"The shipped Note RNN was tuned with {algos} (fast preset{', quick smoke version' if config.quick else ''}"
         f"), then every model, the Note RNN included, sampled {settings.get('n')} melodies of "
-        f"{settings.get('length')} steps from its stochastic policy (temperature 1, one random priming note). "
+        f"{settings.get('length')} steps from its stochastic policy (temperature 1), each after one random "
+        "priming note that is played as its first note (the audio, MIDI and Table 1 count it). "
         "Table 1 compares them with the paper's numbers (shaded columns; the paper's Note RNN was trained on "
         "other data, so they are a reference, not a target). log p(a|s) is under the Note RNN; higher means "
         "closer to the data. r_MT is the music-theory reward per step; KL measures how far each policy moved "
-        "from the Note RNN."
+        "from the Note RNN. The goals table says which rows of issue #13's goals each model meets."
     )

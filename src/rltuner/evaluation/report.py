@@ -1,8 +1,8 @@
 """The run report: one self-contained HTML file (images, audio and MIDI embedded as base64).
 
-Sections, in order: summary, Table 1 beside the paper's, the other metrics, Figure 2, Figure 4, piano rolls,
-interval histograms, listen (audio players and MIDI downloads per model), the exact command and configuration,
-versions, timings. A section whose material is missing says so instead of disappearing, so a reader always
+Sections, in order: summary, Table 1 beside the paper's, the other metrics, the goals of issue #13, Figure 2,
+Figure 4, piano rolls, interval histograms, listen (audio players and MIDI downloads per model), the exact
+command and configuration, versions, timings. A section whose material is missing says so instead of disappearing, so a reader always
 sees what was and was not produced.
 """
 
@@ -25,6 +25,7 @@ SECTIONS = (
     ("summary", "Summary"),
     ("table1", "Table 1: melody statistics beside the paper's"),
     ("metrics", "Data probability, reward, KL, diversity, copying, muspy"),
+    ("goals", "Goals of issue #13: pass/fail per model"),
     ("figure2", "Figure 2: log p(a|s) and r_MT during training"),
     ("figure4", "Figure 4: each model's next-class probabilities on one melody"),
     ("pianorolls", "Piano rolls of sample melodies"),
@@ -57,6 +58,7 @@ class ReportData:
         summary: a few sentences on what was run and how to read the page.
         table_header / table_rows: Table 1 and the other metrics (see ``EvaluationResult.table_rows``);
             rows whose label starts with one of ``metric_prefixes`` go to the metrics section.
+        goal_rows: the goals of issue #13, one cell per model (``EvaluationResult.goal_rows``).
         paper_columns: how many trailing columns hold the paper's numbers.
         figure2, figure4, intervals: PNG paths (or None where not produced).
         pianorolls: model name -> PNG.
@@ -71,6 +73,7 @@ class ReportData:
     table_rows: list[tuple[str, list[str]]] = field(default_factory=list)
     paper_columns: int = 4
     metric_rows_from: int | None = None
+    goal_rows: list[tuple[str, list[str]]] = field(default_factory=list)
     figure2: Path | None = None
     figure4: Path | None = None
     intervals: Path | None = None
@@ -153,6 +156,9 @@ def render_html(data: ReportData) -> str:
         "metrics": _table(ours, [(lbl, c[: len(ours) - 1]) for lbl, c in metrics], 0)
         if metrics
         else _missing("The metrics table"),
+        "goals": _table(["goal", *ours[1:]], data.goal_rows, 0)
+        if data.goal_rows
+        else _missing("The goals table"),
         "figure2": _img(data.figure2, "Figure 2"),
         "figure4": _img(data.figure4, "Figure 4"),
         "pianorolls": "".join(_img(p, f"piano roll {n}") for n, p in data.pianorolls.items())

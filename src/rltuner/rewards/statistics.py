@@ -201,6 +201,7 @@ def melody_statistics(
     *,
     key: str = "C",
     mode: str = "major",
+    primer_steps: int = 0,
 ) -> dict[str, Any]:
     """The Table 1 statistics of N melodies of length L (each melody as a whole, starting at step 0).
 
@@ -208,6 +209,13 @@ def melody_statistics(
         melodies: (N, L) int classes 0..37 (a list of lists is accepted; a 1-D melody counts as N = 1).
         key: tonic of the key the key, tonic and interval tests use (default C).
         mode: ``"major"`` or ``"minor"``.
+        primer_steps: how many leading steps of each melody are its primer (``encoding.with_primers``): an
+            input the model was fed, not a choice it made. Every row counts them as part of the melody as
+            heard (repeats, leaps, extremes, motifs, autocorrelation; ``n_steps`` is N * L), except the two
+            whose answer the primer alone would fix: "notes not in key" counts the L - primer_steps
+            generated steps only (a uniformly random primer is out of key 15 times in 36, a floor of ~1.3%
+            for every model), and "starting with tonic" reads the first generated step (else it would be
+            the primer's 1 in 36 for every model; the tonic rule rewards that step).
 
     Returns:
         A dict with the eleven rows of ``TABLE1_ROWS`` (fractions in [0, 1]; the autocorrelations are mean
@@ -228,6 +236,11 @@ def melody_statistics(
     tables = key_tables(key, mode)
     n_mel, length = arr.shape
     n_steps = n_mel * length
+    if not 0 <= primer_steps < length:
+        raise InvalidMelodyError(
+            f"primer_steps ({primer_steps}) must be in 0..{length - 1} (melodies of {length})"
+        )
+    own = arr[:, primer_steps:]  # the steps the model chose
 
     # Per-step detectors with their own state: previous real note and rule 8's leap tracker.
     prev = np.full(n_mel, -1, dtype=np.int64)
@@ -247,8 +260,8 @@ def melody_statistics(
 
     repeats = _excessive_repeats(arr)
     motif_steps, repeated_steps = _motif_counts(arr)
-    not_in_key = int((~tables.in_key[arr]).sum())
-    starts_tonic = int((arr[:, 0] == tables.tonic).sum())
+    not_in_key = int((~tables.in_key[own]).sum())
+    starts_tonic = int((own[:, 0] == tables.tonic).sum())
     top = arr.max(axis=1)
     unique_max = int(((arr == top[:, None]).sum(axis=1) == 1).sum())
     low = np.where(arr >= FIRST_NOTE_CLASS, arr, NUM_CLASSES).min(axis=1)
@@ -258,7 +271,7 @@ def melody_statistics(
     counts: dict[str, int] = {"notes_excessively_repeated": repeats}
     for lag, row in enumerate(_AUTOCORRELATION_ROWS, start=1):
         stats[row], counts[f"autocorrelation_melodies_lag_{lag}"] = _autocorrelations(arr, lag)
-    stats["notes_not_in_key"] = not_in_key / n_steps
+    stats["notes_not_in_key"] = not_in_key / own.size
     stats["melodies_starting_with_tonic"] = starts_tonic / n_mel
     stats["leaps_resolved"] = _ratio(resolved, resolved + doubled)
     stats["melodies_with_unique_max_note"] = unique_max / n_mel
@@ -279,6 +292,7 @@ def melody_statistics(
     np.add.at(by_name, _interval_name_index(), interval_tally)
     stats["n_melodies"] = n_mel
     stats["n_steps"] = n_steps
+    stats["primer_steps"] = primer_steps
     stats["counts"] = counts
     stats["interval_counts"] = {name: int(c) for name, c in zip(INTERVAL_NAMES, by_name, strict=True)}
     stats["intervals_per_melody"] = {
