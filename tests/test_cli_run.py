@@ -49,7 +49,8 @@ def test_run_quick_end_to_end_then_resume(tmp_path, tiny_prior) -> None:
     for section in ("table1", "figure2", "figure4", "pianorolls", "listen", "command", "versions", "timings"):
         assert f'id="{section}"' in html
     assert "was not produced" not in html
-    assert "audio/wav;base64" in html and "Notes excessively repeated" in html
+    assert "audio/mpeg;base64" in html and "Notes excessively repeated" in html  # MP3, not WAV
+    assert "audio/wav;base64" not in html and 'preload="metadata"' in html
     run_info = json.loads((out / "run.json").read_text())
     assert run_info["versions"]["torch"] == torch.__version__ and run_info["timings_s"]["evaluate"] > 0
 
