@@ -28,11 +28,15 @@ QUICK = ["--quick", "--steps", "8192", "--samples", "64", "--muspy-samples", "8"
 
 
 @pytest.mark.slow
-def test_run_quick_end_to_end_then_resume(tmp_path, tiny_prior) -> None:
+def test_run_quick_end_to_end_then_resume(tmp_path, tiny_prior, caplog) -> None:
     out = tmp_path / "run"
     args = ["run", "--out", str(out), "--prior", str(tiny_prior), "--algorithms", "q,g", *QUICK]
-    res = CliRunner().invoke(cli, args)
+    with caplog.at_level("INFO"):
+        res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
+    # the report's path is said once: printed by the command, not logged as well
+    said = res.output + "".join(r.getMessage() for r in caplog.records)
+    assert said.count("report.html") == 1 and f"report: {out / 'report.html'}" in res.output
     assert (out / "report.html").is_file()
     stages = json.loads((out / "stages.json").read_text())
     assert list(stages) == ["tune/q", "tune/g", "evaluate", "media", "figures"]

@@ -95,7 +95,7 @@ def run(
             out=folder, algorithms=tuple(a.strip() for a in algorithms.split(",") if a.strip()), samples=samples,
             steps=steps, prior=prior, seed=seed, device=device, quick=quick, fcd=not no_fcd, force=force,
         )  # fmt: skip
-        click.echo(str(run_molecule_pipeline(mol, command=cmd)))
+        click.echo(f"report: {run_molecule_pipeline(mol, command=cmd)}")  # the one line naming it
         return
     from rltuner.evaluation.pipeline import PipelineConfig, run_pipeline
 
@@ -113,4 +113,4 @@ def run(
         force=force,
     )
     report = run_pipeline(config, command=cmd)
-    click.echo(str(report))
+    click.echo(f"report: {report}")  # the one line naming it (the pipeline logs stages only)

@@ -380,7 +380,6 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
         labels={k: figures.model_label(k) for k in media_keys},
     )
     report = write_report(run_dir / "report.html", data)
-    log.info("report: %s", report)
     return report
 
 
