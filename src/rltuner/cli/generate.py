@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from rltuner.cli.options import SEED, device_option, domain_option
-from rltuner.errors import CheckpointError, InvalidMelodyError
+from rltuner.errors import InvalidMelodyError
 
 
 @click.command("generate")
@@ -78,13 +78,13 @@ def generate(
     from rltuner.devices import resolve_device
     from rltuner.encoding import class_name
     from rltuner.fileio import atomic_path, ensure_writable_dir
-    from rltuner.loading import load_model
+    from rltuner.loading import load_model, resolve_model_path
     from rltuner.models.checkpoint import default_prior_path
     from rltuner.models.sampling import sample
 
     if n < 1:
         raise click.BadParameter("must be at least 1", param_hint="-n")
-    path = _resolve_model_path(model_path) if model_path is not None else default_prior_path()
+    path = resolve_model_path(model_path) if model_path is not None else default_prior_path()
     model = load_model(path, resolve_device(device))
     primer_value = _parse_primer(primer, primer_steps)
     folder = ensure_writable_dir(out)
@@ -114,15 +114,6 @@ def generate(
     for i, mel in enumerate(melodies[:3]):
         click.echo(f"melody {i}: " + " ".join(class_name(int(c)) for c in mel))
     click.echo(f"wrote {len(written)} file(s) to {folder} ({n} melodies in melodies.npy)")
-
-
-def _resolve_model_path(path: Path) -> Path:
-    if path.is_dir():
-        inner = path / "model.safetensors"
-        if not inner.is_file():
-            raise CheckpointError(f"{path} is a folder without model.safetensors; pass a checkpoint file")
-        return inner
-    return path
 
 
 def _parse_primer(text: str, steps: int) -> Any:
