@@ -37,7 +37,7 @@ def test_tune_then_resume(tmp_path: Path, toy_music: list[dict[str, Any]]) -> No
     config = json.loads((run / "config.json").read_text())
     assert config["algorithm"] == "psi" and config["seed"] == 3 and config["n_envs"] == 16
     assert (run / "model.safetensors").is_file()
-    assert toy_music[0]["primer"] == "random"
+    assert toy_music[0]["primer"] is None  # random primers
     more = CliRunner().invoke(cli, ["tune", "--resume", str(run), "--steps", "1024", "--quiet"])
     assert more.exit_code == 0, more.output
     assert "psi: 1,024 env steps" in more.output
@@ -54,6 +54,8 @@ def test_tune_then_resume(tmp_path: Path, toy_music: list[dict[str, Any]]) -> No
         (["--set", "nonsense=1"], "unknown setting"),
         (["--set", "gamma"], "must look like name=value"),
         (["-a", "g", "--double-q"], "double_q applies to q and rl-only"),
+        (["--primer", "H9"], "--primer: 'H9' is not a primer"),
+        (["--primer", "38"], "--primer: primer class 38 is outside 0..37"),
     ],
 )
 def test_bad_settings_give_one_clear_error(
@@ -70,6 +72,15 @@ def test_bad_settings_give_one_clear_error(
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
     assert not toy_music  # rejected before the domain (and the prior) was even loaded
+
+
+@pytest.mark.parametrize(("primer", "token"), [("C4", 14), ("F#3", 8), ("14", 14)])
+def test_tune_takes_the_primer_forms_generate_takes(
+    tmp_path: Path, toy_music: list[dict[str, Any]], primer: str, token: int
+) -> None:
+    result = CliRunner().invoke(cli, ["tune", "--primer", primer, "--out", str(tmp_path / "run"), *FAST])
+    assert result.exit_code == 0, result.output
+    assert toy_music[0]["primer"] == token
 
 
 def test_bad_settings_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -75,8 +75,8 @@ _OPTION_FIELDS = {
     "--primer",
     default="random",
     show_default=True,
-    help="Music: first input of each melody: random (a random note), a class 0..37, or a .mid file "
-    "(molecules always start from <bos>).",
+    help="Music: first input of each melody: random (a random note), a note name (e.g. C4), a class 0..37, or a "
+    ".mid file (its last note); the same forms as generate's --primer (molecules always start from <bos>).",
 )
 @click.option(
     "--set",
@@ -156,7 +156,14 @@ def tune(
 
     from rltuner.rl.tuner import tune as run_tune
 
-    kwargs: dict[str, Any] = {"primer": primer} if domain == "music" else {}
+    kwargs: dict[str, Any] = {}
+    if domain == "music":
+        from rltuner.domains.music import parse_primer
+
+        try:  # the forms generate takes too; checked before the prior is loaded
+            kwargs["primer"] = parse_primer(primer)
+        except ConfigError as exc:
+            raise ConfigError(f"--primer: {exc}") from None
     reward_desc: dict[str, Any] = {}
     if reward_terms or reward_weights:
         if domain != "music":
