@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from rltuner.cli.options import SEED, device_option, domain_option
 from rltuner.errors import ConfigError, RLTunerError
 from rltuner.rl.targets import ALGORITHMS
+
+if TYPE_CHECKING:
+    from rltuner.rl.tuner import TuneResult
 
 # CLI option -> TuneConfig field, for the explicit hyperparameter options.
 _OPTION_FIELDS = {
@@ -177,17 +180,34 @@ def tune(
 
         write_json_atomic(ensure_writable_dir(out_dir) / "reward.json", reward_desc)
     result = run_tune(cfg, task, out_dir, resume=resume_dir is not None)
-    last = result.metrics[-1] if result.metrics else {}
-    nan = float("nan")
-    click.echo(
-        f"{cfg.algorithm}: {result.env_steps:,} env steps, {result.sample_updates:,} sample-updates in "
-        f"{result.wall_s:.1f} s; mean log p(a|s) {last.get('mean_log_p', nan):.3f}, mean task reward "
-        f"{last.get('mean_task_reward', nan):.3f} per step, {last.get('mean_return', nan):.3f} per {entry.item}; "
-        f"model: {out_dir / 'model.safetensors'}"
-    )
+    click.echo(summary_line(result, entry.item, out_dir / "model.safetensors"))
     if result.interrupted:
         click.echo(f"interrupted: saved; continue with rltuner tune --resume {out_dir}", err=True)
         raise SystemExit(130)
+
+
+def summary_line(result: TuneResult, item: str, model_path: Path) -> str:
+    """What ``tune`` prints at the end: the work done and the numbers of the last evaluation, with its step.
+
+    After Ctrl-C the last evaluation is older than the saved model (evaluations run every ``eval_every``
+    steps): the line says at which step it was made, and when none was made after step 0 it says so instead
+    of showing the prior-initialised network's numbers as the result.
+    """
+    head = (
+        f"{result.algorithm}: {result.env_steps:,} env steps, {result.sample_updates:,} sample-updates in "
+        f"{result.wall_s:.1f} s"
+    )
+    last = result.metrics[-1] if result.metrics else None
+    if last is None or (int(last["env_step"]) == 0 and result.env_steps > 0):
+        numbers = "no evaluation was made after step 0 (the next was due later)"
+    else:
+        step = int(last["env_step"])
+        when = "" if step == result.env_steps else f"last evaluation, at env step {step:,}: "
+        numbers = (
+            f"{when}mean log p(a|s) {last['mean_log_p']:.3f}, mean task reward {last['mean_task_reward']:.3f} "
+            f"per step, {last['mean_return']:.3f} per {item}"
+        )
+    return f"{head}; {numbers}; model: {model_path}"
 
 
 def _saved_domain(run_dir: Path) -> str:
