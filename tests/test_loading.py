@@ -48,9 +48,9 @@ def test_load_model_generate_and_evaluate_accept_the_same_folder(run_folder: Pat
 def test_folders_without_a_model_are_refused_by_all_three_alike(tmp_path: Path, run_folder: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(CheckpointError, match="folder without model.safetensors"):
+    with pytest.raises(CheckpointError, match=r"folder without model\.safetensors"):
         load_model(empty)
-    with pytest.raises(ConfigError, match="model 'e': .*folder without model.safetensors"):
+    with pytest.raises(ConfigError, match=r"model 'e': .*folder without model\.safetensors"):
         _parse_models((f"e={empty}",))
     res = CliRunner().invoke(cli, ["generate", "--model", str(empty), "--out", str(tmp_path / "g")])
     assert res.exit_code != 0 and "folder without model.safetensors" in str(res.exception)
