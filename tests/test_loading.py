@@ -38,7 +38,18 @@ def test_a_run_folder_resolves_to_its_model(run_folder: Path) -> None:
 def test_load_model_generate_and_evaluate_accept_the_same_folder(run_folder: Path, tmp_path: Path) -> None:
     load_model(run_folder)
     out = tmp_path / "gen"
-    args = ["generate", "--model", str(run_folder), "-n", "2", "--seed", "0", "--no-midi", "--no-wav", "--no-png"]
+    args = [
+        "generate",
+        "--model",
+        str(run_folder),
+        "-n",
+        "2",
+        "--seed",
+        "0",
+        "--no-midi",
+        "--no-wav",
+        "--no-png",
+    ]
     res = CliRunner().invoke(cli, [*args, "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert np.load(out / "melodies.npy").shape == (2, 32)
