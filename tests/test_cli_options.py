@@ -138,7 +138,7 @@ def test_tune_config_json_of_a_run_reproduces_it(tmp_path: Path, toy_music: list
     result = CliRunner().invoke(cli, ["tune", "--config", str(first / "config.json"), "--out", str(again)])
     assert result.exit_code == 0, result.output
     assert json.loads((again / "config.json").read_text()) == recorded
-    assert toy_music[-1]["primer"] == "5"  # the primer came back from the record too
+    assert toy_music[-1]["primer"] == 5  # the primer came back from the record too (parsed: class 5)
 
     def rows(run: Path) -> list[dict[str, Any]]:
         return [{k: v for k, v in json.loads(line).items() if k != "wall_s"}

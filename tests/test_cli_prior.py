@@ -68,6 +68,12 @@ def test_generate_writes_npy_midi_and_png(trained: Path, tmp_path: Path) -> None
         cli, [*args[:-5], "--out", str(tmp_path / "g2"), "--no-wav", "--no-midi", "--no-png"]
     )
     assert again.exit_code == 0 and np.array_equal(np.load(tmp_path / "g2" / "melodies.npy"), mel)
+    # a class number is the same primer as its note name (the forms tune's --primer takes too)
+    as_class = [a if a != "C4" else "14" for a in args[:-5]]
+    by_class = CliRunner().invoke(
+        cli, [*as_class, "--out", str(tmp_path / "g3"), "--no-wav", "--no-midi", "--no-png"]
+    )
+    assert by_class.exit_code == 0 and np.array_equal(np.load(tmp_path / "g3" / "melodies.npy"), mel)
 
 
 def test_generate_with_a_midi_primer(trained: Path, tmp_path: Path) -> None:

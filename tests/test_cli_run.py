@@ -29,11 +29,15 @@ QUICK = ["--quick", "--steps", "8192", "--samples", "64", "--muspy-samples", "8"
 
 
 @pytest.mark.slow
-def test_run_quick_end_to_end_then_resume(tmp_path, tiny_prior) -> None:
+def test_run_quick_end_to_end_then_resume(tmp_path, tiny_prior, caplog) -> None:
     out = tmp_path / "run"
     args = ["run", "--out", str(out), "--prior", str(tiny_prior), "--algorithms", "q,g", *QUICK]
-    res = CliRunner().invoke(cli, args)
+    with caplog.at_level("INFO"):
+        res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
+    # the report's path is said once: printed by the command, not logged as well
+    said = res.output + "".join(r.getMessage() for r in caplog.records)
+    assert said.count("report.html") == 1 and f"report: {out / 'report.html'}" in res.output
     assert (out / "report.html").is_file()
     stages = json.loads((out / "stages.json").read_text())
     assert list(stages) == ["tune/q", "tune/g", "evaluate", "media", "figures"]
@@ -50,7 +54,8 @@ def test_run_quick_end_to_end_then_resume(tmp_path, tiny_prior) -> None:
     for section in ("table1", "figure2", "figure4", "pianorolls", "listen", "command", "versions", "timings"):
         assert f'id="{section}"' in html
     assert "was not produced" not in html
-    assert "audio/wav;base64" in html and "Notes excessively repeated" in html
+    assert "audio/mpeg;base64" in html and "Notes excessively repeated" in html  # MP3, not WAV
+    assert "audio/wav;base64" not in html and 'preload="metadata"' in html
     assert 'id="goals"' in html and "Goals met" in html and "Melodies opening with the most common 8" in html
     # the MIDI files play the melody as heard: the primer's note-on at t = 0, then the sampled steps
     from rltuner.data.midi_io import midi_to_melody

@@ -37,7 +37,7 @@ def test_tune_then_resume(tmp_path: Path, toy_music: list[dict[str, Any]]) -> No
     config = json.loads((run / "config.json").read_text())
     assert config["algorithm"] == "psi" and config["seed"] == 3 and config["n_envs"] == 16
     assert (run / "model.safetensors").is_file()
-    assert toy_music[0]["primer"] == "random"
+    assert toy_music[0]["primer"] is None  # random primers
     # --steps 512: the preset's 250,000 exploration steps of 1,000,000 scaled to 128; --eval-every is as given
     assert (config["epsilon_steps"], config["eval_every"], config["total_steps"]) == (128, 256, 512)
     summary = json.loads((run / "summary.json").read_text())
@@ -71,6 +71,8 @@ def test_an_explicit_schedule_wins_over_the_scaled_one(
         (["--set", "nonsense=1"], "unknown setting"),
         (["--set", "gamma"], "must look like name=value"),
         (["-a", "g", "--double-q"], "double_q applies to q and rl-only"),
+        (["--primer", "H9"], "--primer: 'H9' is not a primer"),
+        (["--primer", "38"], "--primer: primer class 38 is outside 0..37"),
     ],
 )
 def test_bad_settings_give_one_clear_error(
@@ -89,6 +91,15 @@ def test_bad_settings_give_one_clear_error(
     assert not toy_music  # rejected before the domain (and the prior) was even loaded
 
 
+@pytest.mark.parametrize(("primer", "token"), [("C4", 14), ("F#3", 8), ("14", 14)])
+def test_tune_takes_the_primer_forms_generate_takes(
+    tmp_path: Path, toy_music: list[dict[str, Any]], primer: str, token: int
+) -> None:
+    result = CliRunner().invoke(cli, ["tune", "--primer", primer, "--out", str(tmp_path / "run"), *FAST])
+    assert result.exit_code == 0, result.output
+    assert toy_music[0]["primer"] == token
+
+
 def test_bad_settings_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from rltuner.cli.main import main
 
@@ -103,3 +114,51 @@ def test_resume_of_an_empty_folder_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["tune", "--resume", str(tmp_path)])
     assert exc.value.code == 2
+
+
+class _CtrlCAfter(list):  # type: ignore[type-arg]
+    """deferred_sigint's flag, pressed (True) from its ``reads``-th read on: Ctrl-C after some rounds."""
+
+    def __init__(self, reads: int) -> None:
+        super().__init__([False])
+        self.left = reads
+
+    def __getitem__(self, i: Any) -> Any:
+        self.left -= 1
+        return self.left < 0
+
+
+@pytest.mark.parametrize(("eval_every", "rounds"), [("0", 2), ("256", 5)])  # 0: evaluate only at the end
+def test_ctrl_c_summary_names_the_last_evaluation(
+    tmp_path: Path,
+    toy_music: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    eval_every: str,
+    rounds: int,
+) -> None:
+    import contextlib
+    import re
+
+    @contextlib.contextmanager
+    def ctrl_c(message: str = "") -> Any:
+        yield _CtrlCAfter(rounds)
+
+    monkeypatch.setattr("rltuner.rl.tuner.deferred_sigint", ctrl_c)
+    run = tmp_path / "run"
+    args = ["tune", "--out", str(run), *FAST, "--steps", "4096", "--eval-every", eval_every]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 130, result.output
+    line = result.output.splitlines()[0]
+    done = int(re.match(r"q: ([\d,]+) env steps", line).group(1).replace(",", ""))  # type: ignore[union-attr]
+    assert 0 < done < 4096 and (run / "resume.pt").is_file()  # stopped early, saved
+    rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+    last = rows[-1]
+    if eval_every == "0":
+        assert [r["env_step"] for r in rows] == [0]
+        assert "no evaluation was made after step 0" in line and "mean log p" not in line  # no step-0 numbers
+    else:
+        assert 0 < last["env_step"] < done
+        assert (
+            f"last evaluation, at env step {last['env_step']:,}: mean log p(a|s) {last['mean_log_p']:.3f}"
+            in line
+        )

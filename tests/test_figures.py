@@ -67,6 +67,32 @@ def test_figure4_heat_maps(tmp_path) -> None:
         figures.figure4({"q": probs["q"][:3]}, mel, tmp_path / "bad.png")
 
 
+def test_figure4_layout_labels_every_class(tmp_path, monkeypatch) -> None:
+    """Every class has its label, the colour bar is labelled, the map is viridis, nothing overlaps the title."""
+    mel = np.array([14, 1, 18, 0, 21, 1, 1, 14])
+    probs = {name: np.full((len(mel), NUM_CLASSES), 1 / NUM_CLASSES) for name in ("note_rnn", "q")}
+    seen = {}
+    real_save = figures._save
+
+    def keep(fig, path, dpi=110):
+        fig.canvas.draw()  # constrained layout is applied at draw time
+        seen["fig"] = fig
+        seen["title"] = fig._suptitle.get_window_extent()
+        seen["panels"] = [ax.get_tightbbox() for ax in fig.axes[:2]]  # panel title included
+        return real_save(fig, path, dpi)
+
+    monkeypatch.setattr(figures, "_save", keep)
+    figures.figure4(probs, mel, tmp_path / "f4.png", primer=14)
+    fig = seen["fig"]
+    panels, bar = fig.axes[:2], fig.axes[2]
+    for ax in panels:
+        assert [t.get_text() for t in ax.get_yticklabels()] == figures.class_labels()
+        assert ax.images[0].get_cmap().name == "viridis"
+    assert "probability" in bar.get_ylabel()
+    assert seen["title"].y0 >= seen["panels"][0].y1  # the title sits above the first panel
+    assert fig.get_layout_engine() is not None
+
+
 def test_class_labels() -> None:
     labels = figures.class_labels()
     assert len(labels) == NUM_CLASSES

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import io
 import re
+import sys
 
 import numpy as np
 
 from rltuner.evaluation import figures
-from rltuner.evaluation.report import SECTIONS, ReportData, render_html, write_report
+from rltuner.evaluation.report import SECTIONS, ReportData, compressed_audio, render_html, write_report
 
 
 def tiny_media(tmp_path):
@@ -78,3 +80,29 @@ def test_report_of_nothing_says_what_is_missing() -> None:
     assert "Table 1 was not produced" in text
     assert "The goals table was not produced" in text
     assert "Audio and MIDI was not produced" in text
+
+
+def test_audio_is_embedded_compressed_with_its_length_shown(tmp_path) -> None:
+    import soundfile
+
+    from rltuner.data.audio import render_wav
+
+    wav = render_wav(np.array([14, 1, 1, 1, 18, 1, 0, 21] * 4), tmp_path / "q_000.wav", sample_rate=22050)
+    data, mime = compressed_audio(wav)
+    assert mime == "audio/mpeg"
+    assert len(data) < wav.stat().st_size / 4  # the point: a fraction of the WAV
+    decoded, rate = soundfile.read(io.BytesIO(data))
+    original = soundfile.info(str(wav))
+    assert rate == original.samplerate
+    assert abs(len(decoded) / rate - original.duration) < 0.1  # the same clip (encoder padding aside)
+    text = render_html(ReportData(audio={"q": [wav]}))
+    assert 'preload="metadata"' in text  # the player knows the length before a click
+    assert "data:audio/mpeg;base64," + base64.b64encode(data).decode() in text
+
+
+def test_audio_falls_back_to_wav_without_soundfile(tmp_path, monkeypatch) -> None:
+    from rltuner.data.audio import render_wav
+
+    wav = render_wav(np.array([14, 1, 18, 1]), tmp_path / "a.wav", sample_rate=8000)
+    monkeypatch.setitem(sys.modules, "soundfile", None)  # import soundfile -> ImportError
+    assert compressed_audio(wav) == (wav.read_bytes(), "audio/wav")

@@ -179,3 +179,21 @@ def test_the_whole_flow_in_chromium(server: tuple[str, Path], browser: object, t
     assert result["n_ratings"] == 2 * PAIRS + 1
     assert sum(result["wins"].values()) == 2 * PAIRS + 1
     assert sum(result["comparisons"].values()) == 2 * (2 * PAIRS + 1)
+
+
+def test_report_players_show_their_length_before_a_click(browser: object, tmp_path: Path) -> None:
+    """rltuner run's report: its embedded MP3 clips decode in Chromium and show their length unclicked."""
+    from rltuner.data.audio import render_wav
+    from rltuner.evaluation.report import ReportData, write_report
+
+    melody = np.array([14, 1, 1, 1, 18, 1, 0, 21] * 4)  # 32 sixteenths at 120 bpm: 4 s plus the tail
+    wavs = [render_wav(melody, tmp_path / f"q_{i:03d}.wav", sample_rate=22050) for i in range(2)]
+    report = write_report(tmp_path / "report.html", ReportData(audio={"q": wavs}))
+    assert "audio/mpeg;base64" in report.read_text()
+    context = browser.new_context()  # type: ignore[attr-defined]
+    page = context.new_page()
+    page.goto(report.as_uri())
+    durations = audio_durations(page)
+    assert len(durations) == 2 and all(4.0 <= d <= 6.0 for d in durations)
+    assert page.evaluate("() => [...document.querySelectorAll('audio')].every(a => a.error === null)")
+    context.close()

@@ -15,10 +15,12 @@ from rltuner.cli.options import (
     samples_option,
     threads_option,
 )
-from rltuner.errors import ConfigError
+from rltuner.errors import CheckpointError, ConfigError
 
 
 def _parse_models(specs: tuple[str, ...]) -> dict[str, str]:
+    from rltuner.loading import resolve_model_path  # torch: imported only when models are given
+
     models: dict[str, str] = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
@@ -28,11 +30,10 @@ def _parse_models(specs: tuple[str, ...]) -> dict[str, str]:
             raise ConfigError(f"model {spec!r}: expected NAME=PATH or PATH")
         if name in models:
             raise ConfigError(f"model name {name!r} given twice; name them with NAME=PATH")
-        file = Path(path)
-        if file.is_dir():
-            file = file / "model.safetensors"
-        if not file.is_file():
-            raise ConfigError(f"model {name!r}: no checkpoint at {file}")
+        try:  # a checkpoint, or a tuning run folder: the same as generate and load_model accept
+            file = resolve_model_path(path)
+        except CheckpointError as exc:
+            raise ConfigError(f"model {name!r}: {exc}") from None
         models[name] = str(file)
     return models
 

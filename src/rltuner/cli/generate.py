@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from rltuner.cli.options import SEED, device_option, domain_option, threads_option
-from rltuner.errors import CheckpointError, InvalidMelodyError
+from rltuner.errors import InvalidMelodyError
 
 EXAMPLES = """
 Examples:
@@ -41,7 +41,8 @@ Examples:
 @click.option("--greedy", is_flag=True, help="Take the most likely class at each step instead of sampling.")
 @click.option(
     "--primer", default="random", show_default=True,
-    help="First input: 'random' (one random note per melody), a note name (e.g. C4), or a .mid file.",
+    help="First input: 'random' (one random note per melody), a note name (e.g. C4), a class 0..37, or a .mid "
+    "file (its last --primer-steps steps); the same forms as tune's --primer.",
 )  # fmt: skip
 @click.option(
     "--primer-steps", type=int, default=16, show_default=True,
@@ -99,13 +100,13 @@ def generate(
     from rltuner.devices import resolve_device
     from rltuner.encoding import class_name, with_primers
     from rltuner.fileio import atomic_path, ensure_writable_dir
-    from rltuner.loading import load_model
+    from rltuner.loading import load_model, resolve_model_path
     from rltuner.models.checkpoint import default_prior_path
     from rltuner.models.sampling import sample_scored
 
     if n < 1:
         raise click.BadParameter("must be at least 1", param_hint="-n")
-    path = _resolve_model_path(model_path) if model_path is not None else default_prior_path()
+    path = resolve_model_path(model_path) if model_path is not None else default_prior_path()
     model = load_model(path, resolve_device(device))
     primer_value = _parse_primer(primer, primer_steps)
     folder = ensure_writable_dir(out)
@@ -142,35 +143,28 @@ def generate(
     )
 
 
-def _resolve_model_path(path: Path) -> Path:
-    if path.is_dir():
-        inner = path / "model.safetensors"
-        if not inner.is_file():
-            raise CheckpointError(f"{path} is a folder without model.safetensors; pass a checkpoint file")
-        return inner
-    return path
-
-
 def _parse_primer(text: str, steps: int) -> Any:
-    """'random' -> None; a note name -> its class; a .mid file -> the last ``steps`` classes of its melody."""
-    from rltuner.encoding import note_name_to_class
+    """'random' -> None; a note name or class number -> the class; a .mid file -> the last ``steps`` classes.
 
-    value = text.strip()
-    if value.lower() == "random":
-        return None
-    if value.lower().endswith((".mid", ".midi")):
-        from rltuner.data.midi_io import midi_to_melody
+    The forms are :func:`rltuner.domains.music.parse_primer`'s, shared with ``rltuner tune``.
+    """
+    from rltuner.domains.music import parse_primer
+    from rltuner.errors import ConfigError
 
-        if steps < 1:
-            raise InvalidMelodyError(f"--primer-steps must be at least 1, got {steps}")
-        melody = midi_to_melody(value)
-        if not (melody >= 2).any():  # 2 = the first note-on class; drums or silence only
-            raise InvalidMelodyError(f"primer file {value} holds no notes")
-        return melody[-steps:]
     try:
-        return note_name_to_class(value)
-    except InvalidMelodyError as exc:
-        raise InvalidMelodyError(f"--primer: {exc} (or use 'random' or a .mid file)") from None
+        value = parse_primer(text)
+    except ConfigError as exc:
+        raise ConfigError(f"--primer: {exc}") from None
+    if not isinstance(value, Path):
+        return value
+    from rltuner.data.midi_io import midi_to_melody
+
+    if steps < 1:
+        raise InvalidMelodyError(f"--primer-steps must be at least 1, got {steps}")
+    melody = midi_to_melody(value)
+    if not (melody >= 2).any():  # 2 = the first note-on class; drums or silence only
+        raise InvalidMelodyError(f"primer file {value} holds no notes")
+    return melody[-steps:]
 
 
 def _generate_molecules(

@@ -178,7 +178,7 @@ def run(
         config = apply_overrides(config, dict(parse_override(text) for text in overrides))
     log.debug("run settings: %s", config)
     if domain == "molecules":
-        click.echo(str(run_molecule_pipeline(config, command=cmd)))
+        click.echo(f"report: {run_molecule_pipeline(config, command=cmd)}")  # the one line naming it
         return
     report = run_pipeline(config, command=cmd)
-    click.echo(str(report))
+    click.echo(f"report: {report}")  # the one line naming it (the pipeline logs stages only)

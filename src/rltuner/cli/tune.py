@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -23,6 +23,8 @@ from rltuner.errors import ConfigError, RLTunerError
 from rltuner.rl.targets import ALGORITHMS
 
 log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from rltuner.rl.tuner import TuneResult
 
 # CLI option -> TuneConfig field, for the explicit hyperparameter options.
 _OPTION_FIELDS = {
@@ -110,8 +112,8 @@ Examples:
     "--primer",
     default="random",
     show_default=True,
-    help="Music: first input of each melody: random (a random note), a class 0..37, or a .mid file "
-    "(molecules always start from <bos>).",
+    help="Music: first input of each melody: random (a random note), a note name (e.g. C4), a class 0..37, or a "
+    ".mid file (its last note); the same forms as generate's --primer (molecules always start from <bos>).",
 )
 @click.option(
     "--set",
@@ -226,7 +228,14 @@ def tune(
 
     from rltuner.rl.tuner import tune as run_tune
 
-    kwargs: dict[str, Any] = {"primer": primer} if domain == "music" else {}
+    kwargs: dict[str, Any] = {}
+    if domain == "music":
+        from rltuner.domains.music import parse_primer
+
+        try:  # the forms generate takes too; checked before the prior is loaded
+            kwargs["primer"] = parse_primer(primer)
+        except ConfigError as exc:
+            raise ConfigError(f"--primer: {exc}") from None
     reward_desc: dict[str, Any] = {}
     if (reward_terms or reward_weights or rules) and domain != "music":
         raise click.UsageError("--reward, --reward-weight and --rule apply to the music domain")
@@ -247,20 +256,7 @@ def tune(
 
         write_json_atomic(ensure_writable_dir(out_dir) / "reward.json", reward_desc)
     result = run_tune(cfg, task, out_dir, resume=resume_dir is not None)
-    last = result.metrics[-1] if result.metrics else {}
-    nan = float("nan")
-    click.echo(
-        f"{cfg.algorithm}: {result.env_steps:,} env steps, {result.sample_updates:,} sample-updates in "
-        f"{result.wall_s:.1f} s; mean log p(a|s) {last.get('mean_log_p', nan):.3f}, mean task reward "
-        f"{last.get('mean_task_reward', nan):.3f} per step, {last.get('mean_return', nan):.3f} per {entry.item}"
-        + (
-            f" (the prior: {result.prior_metrics['mean_task_reward']:.3f}"
-            f"{', worse: see the warning above' if result.worse_than_prior else ''})"
-            if result.prior_metrics is not None
-            else ""
-        )
-        + f"; model: {out_dir / 'model.safetensors'}"
-    )
+    click.echo(summary_line(result, entry.item, out_dir / "model.safetensors"))
     if result.interrupted:
         click.echo(f"interrupted: saved; continue with rltuner tune --resume {out_dir}", err=True)
         raise SystemExit(130)
@@ -293,6 +289,34 @@ def _file_settings(path: Path) -> tuple[dict[str, Any], str | None, str | None, 
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
     return data, None if domain is None else str(domain), primer, reward_config
+
+
+def summary_line(result: TuneResult, item: str, model_path: Path) -> str:
+    """What ``tune`` prints at the end: the work done and the numbers of the last evaluation, with its step.
+
+    After Ctrl-C the last evaluation is older than the saved model (evaluations run every ``eval_every``
+    steps): the line says at which step it was made, and when none was made after step 0 it says so instead
+    of showing the prior-initialised network's numbers as the result.
+    """
+    head = (
+        f"{result.algorithm}: {result.env_steps:,} env steps, {result.sample_updates:,} sample-updates in "
+        f"{result.wall_s:.1f} s"
+    )
+    last = result.metrics[-1] if result.metrics else None
+    if last is None or (int(last["env_step"]) == 0 and result.env_steps > 0):
+        numbers = "no evaluation was made after step 0 (the next was due later)"
+    else:
+        step = int(last["env_step"])
+        when = "" if step == result.env_steps else f"last evaluation, at env step {step:,}: "
+        numbers = (
+            f"{when}mean log p(a|s) {last['mean_log_p']:.3f}, mean task reward {last['mean_task_reward']:.3f} "
+            f"per step, {last['mean_return']:.3f} per {item}"
+        )
+        if result.prior_metrics is not None:
+            numbers += f" (the prior: {result.prior_metrics['mean_task_reward']:.3f}" + (
+                ", worse: see the warning above)" if result.worse_than_prior else ")"
+            )
+    return f"{head}; {numbers}; model: {model_path}"
 
 
 def _saved_domain(run_dir: Path) -> str:

@@ -10,7 +10,13 @@ from typing import Any
 import numpy as np
 
 from rltuner.domains.base import Domain, PrimerSampler
-from rltuner.encoding import DEFAULT_MELODY_LENGTH, FIRST_NOTE_CLASS, NUM_CLASSES, random_note_primers
+from rltuner.encoding import (
+    DEFAULT_MELODY_LENGTH,
+    FIRST_NOTE_CLASS,
+    NUM_CLASSES,
+    note_name_to_class,
+    random_note_primers,
+)
 from rltuner.errors import ConfigError, InvalidMelodyError
 
 
@@ -41,22 +47,59 @@ def midi_primer_token(path: str | os.PathLike[str]) -> int:
     return int(notes[-1])
 
 
-def primer_sampler(primer: str | int | None) -> tuple[PrimerSampler, str]:
-    """Parse a primer setting: ``None``/``"random"``, a class number, or a MIDI file path.
+PRIMER_FORMS = "'random', a note name (e.g. C4, F#3), a class number (0..37) or a .mid file"
+
+
+def parse_primer(primer: str | int | os.PathLike[str] | None) -> int | Path | None:
+    """Parse a primer argument, as ``tune`` and ``generate`` both take it.
+
+    Args:
+        primer: ``None`` or ``"random"``; a note name (``"C4"``); a class number (``14`` or ``"14"``);
+            or a MIDI file path (``.mid`` / ``.midi``).
+
+    Returns:
+        None for random primers, the class (0..37) for a note or a class number, the path for a MIDI file
+        (each caller reads it its own way: ``tune`` primes with its last note, ``generate`` with its last
+        steps).
+
+    Raises:
+        ConfigError: anything else, or a class outside 0..37.
+    """
+    if primer is None:
+        return None
+    if isinstance(primer, int):
+        token = primer
+    else:
+        text = str(primer).strip()
+        if text.lower() == "random":
+            return None
+        if text.lower().endswith((".mid", ".midi")):
+            return Path(text)
+        if text.isdigit():
+            token = int(text)
+        else:
+            try:
+                return note_name_to_class(text)
+            except InvalidMelodyError as exc:
+                raise ConfigError(f"{text!r} is not a primer ({exc}); a primer is {PRIMER_FORMS}") from None
+    if not 0 <= token < NUM_CLASSES:
+        raise ConfigError(f"primer class {token} is outside 0..{NUM_CLASSES - 1}")
+    return token
+
+
+def primer_sampler(primer: str | int | os.PathLike[str] | None) -> tuple[PrimerSampler, str]:
+    """The primer sampler of a primer argument (see :func:`parse_primer`); a MIDI file gives its last note.
 
     Returns:
         The sampler and a description for logs and checkpoints.
     """
-    if primer is None or primer == "random":
+    value = parse_primer(primer)
+    if value is None:
         return random_note_primers, "random"
-    if isinstance(primer, int) or (isinstance(primer, str) and primer.strip().isdigit()):
-        token = int(primer)
-        return fixed_primer(token), f"fixed:{token}"
-    path = Path(str(primer))
-    if path.suffix.lower() not in (".mid", ".midi"):
-        raise ConfigError(f"primer {primer!r} is neither 'random', a class number (0..37) nor a .mid file")
-    token = midi_primer_token(path)
-    return fixed_primer(token), f"midi:{path.name}:{token}"
+    if isinstance(value, int):
+        return fixed_primer(value), f"fixed:{value}"
+    token = midi_primer_token(value)
+    return fixed_primer(token), f"midi:{value.name}:{token}"
 
 
 SCORE_PER_STEP = (-10.0, 5.0)
@@ -72,7 +115,7 @@ def music_score_range(length: int) -> tuple[float, float]:
 def music_domain(
     prior: Any = None,
     *,
-    primer: str | int | None = "random",
+    primer: str | int | os.PathLike[str] | None = "random",
     length: int = DEFAULT_MELODY_LENGTH,
     reward_config: Any = None,
     device: str = "cpu",
@@ -82,7 +125,8 @@ def music_domain(
     Args:
         prior: a Prior module, a checkpoint path, or None for the shipped Note RNN.
         primer: ``"random"`` (one uniformly random note-on per melody, fed as the first input and not part
-            of the melody), a class number, or a MIDI file whose last note primes every melody.
+            of the melody), a note name (``"C4"``) or class number, or a MIDI file whose last note primes every
+            melody (see :func:`parse_primer`).
         length: melody length in sixteenth steps (32 in the paper).
         reward_config: a ``RewardConfig`` of the music-theory reward (None: the paper's rules).
         device: where to load a prior given by path.

@@ -178,24 +178,30 @@ def figure4(
             )
     plt = _pyplot()
     n = len(probabilities)
-    fig, axes = plt.subplots(n, 1, figsize=(max(6.0, 0.28 * len(mel) + 2), 3.6 * n), squeeze=False)
+    # constrained layout keeps the title, every panel's 38 class labels and the colour bar from overlapping
+    fig, axes = plt.subplots(
+        n, 1, figsize=(max(7.0, 0.28 * len(mel) + 2.5), 4.4 * n + 0.6), squeeze=False, layout="constrained"
+    )
     labels = class_labels()
     im = None
     for ax, (name, p) in zip(axes[:, 0], probabilities.items(), strict=True):
-        # classes on the vertical axis (as the paper), steps across; red = likely
-        im = ax.imshow(np.asarray(p).T, origin="lower", aspect="auto", cmap="jet", vmin=0.0, vmax=1.0)
+        # classes on the vertical axis (as the paper), steps across; viridis: perceptually even, bright = likely
+        im = ax.imshow(np.asarray(p).T, origin="lower", aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
         ax.set_title(model_label(name), fontsize=10)
-        ax.set_yticks(range(0, NUM_CLASSES, 2))
-        ax.set_yticklabels(labels[::2], fontsize=6)
+        ax.set_yticks(range(NUM_CLASSES))
+        ax.set_yticklabels(labels, fontsize=5.5)
+        ax.set_ylabel("class", fontsize=8)
         ax.set_xticks(range(len(mel)))
         ax.set_xticklabels([labels[int(c)] for c in mel], rotation=90, fontsize=6)
-        ax.plot(range(len(mel)), mel, "w.", ms=3)  # the class actually played
-    axes[-1, 0].set_xlabel("step (label: the class played there; white dot)")
+        # the class actually played: red rings stay visible on dark and bright cells alike
+        ax.scatter(range(len(mel)), mel, s=14, facecolors="none", edgecolors="#ff4040", linewidths=0.8)
+    axes[-1, 0].set_xlabel("step (tick label and red ring: the class played there)")
     head = "Figure 4: next-class probability at each step"
     fig.suptitle(head + (f" (primer {labels[primer]})" if primer is not None else ""), fontsize=11)
-    fig.tight_layout()
     if im is not None:
-        fig.colorbar(im, ax=axes[:, 0].tolist(), fraction=0.02, pad=0.01, label="probability")
+        bar = fig.colorbar(im, ax=axes[:, 0].tolist(), shrink=0.6, aspect=40, pad=0.01)
+        bar.set_label("probability of the class at that step", fontsize=9)
+        bar.ax.tick_params(labelsize=8)
     return _save(fig, path)
 
 

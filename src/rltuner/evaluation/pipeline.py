@@ -414,7 +414,6 @@ def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
         labels={k: figures.model_label(k) for k in media_keys},
     )
     report = write_report(run_dir / "report.html", data)
-    log.info("report: %s", report)
     return report
 
 

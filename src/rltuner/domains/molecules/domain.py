@@ -53,12 +53,10 @@ def load_smiles_model(
     Raises:
         CheckpointError: unreadable, or not a SMILES model.
     """
-    from rltuner.loading import load_model
+    from rltuner.loading import load_model, resolve_model_path
     from rltuner.models.checkpoint import read_meta
 
-    p = Path(path) if path is not None else default_smiles_prior_path()
-    if p.is_dir():
-        p = p / "model.safetensors"
+    p = resolve_model_path(path) if path is not None else default_smiles_prior_path()
     meta = read_meta(p)
     if meta.get("kind") == "tuned":
         domain_meta = meta.get("domain_meta") or {}

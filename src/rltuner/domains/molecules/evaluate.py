@@ -196,12 +196,10 @@ def evaluate_molecule_models(
 
 def _recorded_reward(spec: Any) -> dict[str, Any]:
     """The molecule reward settings a tuned checkpoint recorded ({} for a prior or an older file)."""
+    from rltuner.loading import resolve_model_path
     from rltuner.models.checkpoint import read_meta
 
-    p = Path(spec)
-    if p.is_dir():
-        p = p / "model.safetensors"
-    meta = read_meta(p)
+    meta = read_meta(resolve_model_path(spec))
     reward = meta.get("reward")
     if isinstance(reward, str):
         reward = json.loads(reward)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,8 +34,6 @@ from rltuner.evaluation.pipeline import (
 from rltuner.fileio import ensure_writable_dir, write_json_atomic
 from rltuner.rl.targets import ALGORITHMS as _TABLE
 from rltuner.threads import DEFAULT_THREADS, check_threads, using_threads
-
-log = logging.getLogger(__name__)
 
 # The paper's job tunes every value-family row of the algorithm table (Q, Psi, G, RL-only); the on-policy rows
 # are compared with them by `rltuner compare`.
@@ -191,5 +188,4 @@ def _run_molecule_pipeline(config: MoleculeRunConfig, command: str | None) -> Pa
         figures={"curves": fig_dir / "curves.png", "properties": fig_dir / "properties.png"}, grids=grids,
         command=cmd, config=settings, versions=versions(), timings=stages.timings,
     )  # fmt: skip
-    log.info("report: %s", report)
     return report
