@@ -49,6 +49,15 @@ from rltuner.cli.options import SEED, device_option, domain_option
 @click.option(
     "--seed", type=SEED, default=0, show_default=True, help="Seed of tuning, sampling and evaluation."
 )
+@click.option(
+    "--seeds",
+    type=click.IntRange(1, 100),
+    default=1,
+    show_default=True,
+    help="Tuning seeds: --seed, --seed + 1, ... Each algorithm is tuned and every model evaluated once per seed; "
+    "the report, table.md and summary.json show mean ± sd over seeds (use 3 or more for results to quote). "
+    "Music only.",
+)
 @device_option()
 @click.option(
     "--muspy-samples",
@@ -71,6 +80,7 @@ def run(
     steps: int | None,
     prior: str | None,
     seed: int,
+    seeds: int,
     device: str,
     muspy_samples: int,
     no_copying: bool,
@@ -82,11 +92,22 @@ def run(
     With --domain molecules: tune the shipped SMILES prior, evaluate with MOSES's metrics, the chemistry reward's
     terms, log p and KL, and draw reward curves, property histograms and molecule grids into the report.
     A stage is skipped only when it finished with the same inputs (settings, prior, code version).
+
+    With --seeds N (N > 1) each algorithm is tuned with seeds S .. S+N-1 into RUN/tune/<alg>/seed-<s>/, every
+    model is evaluated per seed into RUN/seed-<s>/, and RUN/table.md, RUN/summary.json and the report give
+    mean ± sd (and 95% intervals) over seeds. Example: rltuner run --seeds 3 --out runs/three-seeds
     """
     folder = out or f"runs/{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     cmd = " ".join(["rltuner", *sys.argv[1:]]) if sys.argv else None
     if domain == "molecules":
         from rltuner.domains import get_domain
+        from rltuner.errors import ConfigError
+
+        if seeds != 1:
+            raise ConfigError(
+                "--seeds is not supported with --domain molecules yet: run one folder per --seed "
+                "(as the README's molecule table does)"
+            )
 
         get_domain("molecules").check_installed()
         from rltuner.domains.molecules.pipeline import MoleculeRunConfig, run_molecule_pipeline
@@ -106,6 +127,7 @@ def run(
         steps=steps,
         prior=prior,
         seed=seed,
+        seeds=seeds,
         device=device,
         quick=quick,
         muspy_samples=muspy_samples,

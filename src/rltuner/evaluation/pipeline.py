@@ -36,7 +36,9 @@ from rltuner.config import field, to_dict
 from rltuner.devices import DEVICE_CHOICES, resolve_device
 from rltuner.encoding import STEPS_PER_BAR
 from rltuner.errors import ConfigError, RLTunerError
-from rltuner.fileio import atomic_path, ensure_writable_dir, write_json_atomic
+from rltuner.fileio import atomic_path, ensure_writable_dir, write_json_atomic, write_text_atomic
+from rltuner.limits import check_seed
+from rltuner.provenance import machine_description, machine_info
 from rltuner.rl.targets import ALGORITHMS as _TABLE
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,8 @@ class PipelineConfig:
         None, "environment steps per tuning run (default the fast preset's; quick 8,192)"
     )
     prior: str | None = field(None, "Note RNN checkpoint to tune and compare against (None: the shipped one)")
-    seed: int = field(0, "seed of tuning, sampling and evaluation")
+    seed: int = field(0, "seed of tuning, sampling and evaluation (the first one with seeds > 1)")
+    seeds: int = field(1, "tuning seeds: seed, seed + 1, ...; with more than one, tables show mean ± sd")
     device: str = field("cpu", "torch device: cpu, cuda or auto")
     quick: bool = field(False, "a ~1-minute smoke version: few steps, few samples")
     length: int = field(32, "melody length in steps")
@@ -78,6 +81,9 @@ class PipelineConfig:
         validate_run_settings(
             self.out, self.algorithms, ALGORITHMS, {"samples": self.samples, "steps": self.steps}, self.device
         )
+        if self.seeds < 1:
+            raise ConfigError(f"seeds must be at least 1, got {self.seeds}")
+        check_seed(self.seed + self.seeds - 1, "the last seed (seed + seeds - 1)")
         if self.length < 2:
             raise ConfigError(f"length must be at least 2, got {self.length}")
         for name in ("muspy_samples", "audio_per_model", "midi_per_model"):
@@ -87,6 +93,11 @@ class PipelineConfig:
     @property
     def n_samples(self) -> int:
         return self.samples if self.samples is not None else (QUICK_SAMPLES if self.quick else RUN_SAMPLES)
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The tuning seeds: ``seed .. seed + seeds - 1``."""
+        return list(range(self.seed, self.seed + self.seeds))
 
 
 def model_key(algorithm: str) -> str:
@@ -171,12 +182,12 @@ class _Stages:
         return True
 
 
-def _tune_config(cfg: PipelineConfig, algorithm: str) -> Any:
+def _tune_config(cfg: PipelineConfig, algorithm: str, seed: int) -> Any:
     from rltuner.rl.config import preset
 
     overrides: dict[str, Any] = {
         "algorithm": algorithm,
-        "seed": cfg.seed,
+        "seed": seed,
         "device": cfg.device,
         "tensorboard": False,
     }
@@ -255,7 +266,7 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
     """
     from rltuner.domains.music import music_domain
     from rltuner.evaluation import figures
-    from rltuner.evaluation.evaluate import evaluate_models, load_result, step_probabilities
+    from rltuner.evaluation.evaluate import load_result, step_probabilities
     from rltuner.evaluation.report import ReportData, write_report
     from rltuner.loading import load_model
     from rltuner.models.checkpoint import default_prior_path, load_default_prior, load_prior
@@ -268,40 +279,44 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
     fig_dir = run_dir / "figures"
     stages = _Stages(run_dir, config.force)
     domain = music_domain(prior, length=config.length, device=device)
-    tune_dirs = {model_key(a): run_dir / "tune" / model_key(a) for a in config.algorithms}
-    tune_cfgs = {model_key(a): _tune_config(config, a) for a in config.algorithms}
+    seeds = config.seed_list
+    multi = len(seeds) > 1
+    keys = {model_key(a): a for a in config.algorithms}
 
     prior_id = file_digest(config.prior) if config.prior else "shipped:" + file_digest(default_prior_path())
     code = versions()["rltuner"]
 
-    # 1. tuning (each run depends on its settings, the prior and the code; a changed run starts afresh)
-    tune_inputs = {k: fingerprint(to_dict(c), prior_id, code) for k, c in tune_cfgs.items()}
-    run_tune_stages(stages, tune_dirs, tune_cfgs, tune_inputs, domain, config.force)
-    later = fingerprint(_inputs_config(config), prior_id, code, tune_inputs)
+    def where(s: int) -> tuple[str, Path]:
+        # one seed: today's layout (tune/<alg>/, evaluation.json in the run folder), so old folders still skip;
+        # several: tune/<alg>/seed-<s>/ and seed-<s>/evaluation.json, stages tune/<alg>/seed-<s>, evaluate/seed-<s>
+        return (f"/seed-{s}", run_dir / f"seed-{s}") if multi else ("", run_dir)
 
-    # 2. evaluation
-    eval_json = run_dir / "evaluation.json"
-    samples_npz = run_dir / "samples.npz"
-
-    def evaluate() -> None:
-        models = {key: load_model(folder / "model.safetensors", device) for key, folder in tune_dirs.items()}
-        corpus = _load_corpus() if config.copying else None
-        result = evaluate_models(
-            models,
-            n=config.n_samples,
-            length=config.length,
-            seed=config.seed,
-            corpus=corpus,
-            prior=prior,
-            muspy_samples=config.muspy_samples,
-            device=device,
-        )
-        _save_samples(samples_npz, result.samples, result.primers)
-        result.write(run_dir)
-        print(result.format_table(), file=sys.stderr)
-
-    stages.run("evaluate", evaluate, later)
-    samples, primers = load_samples(samples_npz)
+    # 1-2. per seed: tuning (each run depends on its settings, the prior and the code; a changed run starts
+    # afresh), then evaluation of every model of that seed (the Note RNN included, sampled with that seed)
+    tune_cfgs_by_seed: dict[int, dict[str, Any]] = {}
+    first_seed_inputs, first_seed_ran = "", False
+    for s in seeds:
+        suffix, out_dir = where(s)
+        tune_dirs = {k: run_dir / "tune" / (k + suffix) for k in keys}
+        tune_cfgs = {k: _tune_config(config, a, s) for k, a in keys.items()}
+        tune_cfgs_by_seed[s] = tune_cfgs
+        tune_inputs = {k: fingerprint(to_dict(c), prior_id, code) for k, c in tune_cfgs.items()}
+        run_tune_stages(stages, {k + suffix: d for k, d in tune_dirs.items()},
+                        {k + suffix: c for k, c in tune_cfgs.items()},
+                        {k + suffix: i for k, i in tune_inputs.items()}, domain, config.force)  # fmt: skip
+        if multi:
+            shared = {k: v for k, v in _inputs_config(config).items() if k not in ("seed", "seeds")}
+            inputs = fingerprint(shared, s, prior_id, code, tune_inputs)
+        else:
+            inputs = fingerprint(_inputs_config(config), prior_id, code, tune_inputs)
+        stages.run("evaluate" + suffix, _bind_evaluate(config, tune_dirs, prior, s, out_dir, device), inputs)
+        if s == seeds[0]:
+            first_seed_inputs, first_seed_ran = inputs, stages.changed
+    # media and figures show the first seed's models and samples: they rerun only when those changed
+    stages.changed = first_seed_ran
+    later = first_seed_inputs
+    tune_dirs = {k: run_dir / "tune" / (k + where(seeds[0])[0]) for k in keys}
+    samples, primers = load_samples(where(seeds[0])[1] / "samples.npz")
 
     # 3. media: MIDI, WAV, piano rolls
     def media() -> None:
@@ -339,29 +354,36 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
 
     stages.run("figures", draw, later)
 
-    # 5. report (always rebuilt: it is cheap and reflects the timings of this invocation too)
-    result = load_result(eval_json)
+    # 5. summary over seeds and report (always rebuilt: cheap, and they show this invocation's timings too)
+    results = [load_result(where(s)[1] / "evaluation.json") for s in seeds]
     cmd = command if command is not None else " ".join(["rltuner", *sys.argv[1:]])
+    machine = machine_info()
     settings = {
         "pipeline": _jsonable_config(config),
-        "tuning": {k: to_dict(c) for k, c in tune_cfgs.items()},
-        "evaluation": result.settings,
+        "tuning": {
+            k + where(s)[0]: to_dict(c) for s, cfgs in tune_cfgs_by_seed.items() for k, c in cfgs.items()
+        },
+        "evaluation": results[0].settings,
     }
     info: dict[str, Any] = {
         "command": cmd,
         "finished": dt.datetime.now().isoformat(timespec="seconds"),
+        "seeds": seeds,
+        "machine": machine,
         "settings": settings,
         "versions": versions(),
         "timings_s": stages.timings,
     }
     write_json_atomic(run_dir / "run.json", info)
-    n_table1 = len(next(iter(result.models.values())).table1) if result.models else 0
+    header, rows, differences = write_seed_summary(run_dir, results, seeds, cmd, machine)
+    first = results[0]
+    n_table1 = len(next(iter(first.models.values())).table1) if first.models else 0
     media_keys = [*samples, *(["corpus"] if (run_dir / "midi" / "corpus").is_dir() else [])]
     data = ReportData(
         title=f"rltuner run: {run_dir.name}",
-        summary=_summary(config, result.settings),
-        table_header=result.header(),
-        table_rows=result.table_rows(),
+        summary=_summary(config, first.settings, differences),
+        table_header=header,
+        table_rows=rows,
         metric_rows_from=n_table1,
         figure2=fig_dir / "figure2.png",
         figure4=fig_dir / "figure4.png",
@@ -375,13 +397,95 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
         midi={k: sorted((run_dir / "midi" / k).glob("*.mid")) for k in media_keys},
         command=cmd,
         config=settings,
-        versions=versions(),
+        versions={**versions(), "machine": machine_description(machine)},
         timings=stages.timings,
         labels={k: figures.model_label(k) for k in media_keys},
     )
     report = write_report(run_dir / "report.html", data)
     log.info("report: %s", report)
     return report
+
+
+def _bind_evaluate(
+    config: PipelineConfig, tune_dirs: dict[str, Path], prior: Any, seed: int, out_dir: Path, device: str
+) -> Callable[[], None]:
+    def evaluate() -> None:
+        from rltuner.evaluation.evaluate import evaluate_models
+        from rltuner.loading import load_model
+
+        models = {key: load_model(folder / "model.safetensors", device) for key, folder in tune_dirs.items()}
+        corpus = _load_corpus() if config.copying else None
+        result = evaluate_models(
+            models,
+            n=config.n_samples,
+            length=config.length,
+            seed=seed,
+            corpus=corpus,
+            prior=prior,
+            muspy_samples=config.muspy_samples,
+            device=device,
+        )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _save_samples(out_dir / "samples.npz", result.samples, result.primers)
+        result.write(out_dir)
+        print(result.format_table(), file=sys.stderr)
+
+    return evaluate
+
+
+def write_seed_summary(
+    run_dir: Path, results: Sequence[Any], seeds: Sequence[int], command: str, machine: dict[str, Any]
+) -> tuple[list[str], list[tuple[str, list[str]]], list[str]]:
+    """Write ``RUN/summary.json`` (model -> metric -> mean, sd, n, 95% interval) and ``RUN/table.md``.
+
+    Args:
+        results: one ``EvaluationResult`` per seed, in the order of ``seeds``.
+
+    Returns:
+        The table's header and rows (cells ``mean ± sd`` with several seeds) and the differences between
+        models that the seeds support (95% intervals apart), for the report.
+    """
+    from rltuner.evaluation.seeds import (
+        aggregate_seeds,
+        markdown_table,
+        mean_sd_rows,
+        summary_json,
+        supported_differences,
+    )
+
+    summary = aggregate_seeds([{k: m.flat() for k, m in r.models.items()} for r in results])
+    header = list(results[0].header())
+    rows = mean_sd_rows(results)
+    listed = ", ".join(str(s) for s in seeds)
+    if len(seeds) > 1:
+        header[0] = f"metric (mean ± sd over seeds {listed})"
+        differences = supported_differences(summary)
+    else:
+        differences = []
+    settings = {k: v for k, v in results[0].settings.items() if k != "seed"}
+    write_json_atomic(
+        run_dir / "summary.json",
+        summary_json(summary, seeds, command=command, machine=machine, evaluation=settings,
+                     supported_differences=differences),
+    )  # fmt: skip
+    if len(seeds) < 2:
+        claims = "One seed: no interval, so no difference between models is claimed."
+    elif differences:
+        claims = "\n".join(f"- {d}" for d in differences)
+    else:
+        claims = "None: every pair of models overlaps on every metric."
+    text = (
+        f"# rltuner run over {len(seeds)} tuning seed{'s' if len(seeds) > 1 else ''} ({listed})\n\n"
+        f"- Command: `{command}`\n- Machine: {machine_description(machine)}\n"
+        f"- Per seed and model: {results[0].settings.get('n')} samples; sd is the sample standard deviation over "
+        "seeds (of a percentage: in percentage points); `summary.json` has mean, sd, n and the 95% interval "
+        "(Student's t) of every metric\n\n"
+        f"{markdown_table(header, rows)}\n\n"
+        "## Differences the seeds support (95% intervals of the mean do not overlap)\n\n"
+        f"{claims}\n"
+    )
+    write_text_atomic(run_dir / "table.md", text)
+    return header, rows, differences
 
 
 def run_tune_stages(
@@ -452,6 +556,8 @@ def _inputs_config(config: PipelineConfig) -> dict[str, Any]:
     data = _jsonable_config(config)
     for key in ("out", "force"):
         data.pop(key, None)
+    if config.seeds == 1:
+        data.pop("seeds")  # run folders made before --seeds existed keep their fingerprints
     return data
 
 
@@ -461,8 +567,22 @@ def _jsonable_config(config: PipelineConfig) -> dict[str, Any]:
     return data
 
 
-def _summary(config: PipelineConfig, settings: dict[str, Any]) -> str:
+def _summary(config: PipelineConfig, settings: dict[str, Any], differences: Sequence[str] = ()) -> str:
     algos = ", ".join(config.algorithms)
+    seeds = config.seed_list
+    if len(seeds) > 1:
+        spread = (
+            f" Each algorithm was tuned with {len(seeds)} seeds ({', '.join(map(str, seeds))}) and every model "
+            "evaluated once per seed: each cell is the mean ± sd over seeds (summary.json has the 95% intervals). "
+            "Media and figures show the first seed's models. "
+            + (
+                "Differences the seeds support (95% intervals apart): " + "; ".join(differences) + "."
+                if differences
+                else "No difference between models has non-overlapping 95% intervals."
+            )
+        )
+    else:
+        spread = " One tuning seed: the numbers carry no spread (rltuner run --seeds 3 gives mean ± sd)."
     return (
         f"The shipped Note RNN was tuned with {algos} (fast preset{', quick smoke version' if config.quick else ''}"
         f"), then every model, the Note RNN included, sampled {settings.get('n')} melodies of "
@@ -470,5 +590,5 @@ def _summary(config: PipelineConfig, settings: dict[str, Any]) -> str:
         "Table 1 compares them with the paper's numbers (shaded columns; the paper's Note RNN was trained on "
         "other data, so they are a reference, not a target). log p(a|s) is under the Note RNN; higher means "
         "closer to the data. r_MT is the music-theory reward per step; KL measures how far each policy moved "
-        "from the Note RNN."
+        "from the Note RNN." + spread
     )
