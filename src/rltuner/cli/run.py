@@ -55,8 +55,7 @@ from rltuner.cli.options import SEED, device_option, domain_option
     default=1,
     show_default=True,
     help="Tuning seeds: --seed, --seed + 1, ... Each algorithm is tuned and every model evaluated once per seed; "
-    "the report, table.md and summary.json show mean ± sd over seeds (use 3 or more for results to quote). "
-    "Music only.",
+    "the report, table.md and summary.json show mean ± sd over seeds (use 3 or more for results to quote).",
 )
 @device_option()
 @click.option(
@@ -95,26 +94,19 @@ def run(
 
     With --seeds N (N > 1) each algorithm is tuned with seeds S .. S+N-1 into RUN/tune/<alg>/seed-<s>/, every
     model is evaluated per seed into RUN/seed-<s>/, and RUN/table.md, RUN/summary.json and the report give
-    mean ± sd (and 95% intervals) over seeds. Example: rltuner run --seeds 3 --out runs/three-seeds
+    mean ± sd (and 95% intervals) over seeds; both domains. Example: rltuner run --seeds 3 --out runs/three
     """
     folder = out or f"runs/{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     cmd = " ".join(["rltuner", *sys.argv[1:]]) if sys.argv else None
     if domain == "molecules":
         from rltuner.domains import get_domain
-        from rltuner.errors import ConfigError
-
-        if seeds != 1:
-            raise ConfigError(
-                "--seeds is not supported with --domain molecules yet: run one folder per --seed "
-                "(as the README's molecule table does)"
-            )
 
         get_domain("molecules").check_installed()
         from rltuner.domains.molecules.pipeline import MoleculeRunConfig, run_molecule_pipeline
 
         mol = MoleculeRunConfig(
             out=folder, algorithms=tuple(a.strip() for a in algorithms.split(",") if a.strip()), samples=samples,
-            steps=steps, prior=prior, seed=seed, device=device, quick=quick, fcd=not no_fcd, force=force,
+            steps=steps, prior=prior, seed=seed, seeds=seeds, device=device, quick=quick, fcd=not no_fcd, force=force,
         )  # fmt: skip
         click.echo(str(run_molecule_pipeline(mol, command=cmd)))
         return

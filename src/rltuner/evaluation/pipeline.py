@@ -36,7 +36,7 @@ from rltuner.config import field, to_dict
 from rltuner.devices import DEVICE_CHOICES, resolve_device
 from rltuner.encoding import STEPS_PER_BAR
 from rltuner.errors import ConfigError, RLTunerError
-from rltuner.fileio import atomic_path, ensure_writable_dir, write_json_atomic, write_text_atomic
+from rltuner.fileio import atomic_path, ensure_writable_dir, write_json_atomic
 from rltuner.limits import check_seed
 from rltuner.provenance import machine_description, machine_info
 from rltuner.rl.targets import ALGORITHMS as _TABLE
@@ -268,6 +268,7 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
     from rltuner.evaluation import figures
     from rltuner.evaluation.evaluate import load_result, step_probabilities
     from rltuner.evaluation.report import ReportData, write_report
+    from rltuner.evaluation.seeds import aggregate_seeds, mean_sd_rows, write_seed_summary
     from rltuner.loading import load_model
     from rltuner.models.checkpoint import default_prior_path, load_default_prior, load_prior
 
@@ -375,7 +376,12 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
         "timings_s": stages.timings,
     }
     write_json_atomic(run_dir / "run.json", info)
-    header, rows, differences = write_seed_summary(run_dir, results, seeds, cmd, machine)
+    summary = aggregate_seeds([{k: m.flat() for k, m in r.models.items()} for r in results])
+    header, rows = list(results[0].header()), mean_sd_rows(results)
+    if multi:
+        header[0] = f"metric (mean ± sd over seeds {', '.join(map(str, seeds))})"
+    differences = write_seed_summary(run_dir, summary, seeds, header, rows, command=cmd, machine=machine,
+                                     evaluation=results[0].settings)  # fmt: skip
     first = results[0]
     n_table1 = len(next(iter(first.models.values())).table1) if first.models else 0
     media_keys = [*samples, *(["corpus"] if (run_dir / "midi" / "corpus").is_dir() else [])]
@@ -431,61 +437,6 @@ def _bind_evaluate(
         print(result.format_table(), file=sys.stderr)
 
     return evaluate
-
-
-def write_seed_summary(
-    run_dir: Path, results: Sequence[Any], seeds: Sequence[int], command: str, machine: dict[str, Any]
-) -> tuple[list[str], list[tuple[str, list[str]]], list[str]]:
-    """Write ``RUN/summary.json`` (model -> metric -> mean, sd, n, 95% interval) and ``RUN/table.md``.
-
-    Args:
-        results: one ``EvaluationResult`` per seed, in the order of ``seeds``.
-
-    Returns:
-        The table's header and rows (cells ``mean ± sd`` with several seeds) and the differences between
-        models that the seeds support (95% intervals apart), for the report.
-    """
-    from rltuner.evaluation.seeds import (
-        aggregate_seeds,
-        markdown_table,
-        mean_sd_rows,
-        summary_json,
-        supported_differences,
-    )
-
-    summary = aggregate_seeds([{k: m.flat() for k, m in r.models.items()} for r in results])
-    header = list(results[0].header())
-    rows = mean_sd_rows(results)
-    listed = ", ".join(str(s) for s in seeds)
-    if len(seeds) > 1:
-        header[0] = f"metric (mean ± sd over seeds {listed})"
-        differences = supported_differences(summary)
-    else:
-        differences = []
-    settings = {k: v for k, v in results[0].settings.items() if k != "seed"}
-    write_json_atomic(
-        run_dir / "summary.json",
-        summary_json(summary, seeds, command=command, machine=machine, evaluation=settings,
-                     supported_differences=differences),
-    )  # fmt: skip
-    if len(seeds) < 2:
-        claims = "One seed: no interval, so no difference between models is claimed."
-    elif differences:
-        claims = "\n".join(f"- {d}" for d in differences)
-    else:
-        claims = "None: every pair of models overlaps on every metric."
-    text = (
-        f"# rltuner run over {len(seeds)} tuning seed{'s' if len(seeds) > 1 else ''} ({listed})\n\n"
-        f"- Command: `{command}`\n- Machine: {machine_description(machine)}\n"
-        f"- Per seed and model: {results[0].settings.get('n')} samples; sd is the sample standard deviation over "
-        "seeds (of a percentage: in percentage points); `summary.json` has mean, sd, n and the 95% interval "
-        "(Student's t) of every metric\n\n"
-        f"{markdown_table(header, rows)}\n\n"
-        "## Differences the seeds support (95% intervals of the mean do not overlap)\n\n"
-        f"{claims}\n"
-    )
-    write_text_atomic(run_dir / "table.md", text)
-    return header, rows, differences
 
 
 def run_tune_stages(

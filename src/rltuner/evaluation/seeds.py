@@ -12,9 +12,12 @@ import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rltuner.evaluation.evaluate import EvaluationResult, ModelEvaluation
+from rltuner.fileio import write_json_atomic, write_text_atomic
+from rltuner.provenance import machine_description
 
 # Per-model bookkeeping in ``ModelEvaluation.flat()`` that is not a result (timings, raw tallies).
 NOT_COMPARED = ("seconds.", "counts.")
@@ -80,14 +83,20 @@ def aggregate_seeds(
     for result in per_seed:
         for model, metrics in result.items():
             keys = models.setdefault(model, [])
-            keys.extend(k for k in metrics if k not in keys)
+            keys.extend(k for k, v in metrics.items() if k not in keys and _is_number(v))
     return {
         model: {
-            key: seed_statistic([r[model][key] for r in per_seed if model in r and key in r[model]])
+            key: seed_statistic(
+                [r[model][key] for r in per_seed if model in r and _is_number(r[model].get(key))]
+            )
             for key in keys
         }
         for model, keys in models.items()
     }
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def overlap(a: SeedStatistic, b: SeedStatistic) -> bool:
@@ -129,8 +138,8 @@ def _map_leaves(trees: Sequence[Any], fn: Callable[[list[float]], float]) -> Any
         for t in trees:
             keys.extend(k for k in t if k not in keys)
         return {k: _map_leaves([t[k] for t in trees if k in t], fn) for k in keys}
-    if isinstance(first, (int, float)) and not isinstance(first, bool):
-        return fn([float(v) for v in trees])
+    if _is_number(first):
+        return fn([float(v) for v in trees if _is_number(v)])
     return first  # a name
 
 
@@ -175,15 +184,16 @@ def mean_sd_rows(results: Sequence[EvaluationResult]) -> list[tuple[str, list[st
     rows = []
     for (label, cells), (_, sd_cells) in zip(mean_rows, sd.table_rows(), strict=True):
         joined = [
-            c if i >= n_models or c in ("", "n/a") or s in ("", "n/a") else f"{c} ± {_spread(c, s)}"
+            c if i >= n_models or c in ("", "n/a") or s in ("", "n/a") else f"{c} ± {spread_cell(c, s)}"
             for i, (c, s) in enumerate(zip(cells, sd_cells, strict=True))
         ]
         rows.append((label, joined))
     return rows
 
 
-def _spread(mean_cell: str, sd_cell: str) -> str:
-    # a percentage's sd in percentage points, to the mean's decimals (at least one): "61.3% ± 2.1"
+def spread_cell(mean_cell: str, sd_cell: str) -> str:
+    """The sd cell to print after ``mean_cell ±``: a percentage's sd in percentage points, to the mean's
+    decimals (at least one), as in ``61.3% ± 2.1``; other cells as formatted (a sign dropped)."""
     sd = sd_cell.lstrip("+")
     if mean_cell.endswith("%") and sd.endswith("%"):
         try:
@@ -216,3 +226,56 @@ def summary_json(
         **extra,
         "models": {m: {k: s.to_dict() for k, s in metrics.items()} for m, metrics in summary.items()},
     }
+
+
+def write_seed_summary(
+    run_dir: Path,
+    summary: Mapping[str, Mapping[str, SeedStatistic]],
+    seeds: Sequence[int],
+    header: Sequence[str],
+    rows: Sequence[tuple[str, Sequence[str]]],
+    *,
+    command: str,
+    machine: Mapping[str, Any],
+    evaluation: Mapping[str, Any],
+) -> list[str]:
+    """Write ``RUN/summary.json`` (model -> metric -> mean, sd, n, 95% interval) and ``RUN/table.md``.
+
+    Args:
+        summary: :func:`aggregate_seeds` of the per-seed results.
+        header / rows: the table as the report shows it (cells ``mean ± sd``; ``header[0]`` is replaced).
+        command, machine, evaluation: what made it (the command line, :func:`rltuner.provenance.machine_info`,
+            the evaluation's settings such as the number of samples).
+
+    Returns:
+        The differences between models that the seeds support (:func:`supported_differences`; none with one
+        seed), for the report's prose.
+    """
+    listed = ", ".join(str(s) for s in seeds)
+    several = len(seeds) > 1
+    differences = supported_differences(summary) if several else []
+    settings = {k: v for k, v in evaluation.items() if k != "seed"}
+    write_json_atomic(
+        run_dir / "summary.json",
+        summary_json(summary, seeds, command=command, machine=dict(machine), evaluation=settings,
+                     supported_differences=differences),
+    )  # fmt: skip
+    if not several:
+        claims = "One seed: no interval, so no difference between models is claimed."
+    elif differences:
+        claims = "\n".join(f"- {d}" for d in differences)
+    else:
+        claims = "None: every pair of models overlaps on every metric."
+    first = f"metric (mean ± sd over seeds {listed})" if several else f"metric (seed {listed})"
+    text = (
+        f"# rltuner run over {len(seeds)} tuning seed{'s' if several else ''} ({listed})\n\n"
+        f"- Command: `{command}`\n- Machine: {machine_description(dict(machine))}\n"
+        f"- Per seed and model: {evaluation.get('n')} samples; sd is the sample standard deviation over seeds "
+        "(of a percentage: in percentage points); `summary.json` has mean, sd, n and the 95% interval "
+        "(Student's t) of every metric\n\n"
+        f"{markdown_table([first, *header[1:]], rows)}\n\n"
+        "## Differences the seeds support (95% intervals of the mean do not overlap)\n\n"
+        f"{claims}\n"
+    )
+    write_text_atomic(run_dir / "table.md", text)
+    return differences

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 
 from rltuner.config import field, to_dict
 from rltuner.devices import resolve_device
+from rltuner.errors import ConfigError
 from rltuner.evaluation.pipeline import (
     _Stages,
     file_digest,
@@ -29,7 +31,10 @@ from rltuner.evaluation.pipeline import (
     validate_run_settings,
     versions,
 )
+from rltuner.evaluation.seeds import aggregate_seeds, spread_cell, write_seed_summary
 from rltuner.fileio import ensure_writable_dir, write_json_atomic
+from rltuner.limits import check_seed
+from rltuner.provenance import machine_description, machine_info
 from rltuner.rl.targets import ALGORITHMS as _TABLE
 
 log = logging.getLogger(__name__)
@@ -51,7 +56,8 @@ class MoleculeRunConfig:
     samples: int | None = field(None, "strings sampled per model for evaluation (default 5,000; quick 300)")
     steps: int | None = field(None, "environment steps per tuning run (default 1,000,000; quick 20,000)")
     prior: str | None = field(None, "SMILES prior checkpoint (None: the shipped one)")
-    seed: int = field(0, "seed of tuning, sampling and evaluation")
+    seed: int = field(0, "seed of tuning, sampling and evaluation (the first one with seeds > 1)")
+    seeds: int = field(1, "tuning seeds: seed, seed + 1, ...; with more than one, tables show mean ± sd")
     device: str = field("cpu", "torch device: cpu, cuda or auto")
     quick: bool = field(False, "a smoke version of a minute or two: few steps, few samples, no FCD")
     fcd: bool = field(True, "compute FCD to the MOSES test set (about 30 s per model)")
@@ -61,6 +67,14 @@ class MoleculeRunConfig:
         validate_run_settings(
             self.out, self.algorithms, ALGORITHMS, {"samples": self.samples, "steps": self.steps}, self.device
         )
+        if self.seeds < 1:
+            raise ConfigError(f"seeds must be at least 1, got {self.seeds}")
+        check_seed(self.seed + self.seeds - 1, "the last seed (seed + seeds - 1)")
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The tuning seeds: ``seed .. seed + seeds - 1``."""
+        return list(range(self.seed, self.seed + self.seeds))
 
     @property
     def n_samples(self) -> int:
@@ -71,12 +85,12 @@ class MoleculeRunConfig:
         return self.steps if self.steps is not None else (QUICK_STEPS if self.quick else 1_000_000)
 
 
-def _tune_config(cfg: MoleculeRunConfig, algorithm: str) -> Any:
+def _tune_config(cfg: MoleculeRunConfig, algorithm: str, seed: int) -> Any:
     from rltuner.domains import tune_preset
 
     steps = cfg.n_steps
     return tune_preset(
-        "molecules", "fast", algorithm=algorithm, seed=cfg.seed, device=cfg.device, tensorboard=False,
+        "molecules", "fast", algorithm=algorithm, seed=seed, device=cfg.device, tensorboard=False,
         total_steps=steps, eval_every=max(steps // 10, 1), **({"eval_episodes": 64} if cfg.quick else {}),
     )  # fmt: skip
 
@@ -107,29 +121,58 @@ def run_molecule_pipeline(config: MoleculeRunConfig, *, command: str | None = No
     fig_dir = run_dir / "figures"
     stages = _Stages(run_dir, config.force)
     keys = {model_key(a): a for a in config.algorithms}
-    tune_dirs = {k: run_dir / "tune" / k for k in keys}
-    tune_cfgs = {k: _tune_config(config, a) for k, a in keys.items()}
     prior_id = file_digest(prior_path)
     code = versions()["rltuner"]
-    tune_inputs = {
-        k: fingerprint(to_dict(c), prior_id, code, domain.reward_config) for k, c in tune_cfgs.items()
-    }
-    run_tune_stages(stages, tune_dirs, tune_cfgs, tune_inputs, domain, config.force)
+    seeds = config.seed_list
+    multi = len(seeds) > 1
     settings_in = {k: v for k, v in asdict(config).items() if k not in ("out", "force")}
-    later = fingerprint(settings_in, prior_id, code, tune_inputs)
+    if not multi:
+        settings_in.pop("seeds")  # run folders made before --seeds existed keep their fingerprints
 
-    def evaluate() -> None:
-        result = evaluate_molecule_models(
-            {k: f for k, f in tune_dirs.items()}, n=config.n_samples, seed=config.seed, prior=prior_path,
-            fcd=config.fcd and not config.quick, novelty=True, device=device,
-        )  # fmt: skip
-        result.write(run_dir)
-        print(result.format_table(), file=sys.stderr)
+    def where(s: int) -> tuple[str, Path]:
+        # one seed: the folder layout of before (tune/<alg>/, evaluation.json at the top); several: per seed
+        return (f"/seed-{s}", run_dir / f"seed-{s}") if multi else ("", run_dir)
 
-    stages.run("evaluate", evaluate, later)
-    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    def bind_evaluate(tune_dirs: dict[str, Path], s: int, out_dir: Path) -> Any:
+        def evaluate() -> None:
+            result = evaluate_molecule_models(
+                dict(tune_dirs), n=config.n_samples, seed=s, prior=prior_path,
+                fcd=config.fcd and not config.quick, novelty=True, device=device,
+            )  # fmt: skip
+            result.write(out_dir)
+            print(result.format_table(), file=sys.stderr)
+
+        return evaluate
+
+    tune_cfgs_by_seed: dict[int, dict[str, Any]] = {}
+    first_seed_inputs, first_seed_ran = "", False
+    for s in seeds:
+        suffix, out_dir = where(s)
+        tune_dirs = {k: run_dir / "tune" / (k + suffix) for k in keys}
+        tune_cfgs = {k: _tune_config(config, a, s) for k, a in keys.items()}
+        tune_cfgs_by_seed[s] = tune_cfgs
+        tune_inputs = {
+            k: fingerprint(to_dict(c), prior_id, code, domain.reward_config) for k, c in tune_cfgs.items()
+        }
+        run_tune_stages(stages, {k + suffix: d for k, d in tune_dirs.items()},
+                        {k + suffix: c for k, c in tune_cfgs.items()},
+                        {k + suffix: i for k, i in tune_inputs.items()}, domain, config.force)  # fmt: skip
+        if multi:
+            shared = {k: v for k, v in settings_in.items() if k not in ("seed", "seeds")}
+            inputs = fingerprint(shared, s, prior_id, code, tune_inputs)
+        else:
+            inputs = fingerprint(settings_in, prior_id, code, tune_inputs)
+        stages.run("evaluate" + suffix, bind_evaluate(tune_dirs, s, out_dir), inputs)
+        if s == seeds[0]:
+            first_seed_inputs, first_seed_ran = inputs, stages.changed
+    # the figures and molecule grids show the first seed's models: they rerun only when those changed
+    stages.changed = first_seed_ran
+    later = first_seed_inputs
+    tune_dirs = {k: run_dir / "tune" / (k + where(seeds[0])[0]) for k in keys}
+    evaluations = [json.loads((where(s)[1] / "evaluation.json").read_text()) for s in seeds]
+    evaluation = evaluations[0]
     metrics: dict[str, dict[str, float]] = evaluation["metrics"]
-    smiles = {name: (run_dir / f"{name}.smi").read_text().split("\n")[:-1] for name in metrics}
+    smiles = {name: (where(seeds[0])[1] / f"{name}.smi").read_text().split("\n")[:-1] for name in metrics}
 
     def draw() -> None:
         reward_curves(tune_dirs, fig_dir / "curves.png")
@@ -150,14 +193,44 @@ def run_molecule_pipeline(config: MoleculeRunConfig, *, command: str | None = No
         grids[name] = (molecule_grid_svg(pick), molecule_grid_svg(top, top_scores))
     names = list(metrics)
     ref = MOSES_BASELINES.get("CharRNN", {})
-    rows = [(label, [*(_fmt(metrics[n].get(k, float("nan")), f) for n in names), _fmt(ref.get(k, float("nan")), f)])
-            for k, label, f in ROWS]  # fmt: skip
+    # NaN (not measured) is left out of a seed's statistic, as the JSON writes it as null
+    over_seeds = aggregate_seeds(
+        [{n: {k: (math.nan if v is None else v) for k, v in m.items()} for n, m in e["metrics"].items()}
+         for e in evaluations]
+    )  # fmt: skip
+
+    def cell(name: str, key: str, fmt: str) -> str:
+        stat = over_seeds[name].get(key)
+        if stat is None:
+            return _fmt(math.nan, fmt)
+        mean = _fmt(stat.mean, fmt)
+        return (
+            mean if not multi or math.isnan(stat.sd) else f"{mean} ± {spread_cell(mean, _fmt(stat.sd, fmt))}"
+        )
+
+    rows = [(label, [*(cell(n, k, f) for n in names), _fmt(ref.get(k, math.nan), f)]) for k, label, f in ROWS]
+    first_header = f"metric (mean ± sd over seeds {', '.join(map(str, seeds))})" if multi else "metric"
     cmd = command if command is not None else " ".join(["rltuner", *sys.argv[1:]])
-    settings = {"pipeline": {**settings_in, "out": config.out}, "tuning": {k: to_dict(c) for k, c in tune_cfgs.items()},
+    tuning = {k + where(s)[0]: to_dict(c) for s, cfgs in tune_cfgs_by_seed.items() for k, c in cfgs.items()}
+    machine = machine_info()
+    settings = {"pipeline": {**settings_in, "out": config.out}, "tuning": tuning,
                 "evaluation": evaluation["settings"], "prior": str(prior_path), "prior_sha256": prior_id}  # fmt: skip
-    info = {"command": cmd, "finished": dt.datetime.now().isoformat(timespec="seconds"), "settings": settings,
-            "versions": versions(), "timings_s": stages.timings}  # fmt: skip
+    info = {"command": cmd, "finished": dt.datetime.now().isoformat(timespec="seconds"), "seeds": seeds,
+            "machine": machine, "settings": settings, "versions": versions(), "timings_s": stages.timings}  # fmt: skip
     write_json_atomic(run_dir / "run.json", info)
+    header = [first_header, *names, "MOSES CharRNN"]
+    differences = write_seed_summary(run_dir, over_seeds, seeds, header, rows, command=cmd, machine=machine,
+                                     evaluation=evaluation["settings"])  # fmt: skip
+    if multi:
+        spread = (
+            f" Each algorithm was tuned with {len(seeds)} seeds ({', '.join(map(str, seeds))}) and every model "
+            "evaluated once per seed: each cell is the mean ± sd over seeds (summary.json has the 95% intervals); "
+            "figures and molecule grids show the first seed's models. "
+            + ("Differences the seeds support (95% intervals apart): " + "; ".join(differences) + "."
+               if differences else "No difference between models has non-overlapping 95% intervals.")
+        )  # fmt: skip
+    else:
+        spread = " One tuning seed: the numbers carry no spread (--seeds 3 gives mean ± sd)."
     summary = (
         f"The SMILES prior was tuned with {', '.join(config.algorithms)} ({config.n_steps:,} environment steps "
         f"each{', quick smoke version' if config.quick else ''}); every model, the prior included, then sampled "
@@ -165,12 +238,14 @@ def run_molecule_pipeline(config: MoleculeRunConfig, *, command: str | None = No
         "and FCD follow MOSES's definitions; the last column is MOSES's published CharRNN (trained on the same "
         "data; their FCD uses 30,000 samples against the whole test set, so it is lower by construction). r_T is "
         "the chemistry reward of shared/spec/molecules.md; log p(a|s) is under the prior, KL from it per token."
+        + spread
     )
     report = write_molecule_report(
         run_dir / "report.html", title=f"rltuner run (molecules): {run_dir.name}", summary=summary,
-        table_header=["metric", *names, "MOSES CharRNN"], table_rows=rows,
+        table_header=header, table_rows=rows,
         figures={"curves": fig_dir / "curves.png", "properties": fig_dir / "properties.png"}, grids=grids,
-        command=cmd, config=settings, versions=versions(), timings=stages.timings,
+        command=cmd, config=settings, versions={**versions(), "machine": machine_description(machine)},
+        timings=stages.timings,
     )  # fmt: skip
     log.info("report: %s", report)
     return report
