@@ -54,7 +54,7 @@ from rltuner.cli.options import SEED, device_option, domain_option
     type=click.IntRange(1, 100),
     default=1,
     show_default=True,
-    help="Tuning seeds: --seed, --seed + 1, ... Each algorithm is tuned and every model evaluated once per seed; "
+    help="How many tuning seeds: --seed, --seed + 1, ... Each algorithm is tuned and every model evaluated once per seed; "
     "the report, table.md and summary.json show mean ± sd over seeds (use 3 or more for results to quote).",
 )
 @device_option()
