@@ -9,7 +9,12 @@ Stages, each keeping its outputs in the run folder so that a re-run with the sam
 3. ``media``: MIDI and WAV files of a few melodies per model, piano rolls -> ``RUN/midi``, ``RUN/audio``,
    ``RUN/figures``;
 4. ``figures``: Figure 2, Figure 4, interval histograms -> ``RUN/figures``;
-5. ``report``: ``RUN/report.html`` (self-contained) and ``RUN/run.json`` (command, settings, versions, timings).
+5. ``report``: ``RUN/report.html`` (self-contained), ``RUN/run.json`` (command, seeds, machine, settings,
+   versions, timings), ``RUN/table.md`` and ``RUN/summary.json`` (mean, sd, n, 95% interval per metric).
+
+With ``seeds > 1`` (``rltuner run --seeds N``) stages 1 and 2 run per seed, into ``RUN/tune/<algorithm>/seed-<s>/``
+and ``RUN/seed-<s>/`` (:class:`SeedLayout`); media and figures show the first seed's models, and the tables
+give mean ± sd over seeds (:mod:`rltuner.evaluation.seeds`).
 
 A stage is finished when ``RUN/stages.json`` records it (written atomically after the stage's own files), so
 an interrupted run resumes at the first unfinished stage.
@@ -19,12 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import logging
 import platform
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -280,44 +286,34 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
     fig_dir = run_dir / "figures"
     stages = _Stages(run_dir, config.force)
     domain = music_domain(prior, length=config.length, device=device)
-    seeds = config.seed_list
-    multi = len(seeds) > 1
+    layout = SeedLayout(run_dir, config.seed_list)
+    seeds = layout.seeds
     keys = {model_key(a): a for a in config.algorithms}
 
     prior_id = file_digest(config.prior) if config.prior else "shipped:" + file_digest(default_prior_path())
     code = versions()["rltuner"]
 
-    def where(s: int) -> tuple[str, Path]:
-        # one seed: today's layout (tune/<alg>/, evaluation.json in the run folder), so old folders still skip;
-        # several: tune/<alg>/seed-<s>/ and seed-<s>/evaluation.json, stages tune/<alg>/seed-<s>, evaluate/seed-<s>
-        return (f"/seed-{s}", run_dir / f"seed-{s}") if multi else ("", run_dir)
+    def evaluation_inputs(s: int, tune_inputs: dict[str, str]) -> str:
+        if not layout.multi:  # as before --seeds existed, so that old run folders still skip
+            return fingerprint(_inputs_config(config), prior_id, code, tune_inputs)
+        shared = {k: v for k, v in _inputs_config(config).items() if k not in ("seed", "seeds")}
+        return fingerprint(shared, s, prior_id, code, tune_inputs)
 
     # 1-2. per seed: tuning (each run depends on its settings, the prior and the code; a changed run starts
-    # afresh), then evaluation of every model of that seed (the Note RNN included, sampled with that seed)
-    tune_cfgs_by_seed: dict[int, dict[str, Any]] = {}
-    first_seed_inputs, first_seed_ran = "", False
-    for s in seeds:
-        suffix, out_dir = where(s)
-        tune_dirs = {k: run_dir / "tune" / (k + suffix) for k in keys}
-        tune_cfgs = {k: _tune_config(config, a, s) for k, a in keys.items()}
-        tune_cfgs_by_seed[s] = tune_cfgs
-        tune_inputs = {k: fingerprint(to_dict(c), prior_id, code) for k, c in tune_cfgs.items()}
-        run_tune_stages(stages, {k + suffix: d for k, d in tune_dirs.items()},
-                        {k + suffix: c for k, c in tune_cfgs.items()},
-                        {k + suffix: i for k, i in tune_inputs.items()}, domain, config.force)  # fmt: skip
-        if multi:
-            shared = {k: v for k, v in _inputs_config(config).items() if k not in ("seed", "seeds")}
-            inputs = fingerprint(shared, s, prior_id, code, tune_inputs)
-        else:
-            inputs = fingerprint(_inputs_config(config), prior_id, code, tune_inputs)
-        stages.run("evaluate" + suffix, _bind_evaluate(config, tune_dirs, prior, s, out_dir, device), inputs)
-        if s == seeds[0]:
-            first_seed_inputs, first_seed_ran = inputs, stages.changed
+    # afresh), then the evaluation of every model of that seed (the Note RNN included, sampled with that seed)
+    tune_cfgs_by_seed, later = run_seed_stages(
+        stages,
+        layout,
+        {k: functools.partial(_tune_config, config, a) for k, a in keys.items()},
+        lambda c: fingerprint(to_dict(c), prior_id, code),
+        evaluation_inputs,
+        lambda dirs, s, out_dir: _bind_evaluate(config, dirs, prior, s, out_dir, device),
+        domain,
+        config.force,
+    )
     # media and figures show the first seed's models and samples: they rerun only when those changed
-    stages.changed = first_seed_ran
-    later = first_seed_inputs
-    tune_dirs = {k: run_dir / "tune" / (k + where(seeds[0])[0]) for k in keys}
-    samples, primers = load_samples(where(seeds[0])[1] / "samples.npz")
+    tune_dirs = layout.tune_dirs(keys, seeds[0])
+    samples, primers = load_samples(layout.eval_dir(seeds[0]) / "samples.npz")
 
     # 3. media: MIDI, WAV, piano rolls
     def media() -> None:
@@ -356,14 +352,12 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
     stages.run("figures", draw, later)
 
     # 5. summary over seeds and report (always rebuilt: cheap, and they show this invocation's timings too)
-    results = [load_result(where(s)[1] / "evaluation.json") for s in seeds]
+    results = [load_result(layout.eval_dir(s) / "evaluation.json") for s in seeds]
     cmd = command if command is not None else " ".join(["rltuner", *sys.argv[1:]])
     machine = machine_info()
     settings = {
         "pipeline": _jsonable_config(config),
-        "tuning": {
-            k + where(s)[0]: to_dict(c) for s, cfgs in tune_cfgs_by_seed.items() for k, c in cfgs.items()
-        },
+        "tuning": layout.tuning_settings(tune_cfgs_by_seed),
         "evaluation": results[0].settings,
     }
     info: dict[str, Any] = {
@@ -378,7 +372,7 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
     write_json_atomic(run_dir / "run.json", info)
     summary = aggregate_seeds([{k: m.flat() for k, m in r.models.items()} for r in results])
     header, rows = list(results[0].header()), mean_sd_rows(results)
-    if multi:
+    if layout.multi:
         header[0] = f"metric (mean ± sd over seeds {', '.join(map(str, seeds))})"
     differences = write_seed_summary(run_dir, summary, seeds, header, rows, command=cmd, machine=machine,
                                      evaluation=results[0].settings)  # fmt: skip
@@ -437,6 +431,78 @@ def _bind_evaluate(
         print(result.format_table(), file=sys.stderr)
 
     return evaluate
+
+
+@dataclass(frozen=True)
+class SeedLayout:
+    """Where each tuning seed's runs and evaluation live in a run folder.
+
+    One seed: the layout of before ``--seeds`` (``tune/<alg>/``, the evaluation in the run folder, stages
+    ``tune/<alg>`` and ``evaluate``), so old run folders still skip. Several: ``tune/<alg>/seed-<s>/`` and
+    ``seed-<s>/`` (stages ``tune/<alg>/seed-<s>``, ``evaluate/seed-<s>``).
+    """
+
+    run_dir: Path
+    seeds: list[int]
+
+    @property
+    def multi(self) -> bool:
+        return len(self.seeds) > 1
+
+    def suffix(self, seed: int) -> str:
+        """What seed ``seed`` adds to a stage name and a tuning folder (nothing with one seed)."""
+        return f"/seed-{seed}" if self.multi else ""
+
+    def eval_dir(self, seed: int) -> Path:
+        return self.run_dir / f"seed-{seed}" if self.multi else self.run_dir
+
+    def tune_dirs(self, keys: Iterable[str], seed: int) -> dict[str, Path]:
+        return {k: self.run_dir / "tune" / (k + self.suffix(seed)) for k in keys}
+
+    def tuning_settings(self, configs: dict[int, dict[str, Any]]) -> dict[str, Any]:
+        """``run.json``'s tuning settings: ``<alg>`` (one seed) or ``<alg>/seed-<s>`` -> the run's config."""
+        return {k + self.suffix(s): to_dict(c) for s, cfgs in configs.items() for k, c in cfgs.items()}
+
+
+def run_seed_stages(
+    stages: _Stages,
+    layout: SeedLayout,
+    make_config: dict[str, Callable[[int], Any]],
+    tune_fingerprint: Callable[[Any], str],
+    evaluation_inputs: Callable[[int, dict[str, str]], str],
+    make_evaluate: Callable[[dict[str, Path], int, Path], Callable[[], None]],
+    domain: Any,
+    force: bool,
+) -> tuple[dict[int, dict[str, Any]], str]:
+    """Per seed, the ``tune/<key>`` stages, then that seed's ``evaluate`` stage (both main jobs share this).
+
+    Args:
+        make_config: model key -> (seed -> its tuning config).
+        tune_fingerprint: a tuning config -> the fingerprint of everything its run depends on.
+        evaluation_inputs: (seed, key -> tuning fingerprint) -> the fingerprint of that seed's evaluation.
+        make_evaluate: (key -> tuning folder, seed, evaluation folder) -> the evaluation stage.
+
+    Returns:
+        seed -> key -> tuning config, and the first seed's evaluation fingerprint (what the later stages, which
+        show the first seed's models, depend on). ``stages.changed`` is left saying whether the first seed's
+        stages ran, so that the later ones rerun exactly when those did.
+    """
+    configs: dict[int, dict[str, Any]] = {}
+    first_inputs, first_ran = "", False
+    for s in layout.seeds:
+        suffix = layout.suffix(s)
+        dirs = layout.tune_dirs(make_config, s)
+        configs[s] = {k: make(s) for k, make in make_config.items()}
+        inputs = {k: tune_fingerprint(c) for k, c in configs[s].items()}
+        run_tune_stages(stages, {k + suffix: d for k, d in dirs.items()},
+                        {k + suffix: c for k, c in configs[s].items()},
+                        {k + suffix: i for k, i in inputs.items()}, domain, force)  # fmt: skip
+        evaluated = evaluation_inputs(s, inputs)
+        stages.run("evaluate" + suffix, make_evaluate(dirs, s, layout.eval_dir(s)), evaluated)
+        if s == layout.seeds[0]:
+            first_inputs, first_ran = evaluated, stages.changed
+    stages.changed = first_ran
+    return configs, first_inputs
 
 
 def run_tune_stages(

@@ -3,16 +3,20 @@
 Stages (skipped when finished with the same inputs, as in the melody job): ``tune/<algorithm>`` into
 ``RUN/tune/<algorithm>/``; ``evaluate`` -> ``RUN/evaluation.{json,csv,txt}`` and ``RUN/<model>.smi``;
 ``figures`` -> ``RUN/figures`` (reward curves, property histograms); ``report`` -> ``RUN/report.html`` and
-``RUN/run.json`` (command, settings, versions, timings).
+``RUN/run.json`` (command, seeds, machine, settings, versions, timings), ``RUN/table.md`` and ``RUN/summary.json``.
+With ``seeds > 1`` the tuning runs and evaluations are per seed (:class:`~rltuner.evaluation.pipeline.SeedLayout`)
+and the table shows mean ± sd over seeds.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +27,12 @@ from rltuner.config import field, to_dict
 from rltuner.devices import resolve_device
 from rltuner.errors import ConfigError
 from rltuner.evaluation.pipeline import (
+    SeedLayout,
     _Stages,
     file_digest,
     fingerprint,
     model_key,
-    run_tune_stages,
+    run_seed_stages,
     validate_run_settings,
     versions,
 )
@@ -123,17 +128,19 @@ def run_molecule_pipeline(config: MoleculeRunConfig, *, command: str | None = No
     keys = {model_key(a): a for a in config.algorithms}
     prior_id = file_digest(prior_path)
     code = versions()["rltuner"]
-    seeds = config.seed_list
-    multi = len(seeds) > 1
+    layout = SeedLayout(run_dir, config.seed_list)
+    seeds, multi = layout.seeds, layout.multi
     settings_in = {k: v for k, v in asdict(config).items() if k not in ("out", "force")}
     if not multi:
         settings_in.pop("seeds")  # run folders made before --seeds existed keep their fingerprints
 
-    def where(s: int) -> tuple[str, Path]:
-        # one seed: the folder layout of before (tune/<alg>/, evaluation.json at the top); several: per seed
-        return (f"/seed-{s}", run_dir / f"seed-{s}") if multi else ("", run_dir)
+    def evaluation_inputs(s: int, tune_inputs: dict[str, str]) -> str:
+        if not multi:
+            return fingerprint(settings_in, prior_id, code, tune_inputs)
+        shared = {k: v for k, v in settings_in.items() if k not in ("seed", "seeds")}
+        return fingerprint(shared, s, prior_id, code, tune_inputs)
 
-    def bind_evaluate(tune_dirs: dict[str, Path], s: int, out_dir: Path) -> Any:
+    def bind_evaluate(tune_dirs: dict[str, Path], s: int, out_dir: Path) -> Callable[[], None]:
         def evaluate() -> None:
             result = evaluate_molecule_models(
                 dict(tune_dirs), n=config.n_samples, seed=s, prior=prior_path,
@@ -144,35 +151,24 @@ def run_molecule_pipeline(config: MoleculeRunConfig, *, command: str | None = No
 
         return evaluate
 
-    tune_cfgs_by_seed: dict[int, dict[str, Any]] = {}
-    first_seed_inputs, first_seed_ran = "", False
-    for s in seeds:
-        suffix, out_dir = where(s)
-        tune_dirs = {k: run_dir / "tune" / (k + suffix) for k in keys}
-        tune_cfgs = {k: _tune_config(config, a, s) for k, a in keys.items()}
-        tune_cfgs_by_seed[s] = tune_cfgs
-        tune_inputs = {
-            k: fingerprint(to_dict(c), prior_id, code, domain.reward_config) for k, c in tune_cfgs.items()
-        }
-        run_tune_stages(stages, {k + suffix: d for k, d in tune_dirs.items()},
-                        {k + suffix: c for k, c in tune_cfgs.items()},
-                        {k + suffix: i for k, i in tune_inputs.items()}, domain, config.force)  # fmt: skip
-        if multi:
-            shared = {k: v for k, v in settings_in.items() if k not in ("seed", "seeds")}
-            inputs = fingerprint(shared, s, prior_id, code, tune_inputs)
-        else:
-            inputs = fingerprint(settings_in, prior_id, code, tune_inputs)
-        stages.run("evaluate" + suffix, bind_evaluate(tune_dirs, s, out_dir), inputs)
-        if s == seeds[0]:
-            first_seed_inputs, first_seed_ran = inputs, stages.changed
+    tune_cfgs_by_seed, later = run_seed_stages(
+        stages,
+        layout,
+        {k: functools.partial(_tune_config, config, a) for k, a in keys.items()},
+        lambda c: fingerprint(to_dict(c), prior_id, code, domain.reward_config),
+        evaluation_inputs,
+        bind_evaluate,
+        domain,
+        config.force,
+    )
     # the figures and molecule grids show the first seed's models: they rerun only when those changed
-    stages.changed = first_seed_ran
-    later = first_seed_inputs
-    tune_dirs = {k: run_dir / "tune" / (k + where(seeds[0])[0]) for k in keys}
-    evaluations = [json.loads((where(s)[1] / "evaluation.json").read_text()) for s in seeds]
+    tune_dirs = layout.tune_dirs(keys, seeds[0])
+    evaluations = [json.loads((layout.eval_dir(s) / "evaluation.json").read_text()) for s in seeds]
     evaluation = evaluations[0]
     metrics: dict[str, dict[str, float]] = evaluation["metrics"]
-    smiles = {name: (where(seeds[0])[1] / f"{name}.smi").read_text().split("\n")[:-1] for name in metrics}
+    smiles = {
+        name: (layout.eval_dir(seeds[0]) / f"{name}.smi").read_text().split("\n")[:-1] for name in metrics
+    }
 
     def draw() -> None:
         reward_curves(tune_dirs, fig_dir / "curves.png")
@@ -211,7 +207,7 @@ def run_molecule_pipeline(config: MoleculeRunConfig, *, command: str | None = No
     rows = [(label, [*(cell(n, k, f) for n in names), _fmt(ref.get(k, math.nan), f)]) for k, label, f in ROWS]
     first_header = f"metric (mean ± sd over seeds {', '.join(map(str, seeds))})" if multi else "metric"
     cmd = command if command is not None else " ".join(["rltuner", *sys.argv[1:]])
-    tuning = {k + where(s)[0]: to_dict(c) for s, cfgs in tune_cfgs_by_seed.items() for k, c in cfgs.items()}
+    tuning = layout.tuning_settings(tune_cfgs_by_seed)
     machine = machine_info()
     settings = {"pipeline": {**settings_in, "out": config.out}, "tuning": tuning,
                 "evaluation": evaluation["settings"], "prior": str(prior_path), "prior_sha256": prior_id}  # fmt: skip
