@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -74,6 +75,13 @@ def test_run_quick_end_to_end_then_resume(tmp_path, tiny_prior, caplog) -> None:
         worse = outcome["final"]["mean_task_reward"] < outcome["prior"]["mean_task_reward"]
         assert outcome["worse_than_prior"] is worse
     assert ("at the end of tuning" in html) is any(o["worse_than_prior"] for o in tuning.values())
+    assert run_info["seeds"] == [0] and run_info["machine"]["cores"] >= 1
+    # one seed: the summary has n = 1 and no spread, and states no comparison
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["models"]["g"]["mean_kl"] == {"mean": ev["models"]["g"]["mean_kl"], "sd": None, "n": 1,
+                                                 "ci95_low": None, "ci95_high": None}  # fmt: skip
+    assert "no difference between models is claimed" in (out / "table.md").read_text()
+    assert re.search(r"<td[^>]*>[^<]*±", html) is None  # no table cell has a spread
 
     # a second run with the same folder skips every finished stage and rebuilds only the report
     before = (out / "evaluation.json").stat().st_mtime_ns
@@ -177,3 +185,61 @@ def test_run_reruns_the_stages_whose_inputs_changed(tmp_path, tiny_prior) -> Non
     assert res.exit_code == 0, res.output
     third = json.loads((out / "stages.json").read_text())
     assert third["tune/q"] == second["tune/q"] and third["evaluate"]["inputs"] != second["evaluate"]["inputs"]
+
+
+@pytest.mark.slow
+def test_run_several_seeds_per_seed_folders_mean_sd_and_skips(tmp_path, tiny_prior) -> None:
+    out = tmp_path / "run"
+    base = ["run", "--out", str(out), "--prior", str(tiny_prior), "--algorithms", "q", "--quick",
+            "--steps", "1024", "--samples", "32", "--muspy-samples", "0", "--no-copying"]  # fmt: skip
+    res = CliRunner().invoke(cli, [*base, "--seeds", "2"])
+    assert res.exit_code == 0, res.output
+    first = json.loads((out / "stages.json").read_text())
+    assert list(first) == ["tune/q/seed-0", "evaluate/seed-0", "tune/q/seed-1", "evaluate/seed-1", "media",
+                           "figures"]  # fmt: skip
+    for s in (0, 1):
+        assert json.loads((out / f"tune/q/seed-{s}/config.json").read_text())["seed"] == s
+        assert json.loads((out / f"seed-{s}/evaluation.json").read_text())["settings"]["seed"] == s
+    assert not (out / "evaluation.json").exists() and not (out / "tune/q/model.safetensors").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1] and summary["machine"]["torch"] == torch.__version__
+    reward = summary["models"]["q"]["mean_task_reward"]
+    per_seed = [json.loads((out / f"seed-{s}/evaluation.json").read_text())["models"]["q"]["mean_task_reward"]
+                for s in (0, 1)]  # fmt: skip
+    assert reward["n"] == 2 and reward["mean"] == pytest.approx(sum(per_seed) / 2)
+    assert reward["sd"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2**0.5) and reward["sd"] > 0
+    assert reward["ci95_low"] < reward["mean"] < reward["ci95_high"]
+    table = (out / "table.md").read_text()
+    assert "mean ± sd over seeds 0, 1" in table and f"{reward['mean']:.3f} ± {reward['sd']:.3f}" in table
+    assert re.search(r"<td[^>]*>[^<]*±", (out / "report.html").read_text())
+    info = json.loads((out / "run.json").read_text())
+    assert info["seeds"] == [0, 1] and info["machine"]["cpu"] and info["machine"]["torch_threads"] >= 1
+    assert set(info["settings"]["tuning"]) == {"q/seed-0", "q/seed-1"}
+
+    # the same command skips everything
+    assert CliRunner().invoke(cli, [*base, "--seeds", "2"]).exit_code == 0
+    assert json.loads((out / "stages.json").read_text()) == first
+    # one seed more: only that seed's tuning and evaluation run
+    assert CliRunner().invoke(cli, [*base, "--seeds", "3"]).exit_code == 0
+    third = json.loads((out / "stages.json").read_text())
+    assert {k: v for k, v in third.items() if k in first} == first
+    assert set(third) - set(first) == {"tune/q/seed-2", "evaluate/seed-2"}
+    assert json.loads((out / "summary.json").read_text())["models"]["q"]["mean_task_reward"]["n"] == 3
+    # seeds 1, 2: both are done already; only media and figures (which show the first seed) run again
+    assert CliRunner().invoke(cli, [*base, "--seed", "1", "--seeds", "2"]).exit_code == 0
+    shifted = json.loads((out / "stages.json").read_text())
+    assert all(shifted[k] == third[k] for k in third if k.endswith(("seed-1", "seed-2")))
+    assert all(shifted[k]["inputs"] != third[k]["inputs"] for k in ("media", "figures"))
+    assert json.loads((out / "summary.json").read_text())["seeds"] == [1, 2]
+
+
+def test_pipeline_seed_settings_and_fingerprint() -> None:
+    from rltuner.evaluation.pipeline import _inputs_config
+
+    # one seed keeps the fingerprint of folders made before --seeds existed
+    assert "seeds" not in _inputs_config(PipelineConfig(out="x"))
+    assert _inputs_config(PipelineConfig(out="x", seeds=2))["seeds"] == 2
+    with pytest.raises(ConfigError, match="seeds"):
+        PipelineConfig(out="x", seeds=0).validate()
+    with pytest.raises(ConfigError, match="last seed"):
+        PipelineConfig(out="x", seed=2**63 - 1, seeds=2).validate()

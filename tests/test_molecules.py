@@ -243,3 +243,31 @@ def test_cli_run_molecules_quick(tmp_path: Path) -> None:
     ev = json.loads((out / "evaluation.json").read_text())
     assert list(ev["metrics"]) == ["prior", "q", "g"] and ev["metrics"]["prior"]["mean_kl"] == 0.0
     assert len((out / "q.smi").read_text().split("\n")[:-1]) == 24
+
+
+@pytest.mark.slow
+def test_cli_run_molecules_several_seeds(tmp_path: Path) -> None:
+    import json
+
+    prior, _ = _tiny_smiles_prior(tmp_path)
+    out = tmp_path / "run"
+    args = ["run", "--domain", "molecules", "--quick", "--prior", str(prior), "--algorithms", "g", "--steps",
+            "400", "--samples", "24", "--out", str(out)]  # fmt: skip
+    res = CliRunner().invoke(cli, [*args, "--seeds", "2"])
+    assert res.exit_code == 0, res.output
+    stages = json.loads((out / "stages.json").read_text())
+    assert list(stages) == ["tune/g/seed-0", "evaluate/seed-0", "tune/g/seed-1", "evaluate/seed-1", "figures"]
+    per_seed = [json.loads((out / f"seed-{s}/evaluation.json").read_text())["metrics"]["g"] for s in (0, 1)]
+    assert json.loads((out / "tune/g/seed-1/config.json").read_text())["seed"] == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1] and summary["machine"]["cpu"]
+    reward = summary["models"]["g"]["reward_mean"]
+    assert reward["n"] == 2 and reward["mean"] == pytest.approx((per_seed[0]["reward_mean"] +
+                                                                 per_seed[1]["reward_mean"]) / 2)  # fmt: skip
+    assert f"{reward['mean']:.3f} ± {reward['sd']:.3f}" in (out / "table.md").read_text()
+    assert "mean ± sd over seeds 0, 1" in (out / "report.html").read_text()
+    # one seed more: only that seed runs (the figures show seed 0's models and are kept)
+    assert CliRunner().invoke(cli, [*args, "--seeds", "3"]).exit_code == 0
+    third = json.loads((out / "stages.json").read_text())
+    assert {k: v for k, v in third.items() if k in stages} == stages
+    assert set(third) - set(stages) == {"tune/g/seed-2", "evaluate/seed-2"}

@@ -88,11 +88,11 @@ def test_scaled_to_budget_rounds_and_keeps_at_least_one_step() -> None:
 
 
 def test_run_uses_the_same_scaling() -> None:
-    quick = _tune_config(PipelineConfig(out="x", quick=True), "g")
+    quick = _tune_config(PipelineConfig(out="x", quick=True), "g", 0)
     assert quick == preset("fast", algorithm="g", total_steps=8_192, seed=0, device="cpu", tensorboard=False,
                            eval_episodes=32)  # fmt: skip
     assert (quick.epsilon_steps, quick.eval_every) == (2_048, 819)
-    full = _tune_config(PipelineConfig(out="x"), "q")
+    full = _tune_config(PipelineConfig(out="x"), "q", 0)
     assert _schedule(full) == TODAY["fast"]
 
 

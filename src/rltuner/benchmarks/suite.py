@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
-import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -17,6 +15,7 @@ from pathlib import Path
 
 from rltuner.benchmarks import BenchResult
 from rltuner.fileio import write_text_atomic
+from rltuner.provenance import machine_description
 
 # topic -> module; each module has measure(quick: bool = False) -> list[BenchResult]
 TOPICS: dict[str, str] = {
@@ -28,30 +27,6 @@ TOPICS: dict[str, str] = {
     "evaluation": "rltuner.benchmarks.evaluation",
     "molecules": "rltuner.benchmarks.molecules",
 }
-
-
-def machine_description() -> str:
-    """CPU model, cores, memory, Python and torch versions, in one line."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        mem = f", {pages / 2**30:.0f} GiB RAM"
-    except (ValueError, OSError, AttributeError):
-        pass
-    import torch
-
-    return (
-        f"{cpu}, {os.cpu_count()} cores{mem}; {platform.system()} {platform.release()}; "
-        f"Python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads)"
-    )
 
 
 def run_topics(topics: Sequence[str], *, quick: bool = False) -> dict[str, list[BenchResult] | str]:

@@ -83,9 +83,9 @@ def compare(
 ) -> None:
     """Tune every algorithm at the same budget of env steps and several KL weights; write OUT/comparison.md
     (table and verdict), OUT/pareto.png, comparison.csv/json and one JSON per finished run under OUT/points/."""
-    from rltuner.benchmarks.suite import machine_description
     from rltuner.domains import get_domain
     from rltuner.evaluation.compare import QUICK, CompareConfig, run_comparison, write_report
+    from rltuner.provenance import machine_description
 
     base = QUICK if quick else CompareConfig()
     if config_file is not None:

@@ -44,7 +44,7 @@ _PARAMS: dict[str, tuple[str, Any]] = {
     "samples": ("samples", None), "steps": ("steps", None), "prior": ("prior", None), "seed": ("seed", None),
     "device": ("device", None), "muspy_samples": ("muspy_samples", None), "force": ("force", None),
     "no_copying": ("copying", lambda v: not v), "no_fcd": ("fcd", lambda v: not v), "rules": ("rules", None),
-    "tensorboard": ("tensorboard", None), "quiet": ("progress", lambda v: not v), "threads": ("threads", None),
+    "tensorboard": ("tensorboard", None), "quiet": ("progress", lambda v: not v), "threads": ("threads", None), "seeds": ("seeds", None),
 }  # fmt: skip
 
 
@@ -85,6 +85,14 @@ _PARAMS: dict[str, tuple[str, Any]] = {
 @click.option(
     "--seed", type=SEED, default=0, show_default=True, help="Seed of tuning, sampling and evaluation."
 )
+@click.option(
+    "--seeds",
+    type=click.IntRange(1, 100),
+    default=1,
+    show_default=True,
+    help="How many tuning seeds: --seed, --seed + 1, ... Each algorithm is tuned and every model evaluated once per seed; "
+    "the report, table.md and summary.json show mean ± sd over seeds (use 3 or more for results to quote).",
+)
 @device_option()
 @threads_option(pass_value=True)
 @click.option(
@@ -121,6 +129,7 @@ def run(
     steps: int | None,
     prior: str | None,
     seed: int,
+    seeds: int,
     device: str,
     threads: int,
     muspy_samples: int,
@@ -138,6 +147,10 @@ def run(
     With --domain molecules: tune the shipped SMILES prior, evaluate with MOSES's metrics, the chemistry reward's
     terms, log p and KL, and draw reward curves, property histograms and molecule grids into the report.
     A stage is skipped only when it finished with the same inputs (settings, prior, code version).
+
+    With --seeds N (N > 1) each algorithm is tuned with seeds S .. S+N-1 into RUN/tune/<alg>/seed-<s>/, every
+    model is evaluated per seed into RUN/seed-<s>/, and RUN/table.md, RUN/summary.json and the report give
+    mean ± sd (and 95% intervals) over seeds; both domains. Example: rltuner run --seeds 3 --out runs/three
     """
     from rltuner.config import apply_overrides, parse_override, read_settings, with_settings
 

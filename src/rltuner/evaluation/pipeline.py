@@ -9,7 +9,12 @@ Stages, each keeping its outputs in the run folder so that a re-run with the sam
 3. ``media``: MIDI and WAV files of a few melodies per model, piano rolls -> ``RUN/midi``, ``RUN/audio``,
    ``RUN/figures``;
 4. ``figures``: Figure 2, Figure 4, interval histograms -> ``RUN/figures``;
-5. ``report``: ``RUN/report.html`` (self-contained) and ``RUN/run.json`` (command, settings, versions, timings).
+5. ``report``: ``RUN/report.html`` (self-contained), ``RUN/run.json`` (command, seeds, machine, settings,
+   versions, timings), ``RUN/table.md`` and ``RUN/summary.json`` (mean, sd, n, 95% interval per metric).
+
+With ``seeds > 1`` (``rltuner run --seeds N``) stages 1 and 2 run per seed, into ``RUN/tune/<algorithm>/seed-<s>/``
+and ``RUN/seed-<s>/`` (:class:`SeedLayout`); media and figures show the first seed's models, and the tables
+give mean ± sd over seeds (:mod:`rltuner.evaluation.seeds`).
 
 A stage is finished when ``RUN/stages.json`` records it (written atomically after the stage's own files), so
 an interrupted run resumes at the first unfinished stage.
@@ -19,12 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import logging
 import platform
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +43,8 @@ from rltuner.devices import DEVICE_CHOICES, resolve_device
 from rltuner.encoding import STEPS_PER_BAR, with_primers
 from rltuner.errors import ConfigError, RLTunerError
 from rltuner.fileio import atomic_path, ensure_writable_dir, write_json_atomic
+from rltuner.limits import check_seed
+from rltuner.provenance import machine_description, machine_info
 from rltuner.rl.targets import ALGORITHMS as _TABLE
 from rltuner.threads import DEFAULT_THREADS, check_threads, using_threads
 
@@ -64,7 +72,8 @@ class PipelineConfig:
         None, "environment steps per tuning run (default the fast preset's; quick 8,192)"
     )
     prior: str | None = field(None, "Note RNN checkpoint to tune and compare against (None: the shipped one)")
-    seed: int = field(0, "seed of tuning, sampling and evaluation")
+    seed: int = field(0, "seed of tuning, sampling and evaluation (the first one with seeds > 1)")
+    seeds: int = field(1, "tuning seeds: seed, seed + 1, ...; with more than one, tables show mean ± sd")
     device: str = field("cpu", "torch device: cpu, cuda or auto")
     threads: int = field(DEFAULT_THREADS, "CPU threads for torch (0 = torch's default)", result=False)
     quick: bool = field(False, "a ~1-minute smoke version: few steps, few samples")
@@ -86,6 +95,9 @@ class PipelineConfig:
             self.out, self.algorithms, ALGORITHMS, {"samples": self.samples, "steps": self.steps}, self.device
         )
         check_threads(self.threads)
+        if self.seeds < 1:
+            raise ConfigError(f"seeds must be at least 1, got {self.seeds}")
+        check_seed(self.seed + self.seeds - 1, "the last seed (seed + seeds - 1)")
         if self.length < 2:
             raise ConfigError(f"length must be at least 2, got {self.length}")
         for name in ("muspy_samples", "audio_per_model", "midi_per_model"):
@@ -95,6 +107,11 @@ class PipelineConfig:
     @property
     def n_samples(self) -> int:
         return self.samples if self.samples is not None else (QUICK_SAMPLES if self.quick else RUN_SAMPLES)
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The tuning seeds: ``seed .. seed + seeds - 1``."""
+        return list(range(self.seed, self.seed + self.seeds))
 
 
 def model_key(algorithm: str) -> str:
@@ -188,12 +205,12 @@ class _Stages:
         return True
 
 
-def _tune_config(cfg: PipelineConfig, algorithm: str) -> Any:
+def _tune_config(cfg: PipelineConfig, algorithm: str, seed: int) -> Any:
     from rltuner.rl.config import preset
 
     overrides: dict[str, Any] = {
         "algorithm": algorithm,
-        "seed": cfg.seed,
+        "seed": seed,
         "device": cfg.device,
         "threads": cfg.threads,
         "tensorboard": cfg.tensorboard,
@@ -277,8 +294,9 @@ def run_pipeline(config: PipelineConfig, *, command: str | None = None) -> Path:
 def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
     from rltuner.domains.music import music_domain
     from rltuner.evaluation import figures
-    from rltuner.evaluation.evaluate import evaluate_models, load_result, step_probabilities
+    from rltuner.evaluation.evaluate import load_result, step_probabilities
     from rltuner.evaluation.report import ReportData, write_report
+    from rltuner.evaluation.seeds import aggregate_seeds, mean_sd_rows, write_seed_summary
     from rltuner.loading import load_model
     from rltuner.models.checkpoint import default_prior_path, load_default_prior, load_prior
 
@@ -295,41 +313,39 @@ def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
     fig_dir = run_dir / "figures"
     stages = _Stages(run_dir, config.force)
     domain = music_domain(prior, length=config.length, device=device)
-    tune_dirs = {model_key(a): run_dir / "tune" / model_key(a) for a in config.algorithms}
-    tune_cfgs = {model_key(a): _tune_config(config, a) for a in config.algorithms}
+    layout = SeedLayout(run_dir, config.seed_list)
+    seeds = layout.seeds
+    keys = {model_key(a): a for a in config.algorithms}
 
     prior_id = file_digest(config.prior) if config.prior else "shipped:" + file_digest(default_prior_path())
     code = versions()["rltuner"]
 
-    # 1. tuning (each run depends on its settings, the prior and the code; a changed run starts afresh)
-    tune_inputs = {k: fingerprint(_result_settings(c), prior_id, code, *rules) for k, c in tune_cfgs.items()}
-    run_tune_stages(stages, tune_dirs, tune_cfgs, tune_inputs, domain, config.force)
-    later = fingerprint(_inputs_config(config), prior_id, code, tune_inputs)
+    def evaluation_inputs(s: int, tune_inputs: dict[str, str]) -> str:
+        if not layout.multi:  # as before --seeds existed, so that old run folders still skip
+            return fingerprint(_inputs_config(config), prior_id, code, tune_inputs)
+        shared = {k: v for k, v in _inputs_config(config).items() if k not in ("seed", "seeds")}
+        return fingerprint(shared, s, prior_id, code, tune_inputs)
 
-    # 2. evaluation
-    eval_json = run_dir / "evaluation.json"
-    samples_npz = run_dir / "samples.npz"
-
-    def evaluate() -> None:
-        models = {key: load_model(folder / "model.safetensors", device) for key, folder in tune_dirs.items()}
-        corpus = _load_corpus() if config.copying else None
-        result = evaluate_models(
-            models,
-            n=config.n_samples,
-            length=config.length,
-            seed=config.seed,
-            corpus=corpus,
-            prior=prior,
-            muspy_samples=config.muspy_samples,
-            device=device,
-            show_progress=config.progress,
+    # 1-2. per seed: tuning (each run depends on its settings, the prior and the code; a changed run starts
+    # afresh), then the evaluation of every model of that seed (the Note RNN included, sampled with that seed)
+    tune_cfgs_by_seed, later = run_seed_stages(
+        stages,
+        layout,
+        {k: functools.partial(_tune_config, config, a) for k, a in keys.items()},
+        lambda c: fingerprint(_result_settings(c), prior_id, code, *rules),
+        evaluation_inputs,
+        lambda dirs, s, out_dir: _bind_evaluate(config, dirs, prior, s, out_dir, device),
+        domain,
+        config.force,
+    )
+    # media and figures show the first seed's models and samples: they rerun only when those changed
+    tune_dirs = layout.tune_dirs(keys, seeds[0])
+    samples, primers = load_samples(layout.eval_dir(seeds[0]) / "samples.npz")
+    outcomes: dict[str, Any] = {}  # each tuning run's summary.json (final task reward beside the prior's)
+    for s in seeds:
+        outcomes.update(
+            {k + layout.suffix(s): v for k, v in tuning_outcomes(layout.tune_dirs(keys, s)).items()}
         )
-        _save_samples(samples_npz, result.samples, result.primers)
-        result.write(run_dir)
-        print(result.format_table(), file=sys.stderr)
-
-    stages.run("evaluate", evaluate, later)
-    samples, primers = load_samples(samples_npz)
 
     # 3. media: MIDI, WAV, piano rolls of the melodies as heard (primer first)
     def media() -> None:
@@ -370,33 +386,43 @@ def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
 
     stages.run("figures", draw, later)
 
-    # 5. report (always rebuilt: it is cheap and reflects the timings of this invocation too)
-    result = load_result(eval_json)
+    # 5. summary over seeds and report (always rebuilt: cheap, and they show this invocation's timings too)
+    results = [load_result(layout.eval_dir(s) / "evaluation.json") for s in seeds]
     cmd = command if command is not None else " ".join(["rltuner", *sys.argv[1:]])
+    machine = machine_info()
     settings = {
         "pipeline": _jsonable_config(config),
-        "tuning": {k: to_dict(c) for k, c in tune_cfgs.items()},
-        "evaluation": result.settings,
+        "tuning": layout.tuning_settings(tune_cfgs_by_seed),
+        "evaluation": results[0].settings,
     }
-    outcomes = tuning_outcomes(tune_dirs)
     info: dict[str, Any] = {
         "command": cmd,
         "finished": dt.datetime.now().isoformat(timespec="seconds"),
+        "seeds": seeds,
+        "machine": machine,
         "settings": settings,
         "versions": versions(),
         "timings_s": stages.timings,
         "tuning": outcomes,
     }
     write_json_atomic(run_dir / "run.json", info)
-    n_table1 = len(next(iter(result.models.values())).table1) if result.models else 0
+    summary = aggregate_seeds([{k: m.flat() for k, m in r.models.items()} for r in results])
+    header, rows = list(results[0].header()), mean_sd_rows(results)
+    if layout.multi:
+        header[0] = f"metric (mean ± sd over seeds {', '.join(map(str, seeds))})"
+    differences = write_seed_summary(run_dir, summary, seeds, header, rows, command=cmd, machine=machine,
+                                     evaluation=results[0].settings)  # fmt: skip
+    first = results[0]
+    n_table1 = len(next(iter(first.models.values())).table1) if first.models else 0
     media_keys = [*samples, *(["corpus"] if (run_dir / "midi" / "corpus").is_dir() else [])]
     data = ReportData(
         title=f"rltuner run: {run_dir.name}",
-        summary=_summary(config, result.settings) + worse_than_prior_note(outcomes, "the Note RNN", "r_MT"),
-        table_header=result.header(),
-        table_rows=result.table_rows(),
+        summary=_summary(config, first.settings, differences)
+        + worse_than_prior_note(outcomes, "the Note RNN", "r_MT"),
+        table_header=header,
+        table_rows=rows,
         metric_rows_from=n_table1,
-        goal_rows=result.goal_rows(),
+        goal_rows=_goal_rows(summary),  # judged on the means over seeds
         figure2=fig_dir / "figure2.png",
         figure4=fig_dir / "figure4.png",
         intervals=fig_dir / "intervals.png",
@@ -409,12 +435,111 @@ def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
         midi={k: sorted((run_dir / "midi" / k).glob("*.mid")) for k in media_keys},
         command=cmd,
         config=settings,
-        versions=versions(),
+        versions={**versions(), "machine": machine_description(machine)},
         timings=stages.timings,
         labels={k: figures.model_label(k) for k in media_keys},
     )
     report = write_report(run_dir / "report.html", data)
     return report
+
+
+def _bind_evaluate(
+    config: PipelineConfig, tune_dirs: dict[str, Path], prior: Any, seed: int, out_dir: Path, device: str
+) -> Callable[[], None]:
+    def evaluate() -> None:
+        from rltuner.evaluation.evaluate import evaluate_models
+        from rltuner.loading import load_model
+
+        models = {key: load_model(folder / "model.safetensors", device) for key, folder in tune_dirs.items()}
+        corpus = _load_corpus() if config.copying else None
+        result = evaluate_models(
+            models,
+            n=config.n_samples,
+            length=config.length,
+            seed=seed,
+            corpus=corpus,
+            prior=prior,
+            muspy_samples=config.muspy_samples,
+            device=device,
+        )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _save_samples(out_dir / "samples.npz", result.samples, result.primers)
+        result.write(out_dir)
+        print(result.format_table(), file=sys.stderr)
+
+    return evaluate
+
+
+@dataclass(frozen=True)
+class SeedLayout:
+    """Where each tuning seed's runs and evaluation live in a run folder.
+
+    One seed: the layout of before ``--seeds`` (``tune/<alg>/``, the evaluation in the run folder, stages
+    ``tune/<alg>`` and ``evaluate``), so old run folders still skip. Several: ``tune/<alg>/seed-<s>/`` and
+    ``seed-<s>/`` (stages ``tune/<alg>/seed-<s>``, ``evaluate/seed-<s>``).
+    """
+
+    run_dir: Path
+    seeds: list[int]
+
+    @property
+    def multi(self) -> bool:
+        return len(self.seeds) > 1
+
+    def suffix(self, seed: int) -> str:
+        """What seed ``seed`` adds to a stage name and a tuning folder (nothing with one seed)."""
+        return f"/seed-{seed}" if self.multi else ""
+
+    def eval_dir(self, seed: int) -> Path:
+        return self.run_dir / f"seed-{seed}" if self.multi else self.run_dir
+
+    def tune_dirs(self, keys: Iterable[str], seed: int) -> dict[str, Path]:
+        return {k: self.run_dir / "tune" / (k + self.suffix(seed)) for k in keys}
+
+    def tuning_settings(self, configs: dict[int, dict[str, Any]]) -> dict[str, Any]:
+        """``run.json``'s tuning settings: ``<alg>`` (one seed) or ``<alg>/seed-<s>`` -> the run's config."""
+        return {k + self.suffix(s): to_dict(c) for s, cfgs in configs.items() for k, c in cfgs.items()}
+
+
+def run_seed_stages(
+    stages: _Stages,
+    layout: SeedLayout,
+    make_config: dict[str, Callable[[int], Any]],
+    tune_fingerprint: Callable[[Any], str],
+    evaluation_inputs: Callable[[int, dict[str, str]], str],
+    make_evaluate: Callable[[dict[str, Path], int, Path], Callable[[], None]],
+    domain: Any,
+    force: bool,
+) -> tuple[dict[int, dict[str, Any]], str]:
+    """Per seed, the ``tune/<key>`` stages, then that seed's ``evaluate`` stage (both main jobs share this).
+
+    Args:
+        make_config: model key -> (seed -> its tuning config).
+        tune_fingerprint: a tuning config -> the fingerprint of everything its run depends on.
+        evaluation_inputs: (seed, key -> tuning fingerprint) -> the fingerprint of that seed's evaluation.
+        make_evaluate: (key -> tuning folder, seed, evaluation folder) -> the evaluation stage.
+
+    Returns:
+        seed -> key -> tuning config, and the first seed's evaluation fingerprint (what the later stages, which
+        show the first seed's models, depend on). ``stages.changed`` is left saying whether the first seed's
+        stages ran, so that the later ones rerun exactly when those did.
+    """
+    configs: dict[int, dict[str, Any]] = {}
+    first_inputs, first_ran = "", False
+    for s in layout.seeds:
+        suffix = layout.suffix(s)
+        dirs = layout.tune_dirs(make_config, s)
+        configs[s] = {k: make(s) for k, make in make_config.items()}
+        inputs = {k: tune_fingerprint(c) for k, c in configs[s].items()}
+        run_tune_stages(stages, {k + suffix: d for k, d in dirs.items()},
+                        {k + suffix: c for k, c in configs[s].items()},
+                        {k + suffix: i for k, i in inputs.items()}, domain, force)  # fmt: skip
+        evaluated = evaluation_inputs(s, inputs)
+        stages.run("evaluate" + suffix, make_evaluate(dirs, s, layout.eval_dir(s)), evaluated)
+        if s == layout.seeds[0]:
+            first_inputs, first_ran = evaluated, stages.changed
+    stages.changed = first_ran
+    return configs, first_inputs
 
 
 def run_tune_stages(
@@ -434,6 +559,13 @@ def run_tune_stages(
         stages.changed = False  # tuning runs are independent of each other
         ran.append(stages.run(name, _bind_tune(tune_cfgs[key], domain, folder, fresh), tune_inputs[key]))
     stages.changed = any(ran)
+
+
+def _goal_rows(summary: dict[str, dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """Issue #13's goal rows of each model, on its mean over seeds."""
+    from rltuner.evaluation.goals import goal_rows
+
+    return goal_rows({model: {k: s.mean for k, s in stats.items()} for model, stats in summary.items()})
 
 
 def tuning_outcomes(tune_dirs: dict[str, Path]) -> dict[str, Any]:
@@ -520,6 +652,8 @@ def _inputs_config(config: PipelineConfig) -> dict[str, Any]:
         data.pop(key, None)
     if not data.get("rules"):
         data.pop("rules", None)  # so the runs made before --rule existed keep their fingerprints
+    if config.seeds == 1:
+        data.pop("seeds")  # run folders made before --seeds existed keep their fingerprints
     return data
 
 
@@ -535,8 +669,22 @@ def _jsonable_config(config: PipelineConfig) -> dict[str, Any]:
     return data
 
 
-def _summary(config: PipelineConfig, settings: dict[str, Any]) -> str:
+def _summary(config: PipelineConfig, settings: dict[str, Any], differences: Sequence[str] = ()) -> str:
     algos = ", ".join(config.algorithms)
+    seeds = config.seed_list
+    if len(seeds) > 1:
+        spread = (
+            f" Each algorithm was tuned with {len(seeds)} seeds ({', '.join(map(str, seeds))}) and every model "
+            "evaluated once per seed: each cell is the mean ± sd over seeds (summary.json has the 95% intervals). "
+            "Media and figures show the first seed's models. "
+            + (
+                "Differences the seeds support (95% intervals apart): " + "; ".join(differences) + "."
+                if differences
+                else "No difference between models has non-overlapping 95% intervals."
+            )
+        )
+    else:
+        spread = " One tuning seed: the numbers carry no spread (rltuner run --seeds 3 gives mean ± sd)."
     return (
         f"The shipped Note RNN was tuned with {algos} (fast preset{', quick smoke version' if config.quick else ''}"
         f"), then every model, the Note RNN included, sampled {settings.get('n')} melodies of "
@@ -545,5 +693,5 @@ def _summary(config: PipelineConfig, settings: dict[str, Any]) -> str:
         "Table 1 compares them with the paper's numbers (shaded columns; the paper's Note RNN was trained on "
         "other data, so they are a reference, not a target). log p(a|s) is under the Note RNN; higher means "
         "closer to the data. r_MT is the music-theory reward per step; KL measures how far each policy moved "
-        "from the Note RNN. The goals table says which rows of issue #13's goals each model meets."
+        "from the Note RNN. The goals table says which rows of issue #13's goals each model meets." + spread
     )
