@@ -72,7 +72,9 @@ def test_mean_sd_rows_use_the_one_table_formatter() -> None:
     assert sd.models["q"].mean_task_reward == pytest.approx(math.sqrt(2))
     rows = dict(mean_sd_rows(results))
     assert rows["Mean r_MT per step"][0] == "2.000 ± 1.414"
-    assert rows["Melodies copying a 16-step corpus run (>= 4 notes)"][0] == "n/a"  # not measured: no spread printed
+    assert (
+        rows["Melodies copying a 16-step corpus run (>= 4 notes)"][0] == "n/a"
+    )  # not measured: no spread printed
     tonic = next(cells for label, cells in mean_sd_rows(results) if "tonic" in label.lower())
     assert tonic[0] == "60% ± 14.1"  # percentage points
     # one seed: exactly what that seed's table shows
