@@ -107,10 +107,13 @@ def sweep(
         "seed": seed, "address": address or "local", "early_stop": not no_early_stop,
     }  # fmt: skip
     paths = write_results(out_dir, rows, space.names, info)
-    finished = sum(1 for r in rows if r.get("status") == "finished")
-    click.echo(f"{len(rows)} trials ({finished} finished, the rest stopped early or failed): {paths['md']}")
+    states = [str(r["status"]) for r in rows]
+    listing = ", ".join(f"{states.count(state)} {state}" for state in dict.fromkeys(states))
+    click.echo(f"{len(rows)} trials ({listing}): {paths['md']}")
     if "command" in paths:
         best = min(rows, key=lambda r: float(r.get("goal_deficit", float("inf"))))
-        click.echo(
-            f"best: {best['trial']}, goal deficit {float(best['goal_deficit']):.4g}; {paths['command'].read_text().strip()}"
-        )
+        click.echo(f"best: {best['trial']}, goal deficit {float(best['goal_deficit']):.4g}")
+        click.echo(f"  {paths['command'].read_text().strip()}")
+    if "unfinished" in states:
+        click.echo(f"interrupted: continue with rltuner sweep --resume --out {out_dir}", err=True)
+        raise SystemExit(130)

@@ -131,7 +131,7 @@ def run_sweep(
         grid = tuner.fit()
     finally:
         ray.shutdown()
-    return sorted((_row(grid[i], trial.rounds) for i in range(len(grid))), key=lambda r: str(r["trial"]))
+    return _rows(grid, trial.rounds)
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -142,19 +142,44 @@ def _trial_id(index: int) -> str:
     return f"t{index:03d}"
 
 
-def _row(result: Any, rounds: int) -> dict[str, Any]:
-    spec: Mapping[str, Any] = (result.config or {}).get("trial", {})
-    params: Mapping[str, Any] = spec.get("params", {})
-    metrics = dict(result.metrics or {})
+def _rows(grid: Any, rounds: int) -> list[dict[str, Any]]:
+    """One row per trial, in trial order. Ray's per-trial status (finished, stopped by ASHA, not yet run
+    because the sweep was interrupted) is read from the grid's experiment analysis where it has one."""
+    trials = list(getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or [])
+    if trials:
+        rows = [
+            _row(
+                t.config or {}, t.last_result or {}, rounds, status=str(t.status), failed=t.status == "ERROR"
+            )
+            for t in trials
+        ]
+    else:  # another Ray version: the public result grid (without statuses of trials that never ran)
+        results = [grid[i] for i in range(len(grid))]
+        rows = [_row(r.config or {}, r.metrics or {}, rounds, failed=r.error is not None) for r in results]
+    return sorted(rows, key=lambda r: str(r["trial"]))
+
+
+def _row(
+    config: Mapping[str, Any], metrics: Mapping[str, Any], rounds: int, status: str = "", failed: bool = False
+) -> dict[str, Any]:
+    spec: Mapping[str, Any] = config.get("trial", {})
     done = int(metrics.get("training_iteration", 0))
-    if result.error is not None:
-        status = f"error: {type(result.error).__name__}"
+    if failed:
+        state = "error"
     elif done >= rounds:
-        status = "finished"
-    else:
-        status = "stopped early"
+        state = "finished"
+    elif done > 0 and status in ("", "TERMINATED"):
+        state = "stopped early"  # by ASHA, which decides only at a report
+    else:  # PENDING, RUNNING, PAUSED, or never reported: the sweep stopped before this trial ended
+        state = "unfinished"
     reported = {k: v for k, v in metrics.items() if k == METRIC or k.startswith("goal") or k in _KEPT}
-    return {"trial": spec.get("id", "?"), "status": status, "rounds": done, **params, **reported}
+    return {
+        "trial": spec.get("id", "?"),
+        "status": state,
+        "rounds": done,
+        **spec.get("params", {}),
+        **reported,
+    }
 
 
 _KEPT = ("missing_goals", "env_step", "wall_s", "mean_log_p", "mean_task_reward")
