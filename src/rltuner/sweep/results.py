@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rltuner.fileio import atomic_path, ensure_writable_dir, write_json_atomic, write_text_atomic
+from rltuner.fileio import atomic_path, ensure_writable_dir, nan_to_null, write_json_atomic, write_text_atomic
 from rltuner.sweep.objective import GOALS, pareto_front
 from rltuner.sweep.space import split_params
 
@@ -144,7 +144,7 @@ def write_results(
     writer.writerows([{c: _cell(r.get(c)) for c in cols} for r in rows])
     paths = {
         "csv": write_text_atomic(out / "trials.csv", buf.getvalue()),
-        "json": write_json_atomic(out / "trials.json", _jsonable({"sweep": info, "trials": rows})),
+        "json": write_json_atomic(out / "trials.json", nan_to_null({"sweep": info, "trials": rows})),
         "md": write_text_atomic(out / "trials.md", markdown_table(rows, cols)),
         "png": pareto_plot(rows, out / "pareto.png"),
     }
@@ -161,17 +161,7 @@ def write_results(
         )
         paths["best_toml"] = write_text_atomic(out / "best.toml", settings_toml(settings, comment))
         paths["best_json"] = write_json_atomic(
-            out / "best.json", _jsonable({**settings, "trial": best["trial"], "command": command})
+            out / "best.json", nan_to_null({**settings, "trial": best["trial"], "command": command})
         )
         paths["command"] = write_text_atomic(out / "best_command.txt", command + "\n")
     return paths
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
