@@ -321,7 +321,7 @@ def tune(
         counters["next_eval"] = counters["env_steps"] + (cfg.eval_every or cfg.total_steps)
         if on_evaluation is not None:
             learner.q_net.eval()
-            on_evaluation(row, TunedPolicy(learner.q_net, learner.reward_rnn, cfg.algorithm))
+            on_evaluation(row, TunedPolicy(learner.q_net, learner.reward_rnn, cfg.algorithm).eval())
             learner.q_net.train()
 
     def save() -> None:
