@@ -114,13 +114,22 @@ def test_space_file_error_through_the_cli_is_one_line(
 
 def test_drawn_trials_keep_only_what_their_algorithm_reads_and_are_checked(tmp_path: Path) -> None:
     space = parse_space(
-        {"space": {"algorithm": ["q", "psi", "rloo"], "double_q": [True], "entropy_coef": 0.01, "gamma": 0.7}}
+        {
+            "space": {
+                "algorithm": ["q", "psi", "rloo"],
+                "double_q": [True],
+                "entropy_coef": 0.01,
+                "gamma": 0.7,
+                "exploration": "boltzmann",
+            }
+        }
     )
     trials = draw_trials(space, 30, seed=0, steps=1000, rounds=2)
     for t in trials:
         assert ("double_q" in t) == (t["algorithm"] == "q")  # psi has no double Q
         assert ("entropy_coef" in t) == (t["algorithm"] == "rloo")  # value family: no entropy bonus
         assert ("gamma" in t) == (t["algorithm"] != "rloo")
+        assert ("exploration" in t) == (t["algorithm"] != "rloo")  # on-policy: samples the policy
     bad = parse_space({"space": {"batch_size": [100]}})  # not a multiple of the 32-step melody
     with pytest.raises(ConfigError, match=r"drawn configuration 0 .* multiple of the episode length"):
         draw_trials(bad, 1, seed=0, steps=1000, rounds=2)

@@ -45,10 +45,11 @@ REWARD_PREFIX = "reward."
 SWEEP_OWNED = frozenset(
     {"total_steps", "eval_every", "eval_episodes", "seed", "device", "tensorboard", "progress"}
 )
-#: Settings read only by one family of algorithms (rl/tuner.py's ValueLearner, rl/onpolicy.py).
+#: Settings read only by one family of algorithms (rl/tuner.py's ValueLearner and rl/actors.py, rl/onpolicy.py).
 VALUE_ONLY = frozenset(
     {"batch_size", "train_every", "learning_starts", "gamma", "target_update_rate", "double_q",
-     "replay_size", "terminal_last_step", "offset_by_prior"}
+     "replay_size", "terminal_last_step", "offset_by_prior", "exploration", "epsilon_start", "epsilon_end",
+     "epsilon_steps"}
 )  # fmt: skip
 POLICY_ONLY = frozenset(
     {"kl_coef", "kl_estimator", "kl_in_reward", "baseline_momentum", "group_size", "group_norm",
