@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,molecules,gym]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,molecules,gym,sweep]"
 	$(BIN)/python -m pip install --quiet --no-deps "tinysoundfont>=0.3" "molsets==0.3.1"
 	touch $(STAMP)
 

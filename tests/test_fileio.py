@@ -4,7 +4,7 @@ import stat
 import pytest
 
 from rltuner.errors import RLTunerError
-from rltuner.fileio import atomic_path, ensure_writable_dir, write_json_atomic, write_text_atomic
+from rltuner.fileio import atomic_path, ensure_writable_dir, nan_to_null, write_json_atomic, write_text_atomic
 
 
 def test_atomic_write_replaces_whole_file_with_normal_permissions(tmp_path):
@@ -44,3 +44,10 @@ def test_output_under_a_file_is_a_clear_error(tmp_path):
         write_text_atomic(blocker / "out.txt", "y")
     with pytest.raises(RLTunerError, match="not writable"):
         ensure_writable_dir(blocker / "sub")
+
+
+def test_nan_to_null_makes_nested_nan_valid_json(tmp_path):
+    obj = {"a": float("nan"), "b": [1.0, float("nan"), (2, float("nan"))], "c": {"d": float("nan"), "e": "x"}}
+    assert nan_to_null(obj) == {"a": None, "b": [1.0, None, [2, None]], "c": {"d": None, "e": "x"}}
+    path = write_json_atomic(tmp_path / "x.json", nan_to_null(obj))
+    assert "NaN" not in path.read_text()

@@ -158,12 +158,30 @@ def test_reward_terms_beside_or_instead_of_music_theory(prior_melodies: np.ndarr
     for terms, weights, message in [
         (["pref"], [], "expected NAME=PATH"),
         ([f"music={path}"], [], "music-theory rules"),
-        ([f"pref={path}"], ["other=1"], "no reward term 'other'"),
+        ([f"pref={path}"], ["other=1"], "no reward term or rule 'other'"),
+        ([f"tonic={path}"], [], "music-theory rules or one of them"),
         ([f"pref={path}"], ["pref=lots"], "not a number"),
         ([f"pref={tmp_path / 'missing.safetensors'}"], [], "does not exist"),
     ]:
         with pytest.raises(rltuner.errors.RLTunerError, match=message):
             register_reward_terms(terms, weights)
+
+
+def test_reward_weight_sets_one_music_theory_rule() -> None:
+    """``--reward-weight RULE=W`` weights one rule, times the ``music`` scale (what rltuner sweep writes)."""
+    config, desc = register_reward_terms([], ["tonic=2", "music=0.5"])
+    assert config.weights.tonic == 1.0 and config.weights.key == 0.5 and config.weights.extremes == 0.5
+    assert desc["music"] == {"weight": 0.5, "rules": {"tonic": 2.0}}
+    from rltuner.encoding import pitch_to_class
+
+    c4 = pitch_to_class(60)
+    melodies = np.array([[c4, 1, 1, 1] * 8], dtype=np.int64)  # the tonic, held: rule 2 pays
+    weighted = MusicTheoryReward(register_reward_terms([], ["tonic=2"])[0]).score(melodies, by_rule=True)
+    plain = MusicTheoryReward().score(melodies, by_rule=True)
+    assert isinstance(weighted, dict) and isinstance(plain, dict)
+    assert plain["tonic"].sum() > 0
+    np.testing.assert_allclose(weighted["tonic"], 2 * plain["tonic"])
+    np.testing.assert_allclose(weighted["key"], plain["key"])
 
 
 def test_tuning_on_the_learned_preference_wins_under_the_rater(prior_melodies: np.ndarray) -> None:

@@ -84,6 +84,26 @@ def test_run_folder_and_resume_reproduce_an_uninterrupted_run(tmp_path: Path) ->
         tune(_small(algorithm="g"), domain, run)
 
 
+def test_the_evaluation_hook_sees_each_evaluation_and_changes_nothing() -> None:
+    """on_evaluation (rltuner sweep's intermediate scores) may sample from the policy without moving the run."""
+    from rltuner.models.sampling import sample
+
+    domain = toy_domain(tiny_prior(5))
+    plain = tune(_small(algorithm="psi"), domain)
+    seen: list[tuple[int, bool]] = []
+
+    def hook(row: dict[str, object], policy: torch.nn.Module) -> None:
+        seen.append((int(row["env_step"]), policy.training))  # type: ignore[call-overload]
+        sample(policy, 8, 4, seed=1)  # what a sweep trial does: draw from the policy as it is
+
+    hooked = tune(_small(algorithm="psi"), domain, on_evaluation=hook)
+    assert seen == [(0, False), (512, False), (1024, False)]
+    for a, b in zip(plain.policy.state_dict().values(), hooked.policy.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    strip = [{k: v for k, v in row.items() if k != "wall_s"} for row in plain.metrics]
+    assert strip == [{k: v for k, v in row.items() if k != "wall_s"} for row in hooked.metrics]
+
+
 @pytest.mark.parametrize("name", ["q", "g"])
 def test_saved_model_reloads_as_the_policy(tmp_path: Path, name: str) -> None:
     from rltuner.loading import load_model

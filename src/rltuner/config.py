@@ -103,6 +103,15 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     return value
 
 
+def coerce_value(value: Any, tp: Any, name: str) -> Any:
+    """``value`` read as type ``tp`` (a config field's annotation), as :func:`from_dict` reads it.
+
+    Raises:
+        ConfigError: the value cannot be read as ``tp`` (names ``name``).
+    """
+    return _coerce(value, tp, name)
+
+
 def from_dict(cls: type[T], data: Mapping[str, Any], *, prefix: str = "") -> T:
     """Build a config dataclass from a (possibly partial) dict; unknown keys are an error."""
     hints = typing.get_type_hints(cls)

@@ -6,6 +6,7 @@ import contextlib
 import glob
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -76,6 +77,17 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def nan_to_null(obj: Any) -> Any:
+    """``obj`` with every float NaN (not valid JSON) replaced by None, in nested dicts, lists and tuples."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: nan_to_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [nan_to_null(v) for v in obj]
+    return obj
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:

@@ -44,6 +44,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "rltuner.cli.study:study",
         "Listening study: blind A/B pairs, a rating web app, analysis, a learned reward.",
     ),
+    "sweep": (
+        "rltuner.cli.sweep:sweep",
+        "Search tuning settings on Ray Tune for the goal rows: trial table, best config, Pareto plot.",
+    ),
     "bench": ("rltuner.cli.bench:bench", "Measure every speed figure and rewrite BENCHMARKS.md."),
 }
 

@@ -129,7 +129,9 @@ Examples:
 )  # fmt: skip
 @click.option(
     "--reward-weight", "reward_weights", multiple=True, metavar="NAME=W",
-    help="Weight of a --reward term, or music=W for the music-theory rules (music=0: the preference alone).",
+    help="Weight of a --reward term, music=W for all nine music-theory rules (music=0: the preference alone), "
+    "or RULE=W for one of them (key, tonic, repetition, autocorrelation, motif, repeated_motif, intervals, "
+    "leaps, extremes), e.g. --reward-weight tonic=2.",
 )  # fmt: skip
 @click.option("--seed", type=SEED, default=None, help="Random seed.")
 @device_option(default=None, help="Torch device [default: the preset's, cpu].")

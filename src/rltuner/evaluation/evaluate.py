@@ -46,7 +46,7 @@ from rltuner.encoding import (
     with_primers,
 )
 from rltuner.errors import ConfigError, InvalidMelodyError
-from rltuner.fileio import write_json_atomic, write_text_atomic
+from rltuner.fileio import nan_to_null, write_json_atomic, write_text_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -541,7 +541,7 @@ class EvaluationResult:
         """Write ``evaluation.json``, ``evaluation.csv`` and ``evaluation.txt`` atomically into ``out_dir``."""
         out = Path(out_dir)
         paths = {
-            "json": write_json_atomic(out / "evaluation.json", _jsonable(self.to_dict())),
+            "json": write_json_atomic(out / "evaluation.json", nan_to_null(self.to_dict())),
             "csv": write_text_atomic(out / "evaluation.csv", self.to_csv()),
             "txt": write_text_atomic(out / "evaluation.txt", self.format_table() + "\n"),
         }
@@ -588,17 +588,6 @@ def _fmt(value: float, fmt: str) -> str:
 
 def _csv_value(v: float) -> str:
     return "" if isinstance(v, float) and math.isnan(v) else repr(float(v))
-
-
-def _jsonable(obj: Any) -> Any:
-    # NaN is not JSON: write null
-    if isinstance(obj, float):
-        return None if math.isnan(obj) else obj
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -275,7 +275,9 @@ def register_reward_terms(terms: Sequence[str], weights: Sequence[str] = ()) -> 
 
     Each ``NAME=PATH`` loads a preference model and registers it as the reward rule ``NAME``, summed with the
     music-theory rules. ``--reward-weight NAME=W`` sets a term's weight (default 1); ``music=W`` scales all
-    nine music-theory rules (``music=0``: the preference models alone).
+    nine music-theory rules (``music=0``: the preference models alone); ``RULE=W`` for one of the nine rules
+    (a :class:`~rltuner.rewards.music_theory.RuleWeights` field, e.g. ``tonic=2``) sets that rule's weight,
+    times ``music``'s scale.
 
     Returns:
         (the music-theory ``RewardConfig`` to tune with, a JSON-able description of the reward terms).
@@ -292,23 +294,30 @@ def register_reward_terms(terms: Sequence[str], weights: Sequence[str] = ()) -> 
             raise ConfigError(f"{option} {spec!r}: expected {example}")
         return name.strip(), value.strip()
 
+    rules = tuple(RuleWeights.__dataclass_fields__)
     paths = dict(split(t, "--reward", "NAME=PATH, e.g. pref=pref.safetensors") for t in terms)
-    if MUSIC_TERM in paths:
-        raise ConfigError("--reward: 'music' names the music-theory rules; give the model another name")
+    for reserved in (MUSIC_TERM, *rules):
+        if reserved in paths:
+            raise ConfigError(
+                f"--reward: {reserved!r} names the music-theory rules or one of them; give the model another name"
+            )
     scale: dict[str, float] = {}
     for spec in weights:
-        name, value = split(spec, "--reward-weight", "NAME=W, e.g. pref=2 or music=0")
-        if name != MUSIC_TERM and name not in paths:
-            known = ", ".join([MUSIC_TERM, *paths])
-            raise ConfigError(f"--reward-weight {spec!r}: no reward term {name!r} (terms: {known})")
+        name, value = split(spec, "--reward-weight", "NAME=W, e.g. pref=2, music=0 or tonic=2")
+        if name != MUSIC_TERM and name not in paths and name not in rules:
+            known = ", ".join([MUSIC_TERM, *paths, *rules])
+            raise ConfigError(f"--reward-weight {spec!r}: no reward term or rule {name!r} (terms: {known})")
         try:
             scale[name] = float(value)
         except ValueError:
             raise ConfigError(f"--reward-weight {spec!r}: {value!r} is not a number") from None
-    description: dict[str, Any] = {MUSIC_TERM: {"weight": scale.get(MUSIC_TERM, 1.0)}}
+    music = scale.get(MUSIC_TERM, 1.0)
+    rule_scale = {r: scale[r] for r in rules if r in scale}
+    description: dict[str, Any] = {
+        MUSIC_TERM: {"weight": music, **({"rules": rule_scale} if rule_scale else {})}
+    }
     for name, path in paths.items():
         meta = register_preference_reward(name, path, scale.get(name, 1.0))
         description[name] = {"weight": scale.get(name, 1.0), "path": path, "metrics": meta.get("metrics", {})}
-    music = scale.get(MUSIC_TERM, 1.0)
-    rule_weights = RuleWeights(**{f: music for f in RuleWeights.__dataclass_fields__})
+    rule_weights = RuleWeights(**{r: music * rule_scale.get(r, 1.0) for r in rules})
     return RewardConfig(weights=rule_weights), description

@@ -16,6 +16,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -263,6 +264,7 @@ def tune(
     domain: Domain | None = None,
     out_dir: str | Path | None = None,
     resume: bool = False,
+    on_evaluation: Callable[[dict[str, Any], TunedPolicy], None] | None = None,
 ) -> TuneResult:
     """RL-tune a prior with Q, Psi, G-learning or RL-only, or on-policy with REINFORCE-KL, RLOO or DAP.
 
@@ -276,6 +278,9 @@ def tune(
         resume: continue the run saved in ``out_dir`` (its learner, optimiser, RNG states and counters); with
             the same seed and settings the result equals that of an uninterrupted run (exactly, on CPU).
             ``total_steps`` may be raised to train longer.
+        on_evaluation: called after each evaluation with its metrics row and the policy as
+            it is now (in eval mode; do not train it), e.g. for a sweep's intermediate scores
+            (``rltuner.sweep``). It may raise to stop the run; it must not change the RNG streams' use.
 
     Returns:
         A :class:`TuneResult`.
@@ -347,6 +352,10 @@ def _tune(cfg: TuneConfig, domain: Domain | None, out_dir: str | Path | None, re
                     writer.add_scalar(f"eval/{key}", row[key], counters["env_steps"])
             writer.flush()
         counters["next_eval"] = counters["env_steps"] + (cfg.eval_every or cfg.total_steps)
+        if on_evaluation is not None:
+            learner.q_net.eval()
+            on_evaluation(row, TunedPolicy(learner.q_net, learner.reward_rnn, cfg.algorithm).eval())
+            learner.q_net.train()
 
     def save() -> None:
         if run_dir is None:

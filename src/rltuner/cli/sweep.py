@@ -1,0 +1,119 @@
+"""``rltuner sweep``: search tuning settings on Ray Tune for issue #13's goal rows (docs/sweep.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from rltuner.cli.options import SEED
+from rltuner.sweep.trial import DEFAULT_MELODIES, DEFAULT_ROUNDS, DEFAULT_STEPS
+
+
+@click.command("sweep")
+@click.option(
+    "--space",
+    "space_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Search-space TOML file [default: the built-in space; see --show-space].",
+)
+@click.option(
+    "--samples", type=click.IntRange(min=1), default=32, show_default=True, help="Configurations to try."
+)
+@click.option(
+    "--steps", type=click.IntRange(min=1), default=DEFAULT_STEPS, show_default=True,
+    help="Environment steps of each trial's tuning run.",
+)  # fmt: skip
+@click.option(
+    "--melodies", type=click.IntRange(min=1), default=DEFAULT_MELODIES, show_default=True,
+    help="Melodies sampled and scored at each evaluation round.",
+)  # fmt: skip
+@click.option(
+    "--rounds", type=click.IntRange(min=1), default=DEFAULT_ROUNDS, show_default=True,
+    help="Evaluation rounds per trial (early stopping decides at each; the last is the result).",
+)  # fmt: skip
+@click.option(
+    "--seed", type=SEED, default=0, show_default=True, help="Seeds the draw, the tuning and the evaluation."
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None,
+    help="Local mode: trials at a time, one CPU and one torch thread each [default: the machine's cores].",
+)  # fmt: skip
+@click.option(
+    "--address", default=None, metavar="ADDRESS",
+    help="Run on a Ray cluster (ray://HEAD:10001, or auto) instead of a local Ray.",
+)  # fmt: skip
+@click.option("--no-early-stop", is_flag=True, help="Run every trial to the end (no ASHA).")
+@click.option("--resume", is_flag=True, help="Continue the sweep in --out (finished trials are kept).")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the drawn configurations and exit (checks the space; needs no Ray).",
+)
+@click.option("--show-space", is_flag=True, help="Print the built-in search space (TOML) and exit.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/sweep"),
+    show_default=True,
+    help="Output folder: trials.md/.csv/.json, best.toml/.json, best_command.txt, pareto.png, ray/.",
+)
+def sweep(
+    space_path: Path | None,
+    samples: int,
+    steps: int,
+    melodies: int,
+    rounds: int,
+    seed: int,
+    workers: int | None,
+    address: str | None,
+    no_early_stop: bool,
+    resume: bool,
+    dry_run: bool,
+    show_space: bool,
+    out_dir: Path,
+) -> None:
+    """Search tuning settings (algorithm, c, gamma, learning rate, eta, batches, exploration, reward weights)
+    for the goal rows of issue #13: each trial tunes at --steps and scores --melodies melodies per round;
+    the search minimises the goal deficit (0 = every goal met) and reports the Pareto front.
+    """
+    import json
+
+    from rltuner.sweep.space import default_space, default_space_text, draw_trials, load_space
+
+    if show_space:
+        click.echo(default_space_text(), nl=False)
+        return
+    space = load_space(space_path) if space_path is not None else default_space()
+    if dry_run:
+        for i, params in enumerate(draw_trials(space, samples, seed, steps, rounds)):
+            click.echo(f"t{i:03d} {json.dumps(params)}")
+        return
+
+    from rltuner.sweep.results import write_results
+    from rltuner.sweep.runner import SweepOptions, require_ray, run_sweep
+    from rltuner.sweep.trial import TrialSettings
+
+    require_ray()  # before any work: one line saying how to install it
+    trial = TrialSettings(steps=steps, rounds=rounds, melodies=melodies, seed=seed)
+    options = SweepOptions(
+        samples=samples, workers=workers, address=address, early_stop=not no_early_stop, resume=resume
+    )
+    rows = run_sweep(space, trial, options, out_dir)
+    info = {
+        "space": space.source, "samples": samples, "steps": steps, "melodies": melodies, "rounds": rounds,
+        "seed": seed, "address": address or "local", "early_stop": not no_early_stop,
+    }  # fmt: skip
+    paths = write_results(out_dir, rows, space.names, info)
+    states = [str(r["status"]) for r in rows]
+    listing = ", ".join(f"{states.count(state)} {state}" for state in dict.fromkeys(states))
+    click.echo(f"{len(rows)} trials ({listing}): {paths['md']}")
+    if "command" in paths:
+        best = min(rows, key=lambda r: float(r.get("goal_deficit", float("inf"))))
+        click.echo(f"best: {best['trial']}, goal deficit {float(best['goal_deficit']):.4g}")
+        click.echo(f"  {paths['command'].read_text().strip()}")
+    if "unfinished" in states:
+        click.echo(f"interrupted: continue with rltuner sweep --resume --out {out_dir}", err=True)
+        raise SystemExit(130)
