@@ -292,10 +292,16 @@ def tune(
     cfg = config if config is not None else PRESETS["fast"]
     cfg.validate()
     with using_threads(cfg.threads):
-        return _tune(cfg, domain, out_dir, resume)
+        return _tune(cfg, domain, out_dir, resume, on_evaluation)
 
 
-def _tune(cfg: TuneConfig, domain: Domain | None, out_dir: str | Path | None, resume: bool) -> TuneResult:
+def _tune(
+    cfg: TuneConfig,
+    domain: Domain | None,
+    out_dir: str | Path | None,
+    resume: bool,
+    on_evaluation: Callable[[dict[str, Any], TunedPolicy], None] | None,
+) -> TuneResult:
     algo = get_algorithm(cfg.algorithm)
     domain = domain if domain is not None else _default_domain()
     domain.validate()
