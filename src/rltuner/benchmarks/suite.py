@@ -29,16 +29,29 @@ TOPICS: dict[str, str] = {
 }
 
 
+# CPU features the speed depends on: AVX-512 for the fp32 kernels, AMX / AVX512-BF16 for bf16 autocast.
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
 def machine_description() -> str:
-    """CPU model, cores, memory, Python and torch versions, in one line."""
+    """CPU model and speed-relevant flags, cores, memory, Python and torch versions, threads, load: one line."""
     cpu = platform.processor() or platform.machine()
+    model, flags = "", []
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            if line.startswith("model name") and not model:
+                model = cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                present = set(line.split(":", 1)[1].split())
+                flags = [f for f in SPEED_FLAGS if f in present]
     except OSError:
         pass
+    cpu += f" (flags: {' '.join(flags) or 'none of ' + ' '.join(SPEED_FLAGS)})"
+    try:
+        load = os.getloadavg()[0]
+        cpu_load = f"; load average {load:.1f} at the start (other processes share the CPU when above 0)"
+    except (OSError, AttributeError):
+        cpu_load = ""
     mem = ""
     try:
         pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -50,6 +63,7 @@ def machine_description() -> str:
     return (
         f"{cpu}, {os.cpu_count()} cores{mem}; {platform.system()} {platform.release()}; "
         f"Python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+        f"{cpu_load}"
     )
 
 
