@@ -36,7 +36,7 @@ SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 def machine_description() -> str:
     """CPU model and speed-relevant flags, cores, memory, Python and torch versions, threads, load: one line."""
     cpu = platform.processor() or platform.machine()
-    model, flags = "", []
+    model, flags = "", list[str]()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name") and not model:
