@@ -39,11 +39,13 @@ def test_fused_adam_is_the_same_update_up_to_rounding() -> None:
 
 def test_bf16_setting_resolves(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert bf16_enabled("on", cpu) and not bf16_enabled("off", cpu)
+    assert bf16_enabled("on", cpu, 32) and not bf16_enabled("off", cpu, 1024)
     monkeypatch.setattr(learner, "cpu_has_bf16", lambda: True)
-    assert bf16_enabled("auto", cpu) and not bf16_enabled("auto", gpu)  # auto: CPUs with bf16 hardware only
+    assert bf16_enabled("auto", cpu, 1024)
+    assert not bf16_enabled("auto", gpu, 1024)  # auto: CPUs with bf16 hardware only
+    assert not bf16_enabled("auto", cpu, 32)  # and not the paper's one-episode steps
     monkeypatch.setattr(learner, "cpu_has_bf16", lambda: False)  # AMD before Zen 4, older Intel
-    assert not bf16_enabled("auto", cpu)
+    assert not bf16_enabled("auto", cpu, 1024)
     with learner_autocast(True, cpu):
         assert torch.is_autocast_enabled("cpu")
     with learner_autocast(False, cpu):

@@ -152,8 +152,8 @@ def _learner_settings(quick: bool, prior: Any) -> list[BenchResult]:
     shapes = (("paper", 32), ("fast", 1024))
     for name, batch_size in shapes:
         variants: dict[str, dict[str, Any]] = {
-            "per-tensor Adam": {"fused_adam": False},
-            "fused Adam": {"fused_adam": True},
+            "per-tensor Adam": {"fused_adam": False, "learner_bf16": "off"},
+            "fused Adam": {"fused_adam": True, "learner_bf16": "off"},
         }
         if name == "fast":
             variants["fused Adam + bf16 autocast"] = {"fused_adam": True, "learner_bf16": "on"}

@@ -106,14 +106,18 @@ def cpu_has_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def bf16_enabled(setting: str, device: torch.device) -> bool:
+BF16_MIN_BATCH = 256  # transitions per gradient step below which ``auto`` keeps fp32
+
+
+def bf16_enabled(setting: str, device: torch.device, batch_size: int) -> bool:
     """Resolve ``learner_bf16``: ``on``, ``off``, or ``auto`` = on for a CPU with bf16 hardware only.
 
     ``auto`` stays off on GPUs and on CPUs without AMX/AVX512-BF16 (AMD before Zen 4, older Intel), where
-    bf16 would be emulated and slower.
+    bf16 would be emulated and slower, and for gradient steps under :data:`BF16_MIN_BATCH` transitions (the
+    paper's one-episode steps), where the casts cost more than the bf16 kernels save.
     """
     if setting == "auto":
-        return device.type == "cpu" and cpu_has_bf16()
+        return device.type == "cpu" and batch_size >= BF16_MIN_BATCH and cpu_has_bf16()
     return setting == "on"
 
 

@@ -152,7 +152,7 @@ class ValueLearner:
         self.q_net, self.reward_rnn = prior_copies(prior, device)
         self.target_net = copy.deepcopy(self.reward_rnn)
         self.optimizer = make_adam(self.q_net, cfg.learning_rate, cfg.fused_adam)
-        self.bf16 = bf16_enabled(cfg.learner_bf16, device)
+        self.bf16 = bf16_enabled(cfg.learner_bf16, device, cfg.batch_size)
         self.replay = EpisodeReplay(cfg.replay_size, episode_length)
 
     def make_env(self, domain: Domain, n_envs: int) -> BatchedEnv:
