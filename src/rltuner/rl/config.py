@@ -56,7 +56,7 @@ class TuneConfig:
         "differently); false: the per-tensor loop"
     )  # fmt: skip
     learner_bf16: str = field(
-        "auto", "bf16 autocast of the value learner's forwards and backward: auto (on where the CPU has AMX or "
+        "off", "bf16 autocast of the value learner's forwards and backward: auto (on where the CPU has AMX or "
         "AVX512-BF16 and batch_size >= 256) | on | off (docs/tuning.md, Performance)"
     )  # fmt: skip
     tensorboard: bool = field(True, "also write TensorBoard event files to RUN_DIR/tb")
