@@ -297,3 +297,53 @@ def test_table_percentages_never_use_scientific_notation() -> None:
     assert _pct(0.000537, "notes_not_in_key") == "0.0537%"
     assert _pct(0.0, "notes_excessively_repeated") == "0%"
     assert _pct(-0.1234, "mean_autocorrelation_lag_1") == "-0.12"
+
+
+def _muspy_reference(melodies: np.ndarray) -> dict[str, float]:
+    """muspy's own functions on one muspy.Music per melody (what muspy_metrics computes at once)."""
+    import math
+    import warnings
+
+    import muspy
+
+    from rltuner.evaluation.evaluate import melody_to_muspy
+
+    funcs = {
+        "pitch_class_entropy": muspy.pitch_class_entropy,
+        "pitch_entropy": muspy.pitch_entropy,
+        "scale_consistency": muspy.scale_consistency,
+        "pitch_in_scale_rate_c_major": lambda m: muspy.pitch_in_scale_rate(m, 0, "major"),
+        "pitch_range": muspy.pitch_range,
+        "n_pitches_used": muspy.n_pitches_used,
+        "n_pitch_classes_used": muspy.n_pitch_classes_used,
+        "empty_beat_rate": muspy.empty_beat_rate,
+    }
+    values: dict[str, list[float]] = {k: [] for k in funcs}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for mel in melodies:
+            music = melody_to_muspy(mel)
+            for k, fn in funcs.items():
+                values[k].append(float(fn(music)))
+    return {k: float(np.nanmean(v)) if np.isfinite(v).any() else math.nan for k, v in values.items()}
+
+
+@pytest.mark.parametrize("style", ["uniform", "holds", "rests", "silent", "one"])
+def test_muspy_metrics_equal_muspys_own(style: str) -> None:
+    from rltuner.evaluation.evaluate import muspy_metrics
+
+    rng = np.random.default_rng(len(style))
+    if style == "uniform":
+        mel = rng.integers(0, 38, size=(60, 32))
+    elif style == "holds":  # long notes: beats covered by holds, notes ending on beat boundaries
+        mel = rng.choice(np.array([1, 1, 1, 1, 1, 14, 21, 0]), size=(60, 32))
+    elif style == "rests":  # mostly silence: empty beats, melodies without notes (NaN, skipped)
+        mel = rng.choice(np.array([0, 0, 0, 1, 1, 30]), size=(60, 17))
+    elif style == "silent":
+        mel = np.zeros((3, 8), dtype=np.int64)
+    else:
+        mel = np.array([[1, 1, 14, 1, 1, 1, 0, 1]])
+    got, want = muspy_metrics(mel), _muspy_reference(mel)
+    assert got.keys() == want.keys()
+    for k in want:
+        assert got[k] == pytest.approx(want[k], rel=1e-12, abs=1e-12, nan_ok=True), k

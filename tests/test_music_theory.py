@@ -406,3 +406,53 @@ def test_benchmark_quick() -> None:
     results = measure(quick=True)
     assert [r["unit"] for r in results] == ["melody-steps/s", "s", "ms"]
     assert all(r["value"] > 0 and r["met"] is None for r in results)
+
+
+# ---------------------------------------------------------------------------------- one-melody fast path
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches(), st.sampled_from(["C major", "A minor", "F# major"]), st.integers(3, 10))
+def test_one_melody_path_equals_batched_path(
+    batch: tuple[list[list[int]], int], key_mode: str, motif_length: int
+) -> None:
+    """B = 1 takes the scalar path (_advance_one): same values to the bit and the same state as B > 1."""
+    melodies, length = batch
+    key, mode = key_mode.split()
+    cfg = RewardConfig(length=length, key=key, mode=mode, motif_length=motif_length)  # type: ignore[arg-type]
+    weights = {"autocorrelation": 0.5, "leaps": 0.0, "motif": 2.0}
+    arr = np.array([*melodies, [1] * len(melodies[0])], dtype=np.int64)  # B >= 2: the batched path
+    batched = MusicTheoryReward(cfg, weights=weights)
+    state = batched.reset(len(arr))
+    expected = [batched.step_by_rule(state, arr[:, t]) for t in range(arr.shape[1])]
+    for i, melody in enumerate(arr):
+        one = MusicTheoryReward(cfg, weights=weights)
+        by_rule, total = one.reset(1), one.reset(1)
+        for t, a in enumerate(melody):
+            got = one.step_by_rule(by_rule, np.array([a]))
+            assert {k: v.tolist() for k, v in got.items()} == {k: [v[i]] for k, v in expected[t].items()}
+            assert one.step(total, np.array([a])).tolist() == [sum(expected[t][k][i] for k in RULE_NAMES)]
+        for name in ("history", "direction", "leapt_from", "since", "prev_note", "rep_count", "rep_gap",
+                     "tail_holds", "tail_rests", "sum_x", "sum_x2", "lag_products", "window_codes"):  # fmt: skip
+            assert getattr(total, name).tolist() == [getattr(state, name)[i].tolist()], name
+
+
+def test_one_melody_path_on_the_reference() -> None:
+    """The scalar path against the independent reference implementation, on many random melodies."""
+    rng = np.random.default_rng(11)
+    pool = np.array([0, 1, 1, 14, 16, 21, 26, 2, 33])
+    melodies = np.concatenate([rng.integers(0, 38, size=(30, 32)), rng.choice(pool, size=(30, 32))])
+    reward = MusicTheoryReward()
+    for melody in melodies:
+        state = reward.reset(1)
+        got = [float(reward.step(state, np.array([a]))[0]) for a in melody]
+        assert got == [s["total"] for s in reference_rewards(melody.tolist())]
+
+
+def test_one_melody_path_rejects_bad_actions() -> None:
+    reward = MusicTheoryReward(RewardConfig(length=2))
+    state = reward.reset(1)
+    with pytest.raises(InvalidMelodyError, match=r"classes 0\.\.37"):
+        reward.step(state, np.array([38]))
+    reward.step(state, np.array([14]))
+    reward.step(state, np.array([14]))
+    with pytest.raises(InvalidMelodyError, match="already have all 2 steps"):
+        reward.step(state, np.array([1]))

@@ -41,6 +41,28 @@ def test_forward_equals_repeated_step(cfg: dict) -> None:
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "cfg", ARCHS, ids=lambda c: f"{c['arch']}-{c.get('num_layers', 1)}-{c.get('context', '')}"
+)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_stepper_equals_step_exactly(cfg: dict, batch: int) -> None:
+    """The stepper (the RL environment's path: preallocated for the LSTM) gives step's logits to the bit."""
+    model = _model(cfg)
+    tokens = torch.randint(0, 38, (batch, 20), generator=torch.Generator().manual_seed(2))
+    state = model.initial_state(batch)
+    with torch.no_grad():
+        step = model.stepper(batch)
+        for t in range(tokens.shape[1]):
+            expected, state = model.step(tokens[:, t], state)
+            assert torch.equal(step(tokens[:, t]), expected), t
+
+
+def test_stepper_rejects_a_sequence() -> None:
+    step = _model(ARCHS[0]).stepper(2)
+    with pytest.raises(ValueError, match="shape"):
+        step(torch.zeros(2, 3, dtype=torch.int64))
+
+
 @pytest.mark.parametrize("arch", ["lstm", "gru", "transformer"])
 def test_forward_continues_from_a_state(arch: str) -> None:
     model = _model({"arch": arch, "hidden_size": 16, "num_heads": 2})

@@ -22,6 +22,29 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# CPU features the speed depends on: AVX-512 for the fp32 kernels, AMX / AVX512-BF16 for bf16 autocast.
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_flags() -> list[str]:
+    """Which of :data:`SPEED_FLAGS` the CPU has (``/proc/cpuinfo``; empty where it cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return [f for f in SPEED_FLAGS if f in present]
+    except OSError:
+        pass
+    return []
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 1)
+    except (OSError, AttributeError):
+        return None
+
+
 def _memory_gib() -> float | None:
     try:
         return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) / 2**30
@@ -36,6 +59,8 @@ def machine_info() -> dict[str, Any]:
     mem = _memory_gib()
     return {
         "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "load_average": _load_average(),
         "cores": os.cpu_count(),
         "memory_gib": None if mem is None else round(mem, 1),
         "torch_threads": torch.get_num_threads(),
@@ -46,10 +71,17 @@ def machine_info() -> dict[str, Any]:
 
 
 def machine_description(info: dict[str, Any] | None = None) -> str:
-    """:func:`machine_info` in one line (CPU model, cores, memory, Python and torch versions, threads)."""
+    """:func:`machine_info` in one line (CPU model and speed flags, cores, memory, Python and torch versions,
+    threads, the load average when the record was made)."""
     m = info if info is not None else machine_info()
     mem = f", {m['memory_gib']:.0f} GiB RAM" if m.get("memory_gib") is not None else ""
+    flags = m.get("cpu_flags")
+    flag_text = "" if flags is None else f" (flags: {' '.join(flags) or 'none of ' + ' '.join(SPEED_FLAGS)})"
+    load = m.get("load_average")
+    load_text = (
+        "" if load is None else f"; load average {load:.1f} (other processes shared the CPU when above 0)"
+    )
     return (
-        f"{m['cpu']}, {m['cores']} cores{mem}; {m['system']}; "
-        f"Python {m['python']}, torch {m['torch']} ({m['torch_threads']} threads)"
+        f"{m['cpu']}{flag_text}, {m['cores']} cores{mem}; {m['system']}; "
+        f"Python {m['python']}, torch {m['torch']} ({m['torch_threads']} threads){load_text}"
     )

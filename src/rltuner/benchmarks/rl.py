@@ -68,6 +68,142 @@ def _acting(quick: bool, prior: Any, prior_name: str) -> list[BenchResult]:
     return results
 
 
+ORIGINAL_PAPER_RATE = 232.0  # env steps/s of the original TensorFlow code, paper schedule (issue #15)
+
+
+def _per_call_us(fn: Any, n: int) -> float:
+    fn()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def _one_melody_paths(quick: bool, prior: Any, prior_name: str) -> list[BenchResult]:
+    """The paper schedule's hot paths at one melody, each beside the path it replaced, in the same run."""
+    import numpy as np
+    import torch
+
+    from rltuner.rewards.music_theory import MusicTheoryReward, sum_in_order
+
+    n = 64 if quick else 2_000
+    reward = MusicTheoryReward()
+    melody = np.random.default_rng(0).integers(0, 38, size=(n, 32))
+
+    def score(one_melody: bool) -> None:
+        for row in melody[: max(1, n // 32)]:
+            state = reward.reset(1)
+            for a in row:
+                x = np.array([a])
+                sum_in_order(reward._advance_one(state, x)) if one_melody else sum(reward._advance(state, x))
+
+    calls = max(1, n // 32) * 32
+    batched_us, one_us = (
+        _per_call_us(lambda: score(False), 1) / calls,
+        _per_call_us(lambda: score(True), 1) / calls,
+    )
+    tokens = [torch.tensor([int(a)]) for a in melody[:, 0]]
+    with torch.no_grad():
+        state = [prior.initial_state(1), prior.initial_state(1)]
+        q_step, p_step = prior.stepper(1), prior.stepper(1)
+        feed = iter(tokens * 3)
+
+        def generic() -> None:
+            tok = next(feed)
+            _, state[0] = prior.step(tok, state[0])
+            _, state[1] = prior.step(tok, state[1])
+
+        def fast() -> None:
+            tok = next(feed)
+            q_step(tok)
+            p_step(tok)
+
+        step_us, stepper_us = _per_call_us(generic, n - 1), _per_call_us(fast, n - 1)
+    threads = f"{torch.get_num_threads()} threads"
+    return [
+        BenchResult(
+            name="music-theory reward at one melody (the paper schedule's per-step reward)",
+            value=one_us, unit="us/step", goal="", met=None,
+            detail=f"one-melody path {one_us:.1f} us vs the batched path at B = 1 {batched_us:.1f} us: "
+            f"{batched_us / one_us:.1f}x (the same values, tested); {threads}",
+        ),
+        BenchResult(
+            name="both networks' steps at one melody (Q-network + Reward RNN)",
+            value=stepper_us, unit="us/step", goal="", met=None,
+            detail=f"Prior.stepper (preallocated) {stepper_us:.0f} us vs Prior.step {step_us:.0f} us: "
+            f"{step_us / stepper_us:.2f}x (the same logits to the bit); {prior_name}, {threads}",
+        ),
+    ]  # fmt: skip
+
+
+def _learner_settings(quick: bool, prior: Any) -> list[BenchResult]:
+    """One gradient step at the paper's shape (1 episode) and the fast preset's (32 episodes), per setting."""
+    import numpy as np
+    import torch
+
+    from rltuner.domains.music import music_domain
+    from rltuner.rl.config import preset
+    from rltuner.rl.learner import cpu_has_bf16
+    from rltuner.rl.targets import get_algorithm
+    from rltuner.rl.tuner import ValueLearner
+
+    domain = music_domain(prior)
+    results: list[BenchResult] = []
+    shapes = (("paper", 32), ("fast", 1024))
+    for name, batch_size in shapes:
+        variants: dict[str, dict[str, Any]] = {
+            "per-tensor Adam": {"fused_adam": False, "learner_bf16": "off"},
+            "fused Adam": {"fused_adam": True, "learner_bf16": "off"},
+        }
+        if name == "fast":
+            variants["fused Adam + bf16 autocast"] = {"fused_adam": True, "learner_bf16": "on"}
+        times: dict[str, float] = {}
+        for label, settings in variants.items():
+            cfg = preset(name, batch_size=batch_size, **settings)
+            learner = ValueLearner(prior, get_algorithm("q"), cfg, torch.device("cpu"), 32)
+            env = learner.make_env(domain, batch_size // 32)
+            batch = env.rollout(learner.actor(torch.Generator().manual_seed(0), 0), np.random.default_rng(0))
+            reps = 3 if quick else (200 if name == "paper" else 20)
+            times[label] = _per_call_us(lambda learner=learner, batch=batch: learner.step(batch), reps) / 1e3
+        base = times["per-tensor Adam"]
+        ratios = "; ".join(f"{k} {v:.2f} ms ({base / v:.2f}x)" for k, v in times.items())
+        bf16_note = "" if name == "paper" else f"; CPU bf16 hardware (AMX/AVX512-BF16): {cpu_has_bf16()}"
+        results.append(
+            BenchResult(
+                name=f"one gradient step, {name} preset's shape ({batch_size // 32} episodes x 32 steps)",
+                value=times["fused Adam"],
+                unit="ms",
+                goal="",
+                met=None,
+                detail=f"{ratios}{bf16_note}; {torch.get_num_threads()} threads",
+            )
+        )
+    return results
+
+
+def _paper_preset(quick: bool, prior: Any, prior_name: str) -> BenchResult:
+    import torch
+
+    from rltuner.domains.music import music_domain
+    from rltuner.rl.config import preset
+    from rltuner.rl.tuner import tune
+
+    steps = 640 if quick else 16_000
+    cfg = preset("paper", total_steps=steps, eval_every=0, eval_episodes=1, progress=False, tensorboard=False)
+    t0 = time.perf_counter()
+    tune(cfg, music_domain(prior))
+    rate = steps / (time.perf_counter() - t0)
+    return BenchResult(
+        name=f"--preset paper (1 environment, batch 32, a gradient step every 5 env steps), {steps:,} env steps",
+        value=rate,
+        unit="env steps/s",
+        goal=f">= 1,100 env steps/s (5x the original's {ORIGINAL_PAPER_RATE:.0f})",
+        met=rate >= 1_100 if not quick else None,
+        detail=f"{rate / ORIGINAL_PAPER_RATE:.2f}x the original's {ORIGINAL_PAPER_RATE:.0f} env steps/s (measured "
+        f"side by side on this machine class, issue #15); {prior_name}, {torch.get_num_threads()} threads",
+    )
+
+
 def _full_budget(quick: bool, prior: Any, prior_name: str) -> tuple[list[BenchResult], float]:
     from rltuner.domains.music import music_domain
     from rltuner.rl.config import preset
@@ -161,6 +297,9 @@ def measure(quick: bool = False) -> list[BenchResult]:
     """
     prior, prior_name = _prior()
     results = _acting(quick, prior, prior_name)
+    results += _one_melody_paths(quick, prior, prior_name)
+    results.append(_paper_preset(quick, prior, prior_name))
+    results += _learner_settings(quick, prior)
     budget, _ = _full_budget(quick, prior, prior_name)
     results += budget
     results.append(_profile(quick, prior))

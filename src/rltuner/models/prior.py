@@ -18,6 +18,7 @@ States are tuples of tensors. In every rltuner prior each state tensor has the b
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,6 +30,8 @@ from rltuner.encoding import NUM_CLASSES
 from rltuner.errors import ConfigError
 
 State = tuple[Tensor, ...]
+Stepper = Callable[[Tensor], Tensor]
+"""``stepper(tokens (B,)) -> logits (B, V)``: :meth:`Prior.stepper`, one step with the state kept inside."""
 Arch = Literal["lstm", "gru", "transformer"]
 
 # arch name -> "module:class"; imported lazily so a GRU user never imports the Transformer module.
@@ -106,6 +109,22 @@ class Prior(torch.nn.Module):
     def step(self, tokens: Tensor, state: State) -> tuple[Tensor, State]:
         """Advance B sequences by one token: int64 (B,) -> logits (B, V) and the new state."""
         raise NotImplementedError
+
+    def stepper(self, batch_size: int, device: torch.device | str | None = None) -> Stepper:
+        """A closure that steps B sequences from :meth:`initial_state`, keeping the state itself.
+
+        ``stepper(tokens (B,)) -> logits (B, V)`` equals :meth:`step` on the state so far. It may precompute
+        from the weights and reuse its buffers, so it is only valid while the weights do not change, and the
+        logits it returns only until its next call (the RL environment builds one per rollout, under
+        ``torch.no_grad``). This default wraps :meth:`step`; the LSTM overrides it with a preallocated path.
+        """
+        state = [self.initial_state(batch_size, device)]
+
+        def step(tokens: Tensor) -> Tensor:
+            logits, state[0] = self.step(tokens, state[0])
+            return logits
+
+        return step
 
     def model_config(self) -> dict[str, Any]:
         """Everything needed to rebuild this model with :func:`build_prior` (weights aside)."""

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rltuner.models.prior import ModelConfig, Prior, State
+from rltuner.models.prior import ModelConfig, Prior, State, Stepper
 
 
 class _RNNPrior(Prior):
@@ -114,6 +114,42 @@ class LSTMPrior(_RNNPrior):
         assert x is not None
         logits = torch.addmm(self.out.bias, x, self.out.weight.t())  # (B, V)
         return logits, (_stack(hs), _stack(cs))
+
+    @torch.no_grad()
+    def stepper(self, batch_size: int, device: torch.device | str | None = None) -> Stepper:
+        """:meth:`step` with its state, input table and every intermediate preallocated (one layer).
+
+        The same kernels on the same operands as :meth:`step` (so the same logits to the bit), but no
+        allocation and no table rebuild per call: at one melody (the paper's schedule) the step is a dozen
+        small kernels whose cost is mostly allocation and dispatch. Multi-layer LSTMs use the generic wrapper.
+        """
+        if self.num_layers != 1:
+            return super().stepper(batch_size, device)
+        h_state, c_state = self.initial_state(batch_size, device)
+        h, c = h_state[0], c_state[0]  # (B, H), updated in place
+        hsz = self.hidden_size
+        table = self._input_table(with_hh_bias=True)  # (V, 4H), fixed while the weights are
+        # Detached views (no autograd, no copy): the same operands, hence the same kernels, as step's.
+        w_hh_t = cast(Tensor, self.rnn.weight_hh_l0).detach().t()
+        w_out_t, b_out = self.out.weight.detach().t(), self.out.bias.detach()
+        gates = table.new_empty(batch_size, 4 * hsz)
+        sig = torch.empty_like(gates)
+        g = table.new_empty(batch_size, hsz)
+        tanh_c = torch.empty_like(g)
+        logits = table.new_empty(batch_size, self.vocab_size)
+
+        def step(tokens: Tensor) -> Tensor:
+            self._check_tokens(tokens, 1)
+            torch.index_select(table, 0, tokens, out=gates)
+            gates.addmm_(h, w_hh_t)
+            torch.sigmoid(gates, out=sig)
+            torch.tanh(gates[:, 2 * hsz : 3 * hsz], out=g)
+            c.mul_(sig[:, hsz : 2 * hsz]).addcmul_(sig[:, :hsz], g)
+            torch.tanh(c, out=tanh_c)
+            torch.mul(sig[:, 3 * hsz :], tanh_c, out=h)
+            return torch.addmm(b_out, h, w_out_t, out=logits)
+
+        return step
 
 
 class GRUPrior(_RNNPrior):

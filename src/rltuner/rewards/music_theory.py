@@ -303,6 +303,13 @@ class MusicTheoryReward:
         )
         self._leap_values = np.array([-cfg.leap_reward, 0.0, cfg.leap_reward])  # indexed by outcome + 1
         self._code_mask = np.int64((1 << (BITS_PER_CLASS * w)) - 1)
+        # The same tables as Python lists, for the one-melody path (_advance_one).
+        self._code_mask_int = (1 << (BITS_PER_CLASS * w)) - 1
+        self._key_list: list[float] = self._key_values.tolist()
+        self._interval_list: list[float] = self._interval_values.tolist()
+        self._motif_list: list[float] = self._motif_values.tolist()
+        self._repeat_list: list[float] = self._repeat_values.tolist()
+        self._leap_list: list[float] = self._leap_values.tolist()
 
     # ----------------------------------------------------------------------------------------- incremental
     def reset(self, batch_size: int) -> RewardState:
@@ -341,6 +348,8 @@ class MusicTheoryReward:
         Raises:
             InvalidMelodyError: wrong shape, a class outside 0..37, or the melodies already have L steps.
         """
+        if state.batch_size == 1 and not self.custom_rules:
+            return np.array([sum_in_order(self._advance_one(state, actions))])
         values = self._advance(state, actions)
         total = values[0]
         for v in values[1:]:
@@ -349,7 +358,148 @@ class MusicTheoryReward:
 
     def step_by_rule(self, state: RewardState, actions: np.ndarray) -> dict[str, FloatArray]:
         """Like :meth:`step`, but returns each rule's (B,) weighted value (they sum to ``step``'s total)."""
+        if state.batch_size == 1 and not self.custom_rules:
+            one = self._advance_one(state, actions)
+            return {name: np.array([v]) for name, v in zip(self.rule_names, one, strict=True)}
         return dict(zip(self.rule_names, self._advance(state, actions), strict=True))
+
+    def _advance_one(self, s: RewardState, actions: np.ndarray) -> list[float]:
+        """:meth:`_advance` for one melody (B = 1) in plain Python scalars: the same rules, the same float64
+        operations in the same order, so the same values to the last bit, at a fraction of the cost (numpy's
+        per-call overhead dominates at B = 1: the paper's schedule plays one melody at a time).
+
+        Returns the nine weighted rule values as floats; advances ``s`` exactly as :meth:`_advance` does.
+        """
+        arr = np.asarray(actions)
+        if arr.shape != (1,) or arr.dtype != np.int64:
+            arr = self._check_actions(s, arr)
+        a = int(arr[0])
+        if s.t >= s.length or not 0 <= a < NUM_CLASSES:
+            self._check_actions(s, arr)  # raises the usual error
+        cfg = self.config
+        t, length = s.t, s.length
+        prev = int(s.prev_note[0])
+        real = a >= FIRST_NOTE_CLASS
+        hold = a == NO_EVENT
+        rest = a == NOTE_OFF
+        s.history[0, t] = a
+        hist: list[int] = s.history[0, : t + 1].tolist()
+
+        v_key = self._key_list[a]
+
+        f = length - 4
+        if t in (0, f):
+            v_tonic = cfg.tonic_bonus if a == self.tables.tonic else 0.0
+        elif t == f + 1:
+            v_tonic = cfg.tonic_bonus if hold else 0.0
+        elif t > f + 1:
+            v_tonic = cfg.tonic_bonus if hold or rest else 0.0
+        else:
+            v_tonic = 0.0
+
+        rep_count, rep_gap = int(s.rep_count[0]), bool(s.rep_gap[0])
+        tail_holds, tail_rests = int(s.tail_holds[0]), int(s.tail_rests[0])
+        same = a == prev
+        if hold:
+            n, gap = tail_holds, tail_rests > 0
+        elif rest:
+            n, gap = tail_rests, tail_holds > 0
+        else:
+            n, gap = (rep_count if same else 0), rep_gap
+        fire = n > (cfg.repeat_limit_with_gaps if gap else cfg.repeat_limit)
+        fire = fire or (rest and n > cfg.rest_repeat_limit)
+        v_rep = -cfg.repetition_penalty if fire else 0.0
+        tail_any = (tail_holds + tail_rests) > 0
+        s.rep_count[0] = rep_count + 1 if same else (1 if real else rep_count)
+        s.rep_gap[0] = (rep_gap if same else tail_any) if real else True
+        s.tail_holds[0] = 0 if real else tail_holds + hold
+        s.tail_rests[0] = 0 if real else tail_rests + rest
+        if real:
+            s.prev_note[0] = a
+
+        n_len = t + 1
+        sum_x = int(s.sum_x[0]) + a
+        sum_x2 = int(s.sum_x2[0]) + a * a
+        s.sum_x[0], s.sum_x2[0] = sum_x, sum_x2
+        penalty = 0.0
+        for k, lag in enumerate(cfg.autocorrelation_lags):
+            if t < lag:
+                continue
+            lag_product = int(s.lag_products[0, k]) + a * hist[t - lag]
+            s.lag_products[0, k] = lag_product
+            head, tail = sum(hist[:lag]), sum(hist[n_len - lag : n_len])
+            num = n_len * n_len * lag_product - n_len * sum_x * (2 * sum_x - head - tail)
+            num += (n_len - lag) * sum_x * sum_x
+            den = n_len * (n_len * sum_x2 - sum_x * sum_x)
+            if self._thr_den * abs(num) > self._thr_num * den:
+                penalty = penalty + cfg.autocorrelation_scale * abs(num / max(den, 1))
+        v_auto = 0.0 - penalty
+
+        w = cfg.motif_length
+        code = ((int(s.window_codes[0, t - 1]) << BITS_PER_CLASS) | a) & self._code_mask_int if t else a
+        s.window_codes[0, t] = code
+        v_motif = v_repeat = 0.0
+        if t >= w - 1:
+            u = len({c for c in hist[t - w + 1 :] if c >= FIRST_NOTE_CLASS})
+            v_motif = self._motif_list[u]
+            earlier: list[int] = s.window_codes[0, w - 1 : t - w + 1].tolist() if t >= 2 * w - 1 else []
+            if u >= cfg.motif_min_notes and code in earlier:
+                v_repeat = self._repeat_list[u]
+
+        v_int = self._interval_list[self._interval_class_one(prev, a)]
+
+        v_leap = 0.0
+        if t:
+            direction, leapt_from, since = int(s.direction[0]), int(s.leapt_from[0]), int(s.since[0])
+            leap = real and prev >= 0 and abs(a - prev) >= cfg.leap_size
+            dir_now = 1 if a > prev else -1
+            pending = direction != 0
+            back = leap and pending and dir_now != direction
+            doubled = leap and pending and dir_now == direction
+            gradual = (
+                real
+                and not leap
+                and ((direction == 1 and a <= leapt_from) or (direction == -1 and a >= leapt_from))
+            )
+            resolved = (back and since > cfg.leap_min_steps_between) or gradual
+            if leap and not pending:
+                s.direction[0], s.leapt_from[0] = dir_now, prev
+            elif back or gradual:
+                s.direction[0], s.leapt_from[0] = 0, -1
+            s.since[0] = 0 if leap else since + 1
+            v_leap = self._leap_list[int(resolved) - int(doubled) + 1]
+
+        v_ext = 0.0
+        if t == length - 1:
+            top = max(hist)
+            low = min(c if c >= FIRST_NOTE_CLASS else NUM_CLASSES for c in hist)
+            v_ext = (cfg.extremes_bonus if hist.count(top) == 1 else 0.0) + (
+                cfg.extremes_bonus if hist.count(low) == 1 else 0.0
+            )
+
+        s.t = t + 1
+        values = [v_key, v_tonic, v_rep, v_auto, v_motif, v_repeat, v_int, v_leap, v_ext]
+        for i, name in enumerate(RULE_NAMES):
+            weight = self.weights[name]
+            if weight != 1.0:
+                values[i] = 0.0 if weight == 0.0 else values[i] * weight
+        return values
+
+    def _interval_class_one(self, prev: int, a: int) -> int:
+        """:func:`~rltuner.rewards.rules.interval_class` of one step."""
+        if prev < 0:
+            return IV_NONE
+        after = bool(self.tables.tonic_or_fifth[prev])
+        if a == NOTE_OFF:
+            return IV_REST_AFTER if after else IV_REST
+        if a == NO_EVENT:
+            return IV_HOLD_AFTER if after else IV_HOLD
+        d = abs(a - prev)
+        if d == 7 and after:
+            return IV_FIFTH_IN_KEY
+        if d == self.tables.third and self.tables.tonic_or_third[prev]:
+            return IV_THIRD_IN_KEY
+        return d
 
     def _advance(self, s: RewardState, actions: np.ndarray) -> list[FloatArray]:
         a = self._check_actions(s, actions)
@@ -530,6 +680,14 @@ class MusicTheoryReward:
         if by_rule:
             return {k: v[0] if single else v for k, v in per_rule.items()}
         return total[0] if single else total
+
+
+def sum_in_order(values: list[float]) -> float:
+    """``values[0] + values[1] + ...`` left to right (the order the batched path adds the rules in)."""
+    total = values[0]
+    for v in values[1:]:
+        total = total + v
+    return total
 
 
 def music_theory_rewards(

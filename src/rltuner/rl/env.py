@@ -12,12 +12,13 @@ are masked out (``mask`` false), carry no reward and no loss. The rollout stops 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from rltuner.domains.base import PrimerSampler, SequenceReward
+from rltuner.models.prior import Stepper
 from rltuner.rl.replay import EpisodeBatch
 
 ActFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -90,16 +91,17 @@ class BatchedEnv:
         log_p = torch.zeros(B, L, dtype=torch.float32, device=self.device)
         mask = torch.zeros(B, L, dtype=torch.bool)
         alive = torch.ones(B, dtype=torch.bool)  # not yet ended (CPU)
-        q_state = self.q_net.initial_state(B, device=self.device)
-        p_state = self.reward_rnn.initial_state(B, device=self.device)
+        # Steppers keep the recurrent states and may precompute from the weights: valid for this rollout,
+        # as the weights change only between rollouts.
+        q_step = stepper(self.q_net, B, self.device)
+        p_step = stepper(self.reward_rnn, B, self.device)
         reward_state = self.reward.reset(B)
         prev = primers.to(self.device)
         pad = torch.full((B,), self.pad_token, dtype=torch.int64)
         for t in range(L):
             # Both networks read the previous token: their outputs are the values at state s_t.
-            outputs, q_state = self.q_net.step(prev, q_state)  # (B, V)
-            prior_logits, p_state = self.reward_rnn.step(prev, p_state)  # (B, V)
-            prior_log_p = torch.log_softmax(prior_logits.float(), dim=-1)
+            outputs = q_step(prev)  # (B, V)
+            prior_log_p = torch.log_softmax(p_step(prev).float(), dim=-1)  # (B, V)
             actions_cpu = torch.where(alive, act(outputs, prior_log_p).cpu(), pad)  # (B,)
             actions = actions_cpu.to(self.device)
             mask[:, t] = alive
@@ -112,3 +114,17 @@ class BatchedEnv:
                 if not bool(alive.any()):
                     break
         return EpisodeBatch(tokens, torch.from_numpy(reward).float(), log_p.cpu(), mask)
+
+
+def stepper(net: Any, batch_size: int, device: torch.device) -> Stepper:
+    """``net.stepper`` (:meth:`~rltuner.models.prior.Prior.stepper`), or the same over ``net.step`` for a
+    network that only has the step interface."""
+    if hasattr(net, "stepper"):
+        return cast(Stepper, net.stepper(batch_size, device))
+    state = [net.initial_state(batch_size, device=device)]
+
+    def step(tokens: torch.Tensor) -> torch.Tensor:
+        logits, state[0] = net.step(tokens, state[0])
+        return cast(torch.Tensor, logits)
+
+    return step

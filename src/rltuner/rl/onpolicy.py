@@ -20,7 +20,7 @@ from rltuner.errors import ConfigError
 from rltuner.rl.actors import sampling_actor
 from rltuner.rl.config import TuneConfig
 from rltuner.rl.env import ActFn, BatchedEnv
-from rltuner.rl.learner import gradient_step, prior_copies
+from rltuner.rl.learner import gradient_step, make_adam, prior_copies
 from rltuner.rl.policy_gradient import PolicyBatch, PolicySettings
 from rltuner.rl.replay import EpisodeBatch
 from rltuner.rl.targets import Algorithm
@@ -66,7 +66,7 @@ class PolicyLearner:
         self.device = device
         self.domain = domain
         self.q_net, self.reward_rnn = prior_copies(prior, device)
-        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=cfg.learning_rate)
+        self.optimizer = make_adam(self.q_net, cfg.learning_rate, cfg.fused_adam)
         self.group_size = cfg.group_size if algo.groups else 1
         self.baseline: float | None = None  # moving average of the return (reinforce-kl)
         self.last: dict[str, float] = {}

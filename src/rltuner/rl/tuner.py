@@ -35,7 +35,14 @@ from rltuner.models.sampling import kl_divergence
 from rltuner.rl.actors import epsilon_at, make_actor, sampling_actor
 from rltuner.rl.config import PRESETS, TuneConfig
 from rltuner.rl.env import ActFn, BatchedEnv
-from rltuner.rl.learner import Learner, gradient_step, prior_copies
+from rltuner.rl.learner import (
+    Learner,
+    bf16_enabled,
+    gradient_step,
+    learner_autocast,
+    make_adam,
+    prior_copies,
+)
 from rltuner.rl.onpolicy import PolicyLearner
 from rltuner.rl.policy import TunedPolicy, policy_checkpoint
 from rltuner.rl.replay import EpisodeBatch, EpisodeReplay
@@ -100,8 +107,8 @@ class TuneResult:
 @torch.no_grad()
 def soft_update(target: torch.nn.Module, online: torch.nn.Module, eta: float) -> None:
     """``theta- <- (1 - eta) theta- + eta theta`` for every parameter (in place)."""
-    for t, o in zip(target.parameters(), online.parameters(), strict=True):
-        t.lerp_(o, eta)
+    # One foreach call instead of a Python loop over the tensors (the same lerp kernel, the same values).
+    torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), eta)
 
 
 def evaluate_policy(
@@ -169,7 +176,8 @@ class ValueLearner:
         self.episode_length = episode_length
         self.q_net, self.reward_rnn = prior_copies(prior, device)
         self.target_net = copy.deepcopy(self.reward_rnn)
-        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=cfg.learning_rate)
+        self.optimizer = make_adam(self.q_net, cfg.learning_rate, cfg.fused_adam)
+        self.bf16 = bf16_enabled(cfg.learner_bf16, device, cfg.batch_size)
         self.replay = EpisodeReplay(cfg.replay_size, episode_length)
 
     def make_env(self, domain: Domain, n_envs: int) -> BatchedEnv:
@@ -203,15 +211,18 @@ class ValueLearner:
         tokens = batch.tokens.to(self.device)  # (E, L+1): primer, a_0 .. a_{L-1}
         actions = tokens[:, 1:]  # (E, L)
         # One forward over the whole sequence gives Q(s_t, .) for t = 0..L (position t has read token t).
-        online, _ = self.q_net(tokens)  # (E, L+1, V)
+        with learner_autocast(self.bf16, self.device):  # the networks only: targets and loss in fp32
+            online = self.q_net(tokens)[0].float()  # (E, L+1, V)
+            with torch.no_grad():
+                target_next = self.target_net(tokens)[0][:, 1:].float()  # (E, L, V): values at s_{t+1}
+                need_prior = algo.needs_prior_values or cfg.offset_by_prior
+                prior_logits = self.reward_rnn(tokens)[0].float() if need_prior else None  # (E, L+1, V)
         q_taken = online[:, :-1].gather(-1, actions[..., None]).squeeze(-1)  # (E, L)
         with torch.no_grad():
-            target_next = self.target_net(tokens)[0][:, 1:]  # (E, L, V): values at s_{t+1}
             prior_next = None
-            if algo.needs_prior_values or cfg.offset_by_prior:
-                prior_logits = self.reward_rnn(tokens)[0].float()  # (E, L+1, V)
+            if prior_logits is not None:
                 prior_next = torch.log_softmax(prior_logits[:, 1:], dim=-1)
-            if cfg.offset_by_prior:
+            if prior_logits is not None and cfg.offset_by_prior:
                 # Q = outputs - log sum_a exp(prior logits): a fixed per-state shift, so the network's
                 # initial Q is exactly log p(a|s) and the policy (a softmax, or an argmax) is unchanged.
                 offset = torch.logsumexp(prior_logits, dim=-1)  # (E, L+1)

@@ -1,0 +1,77 @@
+"""The learner's speed settings: fused Adam, bf16 autocast (auto / on / off), the foreach soft update."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rltuner.errors import ConfigError
+from rltuner.rl import learner
+from rltuner.rl.config import preset
+from rltuner.rl.learner import bf16_enabled, learner_autocast, make_adam
+from rltuner.rl.tuner import soft_update, tune
+from test_rl_support import tiny_prior, toy_domain
+
+SMALL = {
+    "total_steps": 512, "n_envs": 16, "batch_size": 64, "train_every": 32, "epsilon_steps": 256,
+    "eval_every": 0, "eval_episodes": 32, "progress": False, "tensorboard": False, "learning_rate": 1e-2,
+}  # fmt: skip
+
+
+def _grads_and_step(fused: bool) -> list[torch.Tensor]:
+    net = tiny_prior(1)
+    opt = make_adam(net, 1e-2, fused)
+    assert bool(opt.defaults["fused"]) is fused
+    for _ in range(3):
+        tokens = torch.randint(0, 38, (4, 9), generator=torch.Generator().manual_seed(5))
+        opt.zero_grad()
+        net(tokens)[0].square().mean().backward()
+        opt.step()
+    return [p.detach().clone() for p in net.parameters()]
+
+
+def test_fused_adam_is_the_same_update_up_to_rounding() -> None:
+    fused, loop = _grads_and_step(True), _grads_and_step(False)
+    for a, b in zip(fused, loop, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    assert any(not torch.equal(a, b) for a, b in zip(fused, tiny_prior(1).parameters(), strict=True))
+
+
+def test_bf16_setting_resolves(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert bf16_enabled("on", cpu, 32) and not bf16_enabled("off", cpu, 1024)
+    monkeypatch.setattr(learner, "cpu_has_bf16", lambda: True)
+    assert bf16_enabled("auto", cpu, 1024)
+    assert not bf16_enabled("auto", gpu, 1024)  # auto: CPUs with bf16 hardware only
+    assert not bf16_enabled("auto", cpu, 32)  # and not the paper's one-episode steps
+    monkeypatch.setattr(learner, "cpu_has_bf16", lambda: False)  # AMD before Zen 4, older Intel
+    assert not bf16_enabled("auto", cpu, 1024)
+    with learner_autocast(True, cpu):
+        assert torch.is_autocast_enabled("cpu")
+    with learner_autocast(False, cpu):
+        assert not torch.is_autocast_enabled("cpu")
+
+
+def test_bad_bf16_setting_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="learner_bf16 must be one of auto, on, off"):
+        preset("fast", learner_bf16="yes")
+
+
+def test_bf16_learner_trains_reproducibly_and_differs_from_fp32() -> None:
+    domain = toy_domain(tiny_prior(2))
+    runs = [tune(preset("fast", **SMALL, learner_bf16=b), domain) for b in ("on", "on", "off")]
+    on, again = (r.metrics[-1] for r in runs[:2])
+    assert on == {**again, "wall_s": on["wall_s"]}  # same seed, same result
+    assert on["loss"] is not None and torch.isfinite(torch.tensor(on["loss"]))
+    weights = [list(r.policy.q_net.parameters()) for r in runs]
+    assert all(p.dtype == torch.float32 for p in weights[0])  # autocast: fp32 weights, bf16 maths
+    assert any(not torch.equal(a, b) for a, b in zip(weights[0], weights[2], strict=True))
+
+
+def test_soft_update_is_the_lerp_of_every_tensor() -> None:
+    online, target = tiny_prior(3), tiny_prior(4)
+    expected = [t.detach().clone().lerp_(o.detach(), 0.25) for t, o in zip(target.parameters(), online.parameters(), strict=True)]  # fmt: skip
+    soft_update(target, online, 0.25)
+    for got, want, o in zip(target.parameters(), expected, online.parameters(), strict=True):
+        assert torch.equal(got, want)  # the same values as the per-tensor loop it replaced
+        assert not torch.equal(got, o)
