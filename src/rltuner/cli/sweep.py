@@ -9,8 +9,19 @@ import click
 from rltuner.cli.options import SEED
 from rltuner.sweep.trial import DEFAULT_MELODIES, DEFAULT_ROUNDS, DEFAULT_STEPS
 
+EXAMPLES = """
+Examples:
 
-@click.command("sweep")
+\b
+  rltuner sweep --dry-run                              # print the drawn configurations; needs no Ray
+  rltuner sweep --samples 24 --workers 2 --out runs/sweep
+  rltuner sweep --space my_space.toml --steps 300000 --melodies 2000 --out runs/small
+  rltuner sweep --resume --out runs/sweep              # continue after Ctrl-C
+  rltuner sweep --address ray://head:10001 --out /shared/sweep   # on a Ray cluster
+"""
+
+
+@click.command("sweep", epilog=EXAMPLES)
 @click.option(
     "--space",
     "space_path",
