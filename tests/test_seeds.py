@@ -59,6 +59,7 @@ def _evaluation(name: str, tonic: float, reward: float) -> ModelEvaluation:
     return ModelEvaluation(
         name=name, table1={"tonic_start": tonic}, counts={"melodies": 10.0}, mean_log_p=-1.0,
         mean_task_reward=reward, mean_kl=0.0, diversity={"distinct_melodies": 1.0}, copying=math.nan, muspy={},
+        top_opening="C4 - - - - - G4 E4",
     )  # fmt: skip
 
 
@@ -77,6 +78,13 @@ def test_mean_sd_rows_use_the_one_table_formatter() -> None:
     )  # not measured: no spread printed
     tonic = next(cells for label, cells in mean_sd_rows(results) if "tonic" in label.lower())
     assert tonic[0] == "60% ± 14.1"  # percentage points
+    # text cells (the most common opening, as notes) carry no spread
+    assert (
+        "±"
+        not in next(
+            cells for label, cells in mean_sd_rows(results) if "opening" in label and "that" in label
+        )[0]
+    )
     # one seed: exactly what that seed's table shows
     assert mean_sd_rows(results[:1]) == results[0].table_rows()
 

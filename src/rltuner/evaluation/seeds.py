@@ -184,11 +184,22 @@ def mean_sd_rows(results: Sequence[EvaluationResult]) -> list[tuple[str, list[st
     rows = []
     for (label, cells), (_, sd_cells) in zip(mean_rows, sd.table_rows(), strict=True):
         joined = [
-            c if i >= n_models or c in ("", "n/a") or s in ("", "n/a") else f"{c} ± {spread_cell(c, s)}"
+            c
+            if i >= n_models or c in ("", "n/a") or s in ("", "n/a") or _is_text(c)
+            else f"{c} ± {spread_cell(c, s)}"
             for i, (c, s) in enumerate(zip(cells, sd_cells, strict=True))
         ]
         rows.append((label, joined))
     return rows
+
+
+def _is_text(cell: str) -> bool:
+    """A cell that is not a number (e.g. the most common opening's notes): it has no spread to print."""
+    try:
+        float(cell.strip().lstrip("<+").rstrip("%"))
+    except ValueError:
+        return True
+    return False
 
 
 def spread_cell(mean_cell: str, sd_cell: str) -> str:
