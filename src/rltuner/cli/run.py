@@ -57,7 +57,9 @@ _PARAMS: dict[str, tuple[str, Any]] = {
     help="Run folder (default runs/<timestamp>). Finished stages found there are skipped.",
 )
 @click.option(
-    "--quick", is_flag=True, help="A smoke version of a few minutes: few tuning steps, few samples."
+    "--quick",
+    is_flag=True,
+    help="A smoke version (~15 s for music on 2 cores): few tuning steps, few samples.",
 )
 @click.option(
     "--algorithms",

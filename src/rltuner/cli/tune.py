@@ -40,7 +40,7 @@ EXAMPLES = """
 Examples:
 
 \b
-  rltuner tune -a q --out runs/q                     # the fast preset (~30 s)
+  rltuner tune -a q --out runs/q                     # the fast preset (~1 min on 2 cores)
   rltuner tune -a g --preset paper --out runs/g-paper
   rltuner tune -a psi --steps 200000 --set replay_size=100000 --out runs/psi
   rltuner tune --config runs/q/config.json --seed 1 --out runs/q-seed1   # that run again, another seed
