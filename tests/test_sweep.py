@@ -168,7 +168,7 @@ def _metrics(**changes: float) -> dict[str, float]:
         "table1.melodies_starting_with_tonic": 0.9, "table1.leaps_resolved": 0.99,
         "table1.melodies_with_unique_max_note": 0.7, "table1.melodies_with_unique_min_note": 0.7,
         "table1.notes_in_motif": 0.8, "table1.notes_in_repeated_motif": 0.01, LOG_P_GAP: 0.2,
-        "diversity.distinct_melodies": 0.99, "openings.top_share": 0.01,
+        "diversity.distinct_melodies": 0.99, "diversity.top_opening_8": 0.01,
     }  # fmt: skip
     return {**met, **changes}
 
@@ -186,14 +186,27 @@ def test_goal_deficit_is_the_sum_of_normalised_shortfalls() -> None:
 
 def test_a_goal_whose_metric_is_absent_is_skipped_and_named() -> None:
     metrics = _metrics(**{"table1.leaps_resolved": 0.5})
-    del metrics["openings.top_share"]
+    del metrics["diversity.top_opening_8"]
     s = score(metrics)
     assert s.missing == ("top_opening",) and "top_opening" not in s.shortfalls
     assert s.deficit == pytest.approx((0.95 - 0.5) / 0.95)
     nan = score({**metrics, "diversity.distinct_melodies": math.nan})
     assert "distinct" in nan.missing
-    alias = score({**metrics, "openings.top_8_step_share": 0.5})  # the second name of the opening goal
-    assert alias.shortfalls["top_opening"] == pytest.approx((0.5 - 0.05) / 0.05)
+    back = score({**metrics, "diversity.top_opening_8": 0.5})  # the measure rltuner evaluate reports
+    assert back.shortfalls["top_opening"] == pytest.approx((0.5 - 0.05) / 0.05)
+
+
+def test_the_sweep_scores_the_goal_table_of_rltuner_evaluate() -> None:
+    """One table of thresholds: every goal row of rltuner.evaluation.goals, and only those, is scored."""
+    from rltuner.evaluation.goals import GOALS as EVALUATION_GOALS
+
+    assert len(GOALS) == len(EVALUATION_GOALS)
+    for sweep_goal, goal in zip(GOALS, EVALUATION_GOALS, strict=True):
+        if goal.relative:
+            assert sweep_goal.metrics == (LOG_P_GAP,) and sweep_goal.threshold == -goal.threshold
+        else:
+            assert sweep_goal.metrics == (goal.key,) and sweep_goal.threshold == goal.threshold
+            assert sweep_goal.at_least == (goal.op == ">=")
 
 
 def test_pareto_front() -> None:

@@ -14,6 +14,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from rltuner.evaluation.goals import GOALS as _EVALUATION_GOALS
 
 LOG_P_GAP = "log_p_gap"
 """Mean log p(a|s) of the Note RNN's own samples minus the model's (nats per step; 0 = as close as the data)."""
@@ -49,25 +52,35 @@ class Goal:
         return max(0.0, gap) / self.scale
 
 
-def _t1(row: str) -> tuple[str, ...]:
-    return (f"table1.{row}",)
+# Short names (the results table's ``goal.<name>`` columns) and shortfall scales of the goal rows of
+# :data:`rltuner.evaluation.goals.GOALS`, the one table of the thresholds. An at-least rate's scale is its
+# threshold; an at-most goal's scale is the size of a miss that counts as one unit.
+_SWEEP_NAMES: dict[str, tuple[str, float]] = {
+    "table1.notes_excessively_repeated": ("repeated", 0.01),
+    "table1.notes_not_in_key": ("not_in_key", 0.01),
+    "table1.melodies_starting_with_tonic": ("tonic_start", 0.0),
+    "table1.leaps_resolved": ("leaps_resolved", 0.0),
+    "table1.melodies_with_unique_max_note": ("unique_max", 0.0),
+    "table1.melodies_with_unique_min_note": ("unique_min", 0.0),
+    "table1.notes_in_motif": ("in_motif", 0.0),
+    "table1.notes_in_repeated_motif": ("repeated_motif", 0.0),
+    "mean_log_p": ("log_p_gap", 0.5),
+    "diversity.distinct_melodies": ("distinct", 0.0),
+    "diversity.top_opening_8": ("top_opening", 0.05),
+}
 
 
-#: Issue #13's goal rows (fractions in 0..1).
-GOALS: tuple[Goal, ...] = (
-    Goal("repeated", _t1("notes_excessively_repeated"), 0.0001, False, 0.01),
-    Goal("not_in_key", _t1("notes_not_in_key"), 0.002, False, 0.01),
-    Goal("tonic_start", _t1("melodies_starting_with_tonic"), 0.80, True, 0.80),
-    Goal("leaps_resolved", _t1("leaps_resolved"), 0.95, True, 0.95),
-    Goal("unique_max", _t1("melodies_with_unique_max_note"), 0.65, True, 0.65),
-    Goal("unique_min", _t1("melodies_with_unique_min_note"), 0.60, True, 0.60),
-    Goal("in_motif", _t1("notes_in_motif"), 0.76, True, 0.76),
-    Goal("repeated_motif", _t1("notes_in_repeated_motif"), 0.0011, True, 0.0011),
-    Goal("log_p_gap", (LOG_P_GAP,), 0.5, False, 0.5),
-    Goal("distinct", ("diversity.distinct_melodies",), 0.95, True, 0.95),
-    # The opening measure comes from rltuner.evaluation (branch "measures"); skipped while it is absent.
-    Goal("top_opening", ("openings.top_share", "openings.top_8_step_share"), 0.05, False, 0.05),
-)
+def _sweep_goal(goal: Any) -> Goal:
+    """A goal row of :mod:`rltuner.evaluation.goals` as the sweep scores it."""
+    name, at_most_scale = _SWEEP_NAMES[goal.key]
+    if goal.relative:  # model minus the Note RNN >= -t  <=>  the Note RNN minus the model <= t
+        return Goal(name, (LOG_P_GAP,), -goal.threshold, False, at_most_scale)
+    at_least = goal.op == ">="
+    return Goal(name, (goal.key,), goal.threshold, at_least, goal.threshold if at_least else at_most_scale)
+
+
+#: Issue #13's goal rows (fractions in 0..1), from the one table in :mod:`rltuner.evaluation.goals`.
+GOALS: tuple[Goal, ...] = tuple(_sweep_goal(g) for g in _EVALUATION_GOALS)
 
 
 @dataclass(frozen=True)
