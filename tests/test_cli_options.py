@@ -290,6 +290,9 @@ def always_one(history, action, t, length):
 def wrong_shape(history, action, t, length):
     return np.ones((action.shape[0], 2))
 
+def not_finite(history, action, t, length):
+    return np.full(action.shape[0], np.nan)
+
 NOT_A_FUNCTION = 3
 """
 
@@ -351,6 +354,9 @@ def test_rule_from_an_importable_module(
         ("{dir}/broken.py:f", "importing"),
         ("just_a_name", "expected MODULE:FUNCTION"),
         ("{file}:always_one@heavy", "is not a number"),
+        ("{file}:always_one@nan", "must be a finite number"),
+        ("{file}:always_one@inf", "must be a finite number"),
+        ("{file}:not_finite", "returned a value that is not finite"),
     ],
 )
 def test_rule_errors_are_one_line(
@@ -380,3 +386,39 @@ def test_run_passes_rules_into_its_settings(
     )
     assert result.exit_code == 0, result.output
     assert captured_pipeline[0].rules == (f"{rule_file}:always_one",)
+
+
+def test_resume_needs_the_same_rules(
+    tmp_path: Path, rule_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run tuned with a rule is not resumed without it (the reward would change half-way)."""
+    run = tmp_path / "run"
+    args = ["tune", "-a", "q", "--seed", "0", *FAST]
+    first = CliRunner().invoke(cli, [*args, "--out", str(run), "--rule", f"{rule_file}:always_one"])
+    assert first.exit_code == 0, first.output
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--resume", str(run), "--set", "total_steps=1024"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "--rule always_one" in err and len(err.splitlines()) == 1
+    again = CliRunner().invoke(
+        cli, [*args, "--resume", str(run), "--set", "total_steps=1024", "--rule", f"{rule_file}:always_one"]
+    )
+    assert again.exit_code == 0, again.output
+
+
+@pytest.mark.parametrize("command", [["tune", "--steps", "512"], ["generate", "-n", "2"]])
+def test_threads_beyond_the_limit_are_refused(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:  # OpenMP segfaults when asked for ~100,000 threads
+        main([*command, "--threads", "100000"])
+    assert exc.value.code == 2 and "--threads" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("primer", ["0", "1"])
+def test_a_primer_is_a_note(primer: str) -> None:
+    from rltuner.domains.music import parse_primer
+    from rltuner.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a note"):
+        parse_primer(primer)
+    assert parse_primer("2") == 2

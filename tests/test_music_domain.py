@@ -15,7 +15,7 @@ from rltuner.errors import ConfigError
     ("primer", "expected"),
     [
         (None, None), ("random", None), ("Random", None), ("C4", 14), (" F#3 ", 8), ("B5", 37), ("C3", 2),
-        ("14", 14), (14, 14), (0, 0), ("tune.mid", Path("tune.mid")), ("a/b.MIDI", Path("a/b.MIDI")),
+        ("14", 14), (14, 14), (2, 2), ("tune.mid", Path("tune.mid")), ("a/b.MIDI", Path("a/b.MIDI")),
     ],
 )  # fmt: skip
 def test_parse_primer_forms(primer: object, expected: object) -> None:

@@ -49,10 +49,16 @@ def set_passive_wait_policy(environ: MutableMapping[str, str] | None = None) -> 
     return True
 
 
+MAX_THREADS = 1024
+"""The most threads accepted: OpenMP crashes (a segmentation fault) when asked for ~100,000."""
+
+
 def check_threads(threads: object) -> int:
-    """``threads`` as a thread count (an int >= 0); anything else is a :class:`ConfigError`."""
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
-        raise ConfigError(f"threads must be a whole number >= 0 (0 = torch's default), got {threads!r}")
+    """``threads`` as a thread count (an int in 0..MAX_THREADS); anything else is a :class:`ConfigError`."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= MAX_THREADS:
+        raise ConfigError(
+            f"threads must be a whole number in 0..{MAX_THREADS} (0 = torch's default), got {threads!r}"
+        )
     return threads
 
 

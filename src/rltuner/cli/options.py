@@ -11,7 +11,7 @@ import click
 
 from rltuner.devices import DEVICE_CHOICES
 from rltuner.limits import MAX_SEED
-from rltuner.threads import DEFAULT_THREADS, THREADS_HELP
+from rltuner.threads import DEFAULT_THREADS, MAX_THREADS, THREADS_HELP
 
 # Every --seed option: numpy and torch both take seeds in 0..2^63-1; click refuses others in one line.
 SEED = click.IntRange(0, MAX_SEED)
@@ -63,7 +63,7 @@ def threads_option(pass_value: bool = False) -> Callable[[Any], Any]:
                 return command(*args, **kwargs)
 
         option = click.option(
-            "--threads", type=click.IntRange(min=0), default=DEFAULT_THREADS, show_default=False,
+            "--threads", type=click.IntRange(0, MAX_THREADS), default=DEFAULT_THREADS, show_default=False,
             metavar="N", help=THREADS_HELP,
         )  # fmt: skip
         return option(run_with_threads)
@@ -94,11 +94,11 @@ def samples_option(help: str, default: int | None = None) -> Callable[[Any], Any
     )  # fmt: skip
 
 
-def config_option(target: str) -> Callable[[Any], Any]:
-    """``--config FILE``: settings read from a TOML file or a run's ``config.json`` (flags given override it)."""
+def config_option(target: str, record: str = "a JSON file of the same names") -> Callable[[Any], Any]:
+    """``--config FILE``: settings read from a TOML file or ``record`` (flags given override it)."""
     return click.option(
         "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-        help=f"Read {target} settings from a TOML file (name = value) or a run's config.json; options given "
+        help=f"Read {target} settings from a TOML file (name = value) or {record}; options given "
         "on the command line override the file.",
     )  # fmt: skip
 

@@ -112,7 +112,7 @@ _PARAMS: dict[str, tuple[str, Any]] = {
     help="Write TensorBoard event files of each tuning run to OUT/tune/ALGORITHM/tb.",
 )  # fmt: skip
 @rules_option()
-@config_option("run")
+@config_option("run", "an rltuner run folder's run.json")
 @click.option(
     "--set", "overrides", multiple=True, metavar="NAME=VALUE",
     help="Set any setting of the job (see --config), e.g. --set audio_per_model=5 (repeatable).",

@@ -73,7 +73,11 @@ Examples:
     show_default=True,
     help="fast: many environments, big batches; paper: the paper's schedule (1 env, batch 32).",
 )
-@click.option("--steps", type=int, default=None, help="Environment steps to play (total_steps).")
+@click.option(
+    "--steps", type=int, default=None,
+    help="Environment steps to play (total_steps); played in whole rounds of n_envs episodes (the fast "
+    "preset: 8,192 steps), so a budget is rounded up to the next round.",
+)  # fmt: skip
 @click.option("--n-envs", type=int, default=None, help="Episodes composed in lockstep.")
 @click.option("--batch-size", type=int, default=None, help="Transitions per gradient step (whole episodes).")
 @click.option("--train-every", type=int, default=None, help="Environment steps per gradient step.")
@@ -151,7 +155,7 @@ Examples:
     help="Continue the run saved in this folder (options given here override its settings).",
 )
 @quiet_option()
-@config_option("TuneConfig")
+@config_option("TuneConfig", "a tuning run's config.json")
 @rules_option()
 @domain_option()
 @click.pass_context
@@ -252,8 +256,10 @@ def tune(
 
         kwargs["reward_config"], terms_desc = register_reward_terms(reward_terms, reward_weights)
         reward_desc.update(terms_desc)
+    if resume_dir is not None:
+        _check_same_reward(resume_dir, reward_desc)
     task = entry.build(prior_path, **kwargs)
-    if reward_desc:  # a record of the reward beside config.json (not read on --resume)
+    if reward_desc:  # a record of the reward beside config.json (checked on --resume)
         from rltuner.fileio import ensure_writable_dir, write_json_atomic
 
         write_json_atomic(ensure_writable_dir(out_dir) / "reward.json", reward_desc)
@@ -291,6 +297,30 @@ def _file_settings(path: Path) -> tuple[dict[str, Any], str | None, str | None, 
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
     return data, None if domain is None else str(domain), primer, reward_config
+
+
+def _check_same_reward(run_dir: Path, reward_desc: dict[str, Any]) -> None:
+    """Refuse to resume a run with other reward terms or rules than it was tuned with (its ``reward.json``).
+
+    The terms are not stored in the run (a rule is the user's code): they must be given again, and the same.
+    """
+    path = run_dir / "reward.json"
+    try:
+        saved = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        saved = {}
+
+    def names(desc: dict[str, Any]) -> list[str]:
+        rules = [f"--rule {r.get('name')}" for r in desc.get("rules", []) if isinstance(r, dict)]
+        terms = [f"--reward {t}" for t in desc if t not in ("rules", "music")]  # preference-model terms
+        return sorted(rules + terms)
+
+    before, now = names(saved), names(reward_desc)
+    if before != now:
+        raise ConfigError(
+            f"{run_dir} was tuned with {', '.join(before) or 'no extra reward terms'}; give the same again to "
+            f"resume it (given: {', '.join(now) or 'none'})"
+        )
 
 
 def summary_line(result: TuneResult, item: str, model_path: Path) -> str:

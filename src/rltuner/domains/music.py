@@ -13,6 +13,7 @@ from rltuner.domains.base import Domain, PrimerSampler
 from rltuner.encoding import (
     DEFAULT_MELODY_LENGTH,
     FIRST_NOTE_CLASS,
+    NOTE_OFF,
     NUM_CLASSES,
     note_name_to_class,
     random_note_primers,
@@ -84,6 +85,11 @@ def parse_primer(primer: str | int | os.PathLike[str] | None) -> int | Path | No
                 raise ConfigError(f"{text!r} is not a primer ({exc}); a primer is {PRIMER_FORMS}") from None
     if not 0 <= token < NUM_CLASSES:
         raise ConfigError(f"primer class {token} is outside 0..{NUM_CLASSES - 1}")
+    if token < FIRST_NOTE_CLASS:
+        raise ConfigError(
+            f"primer class {token} is {'note-off' if token == NOTE_OFF else 'hold'}, not a note: the primer is "
+            f"the melody's first note (classes {FIRST_NOTE_CLASS}..{NUM_CLASSES - 1}, or a name such as C4)"
+        )
     return token
 
 

@@ -461,6 +461,7 @@ def _bind_evaluate(
             prior=prior,
             muspy_samples=config.muspy_samples,
             device=device,
+            show_progress=config.progress,
         )
         out_dir.mkdir(parents=True, exist_ok=True)
         _save_samples(out_dir / "samples.npz", result.samples, result.primers)

@@ -12,6 +12,7 @@ import hashlib
 import importlib
 import importlib.util
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,8 @@ def _split_spec(spec: str) -> tuple[str | None, str, float]:
             weight = float(w)
         except ValueError:
             raise ConfigError(f"--rule {spec!r}: weight {w!r} is not a number") from None
+        if not math.isfinite(weight):
+            raise ConfigError(f"--rule {spec!r}: weight {w!r} must be a finite number")
         target = body
     module, colon, attr = target.rpartition(":")
     if not colon or not module or not attr.isidentifier():
@@ -98,6 +101,8 @@ def _probe(name: str, fn: Any, spec: str) -> None:
         raise ConfigError(
             f"--rule {spec!r}: {name} must return one number per melody, shape (B,); got shape {value.shape}"
         )
+    if not np.isfinite(value.astype(np.float64)).all():
+        raise ConfigError(f"--rule {spec!r}: {name} returned a value that is not finite ({value.tolist()})")
 
 
 def load_rule(spec: str) -> tuple[str, Any, float, dict[str, Any]]:
