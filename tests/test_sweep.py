@@ -338,3 +338,17 @@ def test_local_sweep_end_to_end_writes_table_best_config_and_plot(tmp_path: Path
     assert (out / "trials.md").read_text().count("\n") == 4
     again = CliRunner().invoke(cli, args)  # the folder holds a sweep: one clear error
     assert again.exit_code != 0 and "already holds a sweep" in str(again.exception or again.output)
+
+
+def test_drawn_schedules_scale_with_the_trial_budget() -> None:
+    """The space states schedules for the 1,000,000-step budget; a shorter --steps scales them alike."""
+    from rltuner.sweep.space import trial_settings
+
+    full, _ = trial_settings({"algorithm": "q", "epsilon_steps": 500_000}, 1_000_000, 4, 0)
+    short, _ = trial_settings({"algorithm": "q", "epsilon_steps": 500_000}, 100_000, 4, 0)
+    assert full.epsilon_steps == 500_000 and short.epsilon_steps == 50_000
+    assert short.total_steps == 100_000 and short.eval_every == 25_000
+    from rltuner.sweep.results import tune_command
+
+    command = tune_command({"tune": {"algorithm": "q", "epsilon_steps": 500_000}, "reward": {}}, 100_000)
+    assert "epsilon_steps=50000" in command  # the best command plays the schedule the trial played

@@ -67,7 +67,9 @@ def best_settings(params: Mapping[str, Any]) -> dict[str, Any]:
 
 def tune_command(settings: Mapping[str, Any], steps: int) -> str:
     """The ``rltuner tune`` command line of :func:`best_settings`, at ``steps`` environment steps."""
-    tune_part = dict(settings["tune"])
+    from rltuner.sweep.space import scaled_schedules
+
+    tune_part = scaled_schedules(settings["tune"], steps)  # as the trial ran them
     args = ["rltuner", "tune", "--algorithm", str(tune_part.pop("algorithm", "q")), "--steps", str(steps)]
     for key, value in tune_part.items():
         args += ["--set", f"{key}={str(value).lower() if isinstance(value, bool) else value}"]

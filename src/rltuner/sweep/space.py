@@ -239,6 +239,20 @@ def split_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, f
     return tune_changes, weights
 
 
+def scaled_schedules(tune_changes: Mapping[str, Any], steps: int) -> dict[str, Any]:
+    """The drawn tuning settings with their step-count schedules scaled from the fast preset's budget (what the
+    space states them for) to ``steps``, as the presets scale theirs (:func:`rltuner.rl.config.scaled_to_budget`).
+    """
+    from rltuner.rl.config import PRESETS, SCHEDULE_FIELDS
+
+    budget = PRESETS["fast"].total_steps
+    out = dict(tune_changes)
+    for name in SCHEDULE_FIELDS:
+        if name in out and int(out[name]) > 0 and steps != budget:
+            out[name] = max(1, round(int(out[name]) * steps / budget))
+    return out
+
+
 def trial_settings(params: Mapping[str, Any], steps: int, rounds: int, seed: int) -> tuple[Any, Any]:
     """The validated (TuneConfig, music-theory RewardConfig) of one drawn configuration.
 
@@ -250,6 +264,7 @@ def trial_settings(params: Mapping[str, Any], steps: int, rounds: int, seed: int
     from rltuner.rewards.music_theory import RewardConfig, RuleWeights
 
     changes, weights = split_params(params)
+    changes = scaled_schedules(changes, steps)
     algorithm = str(changes.pop("algorithm", "q"))
     cfg = tune_preset(
         "music", "fast", algorithm=algorithm, total_steps=steps, eval_every=max(1, steps // rounds),
