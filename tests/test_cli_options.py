@@ -422,3 +422,39 @@ def test_a_primer_is_a_note(primer: str) -> None:
     with pytest.raises(ConfigError, match="not a note"):
         parse_primer(primer)
     assert parse_primer("2") == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[reward]\nkey = "G"\n', "reward must be a table of"),
+        ("reward = 5\n", "reward must be a table of"),
+        ("melody_length = 16\n", "melody_length 16"),
+        ("primer = 14\n", "primer must be a string"),
+        ('domain = "zzz"\n', "domain 'zzz' is not one of"),
+    ],
+)
+def test_tune_config_checks_the_keys_a_run_record_adds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    settings = tmp_path / "t.toml"
+    settings.write_text(text)
+    with pytest.raises(SystemExit) as exc:
+        main(["tune", "--config", str(settings), "--steps", "512", "--out", str(tmp_path / "r")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and str(settings) in err and len(err.splitlines()) == 1
+
+
+def test_tune_config_schedules_follow_a_new_budget(tmp_path: Path, toy_music: list[dict[str, Any]]) -> None:
+    """A run's config.json holds schedules scaled to its budget; --steps scales them again to the new one."""
+    settings = tmp_path / "t.json"
+    settings.write_text(json.dumps({"total_steps": 8192, "epsilon_steps": 2048, "eval_every": 1024}))
+    run = tmp_path / "r"
+    args = ["tune", "--config", str(settings), "--steps", "16384", "--out", str(run), "--n-envs", "16",
+            "--batch-size", "64", "--train-every", "32", "--quiet", "--set", "tensorboard=false",
+            "--set", "eval_episodes=20"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((run / "config.json").read_text())
+    assert (saved["total_steps"], saved["epsilon_steps"], saved["eval_every"]) == (16384, 4096, 2048)

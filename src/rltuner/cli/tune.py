@@ -227,6 +227,7 @@ def tune(
             except ConfigError as exc:
                 raise ConfigError(f"{config_file}: {exc}") from None
             file_changes = {k: getattr(checked, k) for k in from_file if hasattr(checked, k)}
+            file_changes = _rescaled_schedules(file_changes, changes)
         # validated: nonsense fails here, before any work; schedules not set follow total_steps
         cfg = tune_preset(domain, preset, **{**file_changes, **changes})
     out_dir = out_dir if out_dir is not None else Path("runs") / f"tune-{cfg.algorithm}"
@@ -278,16 +279,33 @@ def _file_settings(path: Path) -> tuple[dict[str, Any], str | None, str | None, 
         the music-theory ``RewardConfig`` it records or None).
     """
     from rltuner.config import from_dict, read_settings
+    from rltuner.domains import DOMAINS
+    from rltuner.encoding import DEFAULT_MELODY_LENGTH
 
     data = read_settings(path)
     domain = data.pop("domain", None)
     primer_desc = data.pop("primer", None)
     reward = data.pop("reward", None)
-    for key in ("melody_length", "max_length", "vocabulary"):  # domain facts a run records, not settings
+    if domain is not None and domain not in DOMAINS:
+        raise ConfigError(f"{path}: domain {domain!r} is not one of {', '.join(DOMAINS)}")
+    length = data.pop("melody_length", None)
+    if length is not None and length != DEFAULT_MELODY_LENGTH:
+        raise ConfigError(
+            f"{path}: melody_length {length!r}: tune plays melodies of {DEFAULT_MELODY_LENGTH} steps (the spec's)"
+        )
+    for key in ("max_length", "vocabulary"):  # the molecule domain's facts a run records, not settings
         data.pop(key, None)
+    if primer_desc is not None and not isinstance(primer_desc, str):
+        raise ConfigError(f'{path}: primer must be a string such as "random" or "C4", got {primer_desc!r}')
     primer = None
     if isinstance(primer_desc, str) and primer_desc not in ("<bos>",):
         primer = primer_desc if primer_desc == "random" else primer_desc.rpartition(":")[2]
+    known_rewards = {"music_theory", "molecules"}
+    if reward is not None and (not isinstance(reward, dict) or set(reward) - known_rewards):
+        raise ConfigError(
+            f"{path}: reward must be a table of {' / '.join(sorted(known_rewards))} settings "
+            f'(e.g. [reward.music_theory] key = "G"), got {reward!r}'
+        )
     reward_config = None
     if isinstance(reward, dict) and isinstance(reward.get("music_theory"), dict):
         from rltuner.rewards.music_theory import RewardConfig
@@ -297,6 +315,21 @@ def _file_settings(path: Path) -> tuple[dict[str, Any], str | None, str | None, 
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
     return data, None if domain is None else str(domain), primer, reward_config
+
+
+def _rescaled_schedules(file_changes: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """A file's step-count schedules, scaled when the command line gives another ``total_steps`` than the file:
+    they were made for the file's budget (a run's config.json records them already scaled to its own)."""
+    from rltuner.rl.config import SCHEDULE_FIELDS
+
+    old, new = file_changes.get("total_steps"), changes.get("total_steps")
+    if not old or new is None or new == old:
+        return file_changes
+    out = dict(file_changes)
+    for name in SCHEDULE_FIELDS:
+        if name in out and name not in changes and int(out[name]) > 0:
+            out[name] = max(1, round(int(out[name]) * int(new) / int(old)))
+    return out
 
 
 def _check_same_reward(run_dir: Path, reward_desc: dict[str, Any]) -> None:
