@@ -216,9 +216,11 @@ def test_run_several_seeds_per_seed_folders_mean_sd_and_skips(tmp_path, tiny_pri
     assert info["seeds"] == [0, 1] and info["machine"]["cpu"] and info["machine"]["torch_threads"] >= 1
     assert set(info["settings"]["tuning"]) == {"q/seed-0", "q/seed-1"}
 
-    # the same command skips everything
-    assert CliRunner().invoke(cli, [*base, "--seeds", "2"]).exit_code == 0
+    # the same command skips everything, and with other threads the tables still name the machine that made them
+    assert CliRunner().invoke(cli, [*base, "--seeds", "2", "--threads", "2"]).exit_code == 0
     assert json.loads((out / "stages.json").read_text()) == first
+    assert (out / "table.md").read_text() == table
+    assert json.loads((out / "seed-0/machine.json").read_text())["torch_threads"] == 1
     # one seed more: only that seed's tuning and evaluation run
     assert CliRunner().invoke(cli, [*base, "--seeds", "3"]).exit_code == 0
     third = json.loads((out / "stages.json").read_text())

@@ -83,5 +83,6 @@ def machine_description(info: dict[str, Any] | None = None) -> str:
     )
     return (
         f"{m['cpu']}{flag_text}, {m['cores']} cores{mem}; {m['system']}; "
-        f"Python {m['python']}, torch {m['torch']} ({m['torch_threads']} threads){load_text}"
+        f"Python {m['python']}, torch {m['torch']} ({m['torch_threads']} thread{'' if m['torch_threads'] == 1 else 's'})"
+        f"{load_text}"
     )

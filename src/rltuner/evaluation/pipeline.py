@@ -389,7 +389,7 @@ def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
     # 5. summary over seeds and report (always rebuilt: cheap, and they show this invocation's timings too)
     results = [load_result(layout.eval_dir(s) / "evaluation.json") for s in seeds]
     cmd = command if command is not None else " ".join(["rltuner", *sys.argv[1:]])
-    machine = machine_info()
+    machine = evaluated_on(layout.eval_dir(seeds[0]))
     settings = {
         "pipeline": _jsonable_config(config),
         "tuning": layout.tuning_settings(tune_cfgs_by_seed),
@@ -466,6 +466,7 @@ def _bind_evaluate(
         out_dir.mkdir(parents=True, exist_ok=True)
         _save_samples(out_dir / "samples.npz", result.samples, result.primers)
         result.write(out_dir)
+        write_json_atomic(out_dir / MACHINE_FILE, machine_info())  # the machine that made it
         print(result.format_table(), file=sys.stderr)
 
     return evaluate
@@ -560,6 +561,22 @@ def run_tune_stages(
         stages.changed = False  # tuning runs are independent of each other
         ran.append(stages.run(name, _bind_tune(tune_cfgs[key], domain, folder, fresh), tune_inputs[key]))
     stages.changed = any(ran)
+
+
+MACHINE_FILE = "machine.json"
+"""Beside each evaluation: the machine (CPU, threads, load) it ran on."""
+
+
+def evaluated_on(eval_dir: Path) -> dict[str, Any]:
+    """The machine an evaluation folder's results were made on (recorded when it ran); the current one for a
+    folder made before that was recorded."""
+    try:
+        recorded = json.loads((eval_dir / MACHINE_FILE).read_text())
+        if isinstance(recorded, dict):
+            return recorded
+    except (OSError, ValueError):
+        pass
+    return machine_info()
 
 
 def _goal_rows(summary: dict[str, dict[str, Any]]) -> list[tuple[str, list[str]]]:

@@ -26,9 +26,11 @@ from rltuner.config import field, result_inputs
 from rltuner.devices import resolve_device
 from rltuner.errors import ConfigError
 from rltuner.evaluation.pipeline import (
+    MACHINE_FILE,
     SeedLayout,
     _result_settings,
     _Stages,
+    evaluated_on,
     file_digest,
     fingerprint,
     model_key,
@@ -165,6 +167,7 @@ def _run_molecule_pipeline(config: MoleculeRunConfig, command: str | None) -> Pa
                 fcd=config.fcd and not config.quick, novelty=True, device=device, progress=config.progress,
             )  # fmt: skip
             result.write(out_dir)
+            write_json_atomic(out_dir / MACHINE_FILE, machine_info())  # the machine that made it
             print(result.format_table(), file=sys.stderr)
 
         return evaluate
@@ -226,7 +229,7 @@ def _run_molecule_pipeline(config: MoleculeRunConfig, command: str | None) -> Pa
     first_header = f"metric (mean ± sd over seeds {', '.join(map(str, seeds))})" if multi else "metric"
     cmd = command if command is not None else " ".join(["rltuner", *sys.argv[1:]])
     tuning = layout.tuning_settings(tune_cfgs_by_seed)
-    machine = machine_info()
+    machine = evaluated_on(layout.eval_dir(seeds[0]))
     settings = {"pipeline": {**settings_in, "out": config.out}, "tuning": tuning,
                 "evaluation": evaluation["settings"], "prior": str(prior_path), "prior_sha256": prior_id}  # fmt: skip
     outcomes: dict[str, Any] = {}  # each tuning run's summary.json (final task reward beside the prior's)
