@@ -233,6 +233,9 @@ def test_run_several_seeds_per_seed_folders_mean_sd_and_skips(tmp_path, tiny_pri
     assert all(shifted[k] == third[k] for k in third if k.endswith(("seed-1", "seed-2")))
     assert all(shifted[k]["inputs"] != third[k]["inputs"] for k in ("media", "figures"))
     assert json.loads((out / "summary.json").read_text())["seeds"] == [1, 2]
+    # one seed into this folder would leave the three seeds' results stale beside it: refused
+    single = CliRunner().invoke(cli, base)
+    assert "holds a run with several tuning seeds" in str(single.exception)  # one line, exit 2 in main()
 
 
 def test_pipeline_seed_settings_and_fingerprint() -> None:

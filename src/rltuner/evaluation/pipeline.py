@@ -314,6 +314,7 @@ def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
     stages = _Stages(run_dir, config.force)
     domain = music_domain(prior, length=config.length, device=device)
     layout = SeedLayout(run_dir, config.seed_list)
+    layout.check_matches(stages.done)
     seeds = layout.seeds
     keys = {model_key(a): a for a in config.algorithms}
 
@@ -497,6 +498,22 @@ class SeedLayout:
 
     def tune_dirs(self, keys: Iterable[str], seed: int) -> dict[str, Path]:
         return {k: self.run_dir / "tune" / (k + self.suffix(seed)) for k in keys}
+
+    def check_matches(self, done: dict[str, Any]) -> None:
+        """Refuse a run folder that holds the other layout (one seed against several): mixing them would
+        leave one layout's results stale beside the other's.
+
+        Raises:
+            ConfigError: the folder's finished stages are of the other layout.
+        """
+        several = any(name.startswith("evaluate/seed-") for name in done)
+        one = "evaluate" in done
+        if (self.multi and one) or (not self.multi and several):
+            held = "several tuning seeds" if several else "one tuning seed"
+            raise ConfigError(
+                f"{self.run_dir} holds a run with {held}: give another --out for this one "
+                f"(--seeds {len(self.seeds)}), or --force to start the folder afresh"
+            )
 
     def tuning_settings(self, configs: dict[int, dict[str, Any]]) -> dict[str, Any]:
         """``run.json``'s tuning settings: ``<alg>`` (one seed) or ``<alg>/seed-<s>`` -> the run's config."""

@@ -142,6 +142,7 @@ def _run_molecule_pipeline(config: MoleculeRunConfig, command: str | None) -> Pa
     prior_id = file_digest(prior_path)
     code = versions()["rltuner"]
     layout = SeedLayout(run_dir, config.seed_list)
+    layout.check_matches(stages.done)
     seeds, multi = layout.seeds, layout.multi
     shown_only = (
         "out",
