@@ -423,7 +423,7 @@ def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
         table_header=header,
         table_rows=rows,
         metric_rows_from=n_table1,
-        goal_rows=_goal_rows(summary),  # judged on the means over seeds
+        goal_rows=_goal_rows(summary, layout.multi),
         figure2=fig_dir / "figure2.png",
         figure4=fig_dir / "figure4.png",
         intervals=fig_dir / "intervals.png",
@@ -596,11 +596,12 @@ def evaluated_on(eval_dir: Path) -> dict[str, Any]:
     return machine_info()
 
 
-def _goal_rows(summary: dict[str, dict[str, Any]]) -> list[tuple[str, list[str]]]:
-    """Issue #13's goal rows of each model, on its mean over seeds."""
+def _goal_rows(summary: dict[str, dict[str, Any]], multi: bool) -> list[tuple[str, list[str]]]:
+    """Issue #13's goal rows of each model, on its mean over seeds (said in each label when there are several)."""
     from rltuner.evaluation.goals import goal_rows
 
-    return goal_rows({model: {k: s.mean for k, s in stats.items()} for model, stats in summary.items()})
+    rows = goal_rows({model: {k: s.mean for k, s in stats.items()} for model, stats in summary.items()})
+    return [(f"{label} (mean over seeds)", cells) for label, cells in rows] if multi else rows
 
 
 def tuning_outcomes(tune_dirs: dict[str, Path]) -> dict[str, Any]:
