@@ -370,16 +370,6 @@ def muspy_metrics(melodies: npt.NDArray[np.int64]) -> dict[str, float]:
     }
 
 
-MUSPY_METRICS = (
-    "pitch_class_entropy",
-    "pitch_entropy",
-    "scale_consistency",
-    "pitch_in_scale_rate_c_major",
-    "pitch_range",
-    "n_pitches_used",
-    "n_pitch_classes_used",
-    "empty_beat_rate",
-)
 _MUSPY_MAJOR = np.array([1, 0, 1, 0, 1, 1, 0, 1, 0, 1, 0, 1], dtype=bool)  # muspy's C major, then minor
 _MUSPY_MINOR = np.array([1, 0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 0], dtype=bool)
 _MUSPY_RESOLUTION = 4  # steps per beat of melody_to_muspy

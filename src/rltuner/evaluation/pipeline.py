@@ -92,12 +92,9 @@ class PipelineConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` on nonsense settings, before any work starts."""
         validate_run_settings(
-            self.out, self.algorithms, ALGORITHMS, {"samples": self.samples, "steps": self.steps}, self.device
-        )
-        check_threads(self.threads)
-        if self.seeds < 1:
-            raise ConfigError(f"seeds must be at least 1, got {self.seeds}")
-        check_seed(self.seed + self.seeds - 1, "the last seed (seed + seeds - 1)")
+            self.out, self.algorithms, ALGORITHMS, {"samples": self.samples, "steps": self.steps}, self.device,
+            threads=self.threads, seed=self.seed, seeds=self.seeds,
+        )  # fmt: skip
         if self.length < 2:
             raise ConfigError(f"length must be at least 2, got {self.length}")
         for name in ("muspy_samples", "audio_per_model", "midi_per_model"):
@@ -637,9 +634,18 @@ def worse_than_prior_note(outcomes: dict[str, Any], prior_name: str, reward_name
 
 
 def validate_run_settings(
-    out: str, algorithms: Sequence[str], known: Sequence[str], sizes: dict[str, int | None], device: str
+    out: str,
+    algorithms: Sequence[str],
+    known: Sequence[str],
+    sizes: dict[str, int | None],
+    device: str,
+    *,
+    threads: int,
+    seed: int,
+    seeds: int,
 ) -> None:
-    """The checks every main job shares: a run folder, known algorithms named once, positive sizes, a device."""
+    """The checks every main job shares: a run folder, known algorithms named once, positive sizes, a device,
+    a thread count, and tuning seeds ``seed .. seed + seeds - 1`` in range."""
     if not out:
         raise ConfigError("out: a run folder is needed")
     if not algorithms:
@@ -654,6 +660,10 @@ def validate_run_settings(
             raise ConfigError(f"{name} must be at least 1, got {value}")
     if device not in DEVICE_CHOICES:
         raise ConfigError(f"device must be cpu, cuda or auto, not {device!r}")
+    check_threads(threads)
+    if seeds < 1:
+        raise ConfigError(f"seeds must be at least 1, got {seeds}")
+    check_seed(seed + seeds - 1, "the last seed (seed + seeds - 1)")
 
 
 def _bind_tune(tune_config: Any, domain: Any, folder: Path, force: bool) -> Callable[[], None]:

@@ -24,7 +24,6 @@ import numpy as np
 
 from rltuner.config import field, result_inputs
 from rltuner.devices import resolve_device
-from rltuner.errors import ConfigError
 from rltuner.evaluation.pipeline import (
     MACHINE_FILE,
     SeedLayout,
@@ -42,10 +41,9 @@ from rltuner.evaluation.pipeline import (
 )
 from rltuner.evaluation.seeds import aggregate_seeds, spread_cell, write_seed_summary
 from rltuner.fileio import ensure_writable_dir, write_json_atomic
-from rltuner.limits import check_seed
 from rltuner.provenance import machine_description, machine_info
 from rltuner.rl.targets import ALGORITHMS as _TABLE
-from rltuner.threads import DEFAULT_THREADS, check_threads, using_threads
+from rltuner.threads import DEFAULT_THREADS, using_threads
 
 # The paper's job tunes every value-family row of the algorithm table (Q, Psi, G, RL-only); the on-policy rows
 # are compared with them by `rltuner compare`.
@@ -76,12 +74,9 @@ class MoleculeRunConfig:
 
     def validate(self) -> None:
         validate_run_settings(
-            self.out, self.algorithms, ALGORITHMS, {"samples": self.samples, "steps": self.steps}, self.device
-        )
-        check_threads(self.threads)
-        if self.seeds < 1:
-            raise ConfigError(f"seeds must be at least 1, got {self.seeds}")
-        check_seed(self.seed + self.seeds - 1, "the last seed (seed + seeds - 1)")
+            self.out, self.algorithms, ALGORITHMS, {"samples": self.samples, "steps": self.steps}, self.device,
+            threads=self.threads, seed=self.seed, seeds=self.seeds,
+        )  # fmt: skip
 
     @property
     def seed_list(self) -> list[int]:
