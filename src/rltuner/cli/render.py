@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from rltuner.cli.options import quiet_option
 from rltuner.errors import ConfigError, InvalidMelodyError
 
 MIDI_SUFFIXES = (".mid", ".midi")
@@ -149,6 +150,7 @@ Examples:
     help="Render at most this many melodies of each .npy input (0: all of them).",
 )  # fmt: skip
 @click.option("--sample-rate", type=int, default=44100, show_default=True, help="WAV samples per second.")
+@quiet_option()
 def render(
     inputs: tuple[Path, ...],
     want_midi: bool,
@@ -162,6 +164,7 @@ def render(
     velocity: int,
     limit: int,
     sample_rate: int,
+    quiet: bool,
 ) -> None:
     """Render melodies from INPUT files (.mid/.midi, folders of them, .npy arrays of shape (N, T) or (T,)).
 
@@ -196,7 +199,7 @@ def render(
     options: dict[str, Any] = {"tempo": tempo, "program": program, "transpose": transpose, "key": key}
     written: list[Path] = []
     total = sum(len(items) for _, _, items in groups)
-    with tqdm(total=total, unit="melody", desc="render", disable=None, leave=False) as bar:
+    with tqdm(total=total, unit="melody", desc="render", disable=True if quiet else None, leave=False) as bar:
         for path, stem, items in groups:
             for item in items:
                 if want_midi:
