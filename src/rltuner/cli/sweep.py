@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from rltuner.cli.options import SEED
+from rltuner.sweep.runner import SEARCHERS
 from rltuner.sweep.trial import DEFAULT_MELODIES, DEFAULT_ROUNDS, DEFAULT_STEPS
 
 EXAMPLES = """
@@ -58,7 +59,7 @@ Examples:
 )  # fmt: skip
 @click.option(
     "--searcher",
-    type=click.Choice(["random", "nsga2", "tpe"]),
+    type=click.Choice(SEARCHERS),
     default="random",
     show_default=True,
     help="random: configurations drawn up front (seeded) and run as a grid; nsga2 / tpe: Optuna's "
@@ -66,7 +67,11 @@ Examples:
     "once (Table 1 deficit, log p gap, top opening share; docs/sweep.md).",
 )
 @click.option("--no-early-stop", is_flag=True, help="Run every trial to the end (no ASHA).")
-@click.option("--resume", is_flag=True, help="Continue the sweep in --out (finished trials are kept).")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the sweep in --out (finished trials are kept); give the --searcher and --seed it started with.",
+)
 @click.option(
     "--dry-run",
     is_flag=True,
