@@ -51,7 +51,8 @@ Examples:
 )
 @click.option(
     "--workers", type=click.IntRange(min=1), default=None,
-    help="Local mode: trials at a time, one CPU and one torch thread each [default: the machine's cores].",
+    help="Local mode: trials at a time, one CPU and one torch thread each [default: the machine's cores]. "
+    "With nsga2 / tpe, also (on a cluster too) how many configurations are asked for at a time.",
 )  # fmt: skip
 @click.option(
     "--address", default=None, metavar="ADDRESS",

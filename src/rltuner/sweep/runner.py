@@ -84,8 +84,8 @@ class SweepOptions:
 
     Attributes:
         samples: how many configurations to run.
-        workers: trials at a time in local mode (None: the machine's cores); ignored on a cluster. A
-            model-based searcher also asks for at most this many configurations at a time.
+        workers: trials at a time in local mode (None: the machine's cores); a cluster is not sized by it.
+            A model-based searcher asks for at most this many configurations at a time (None: the CPUs).
         address: a Ray cluster (``ray://host:10001`` or ``auto``); None starts a local Ray.
         early_stop: ASHA stops trials that trail at an evaluation round.
         resume: continue the sweep in the output folder (finished trials are kept).
@@ -210,9 +210,9 @@ def run_sweep(
             )
             run_config = tune.RunConfig(name=EXPERIMENT, storage_path=str(out), verbose=1)
             if model_based:
-                tune_config = _search_config(
-                    searched, sampler, options, workers or options.samples, scheduler
-                )
+                # at most as many configurations asked for as can run: --workers, else the local or cluster CPUs
+                concurrent = options.workers or workers or int(ray.cluster_resources().get("CPU", 1))
+                tune_config = _search_config(searched, sampler, options, max(1, concurrent), scheduler)
                 param_space: dict[str, Any] = {FIXED: fixed}
             else:
                 tune_config = tune.TuneConfig(scheduler=scheduler, trial_dirname_creator=_trial_dirname)
