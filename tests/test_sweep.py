@@ -27,6 +27,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
+HAS_OPTUNA = importlib.util.find_spec("optuna") is not None
 
 TINY_SPACE = """
 [space]
@@ -155,6 +156,97 @@ def test_dry_run_and_show_space_need_no_ray(tmp_path: Path) -> None:
     assert json.loads(lines[0].split(" ", 1)[1])["n_envs"] == 8
     shown = CliRunner().invoke(cli, ["sweep", "--show-space"])
     assert shown.exit_code == 0 and "algorithm" in tomllib.loads(shown.output)["space"]
+
+
+@pytest.mark.skipif(not HAS_OPTUNA, reason="Optuna is not installed: pip install 'rltuner[sweep]'")
+def test_space_translates_to_optuna_distributions(tmp_path: Path) -> None:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from rltuner.sweep.space import optuna_distributions
+
+    space = load_space(
+        _write(
+            tmp_path,
+            TINY_SPACE.replace(
+                "[space]\n",
+                "[space]\nepsilon_steps = { randint = [10, 20] }\ndouble_q = [true, false]\n"
+                "gamma = { uniform = [0.5, 0.9] }\n",
+            ),
+        )
+    )
+    searched, fixed = optuna_distributions(space)
+    assert fixed == {"n_envs": 8, "batch_size": 256}
+    assert searched["algorithm"] == CategoricalDistribution(("q", "g"))
+    assert searched["double_q"] == CategoricalDistribution((True, False))
+    assert searched["reward_scale"] == FloatDistribution(0.2, 1.0, log=True)
+    assert searched["gamma"] == FloatDistribution(0.5, 0.9)
+    assert searched["reward.tonic"] == FloatDistribution(1.0, 2.0)
+    assert searched["epsilon_steps"] == IntDistribution(
+        10, 19
+    )  # randint's [low, high) as Optuna's [low, high]
+    assert list(searched) == [n for n in space.names if n not in fixed]
+    built_in, _ = optuna_distributions(default_space())
+    assert set(built_in) <= set(default_space().names) and "algorithm" in built_in
+
+
+def test_model_based_dry_run_says_it_cannot_list_configurations(tmp_path: Path) -> None:
+    pytest.importorskip("optuna")
+    space = str(_write(tmp_path, TINY_SPACE))
+    result = CliRunner().invoke(cli, ["sweep", "--space", space, "--searcher", "tpe", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "cannot be listed in advance" in result.stderr
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+    assert lines["n_envs"] == "fixed 8" and lines["algorithm"].startswith("CategoricalDistribution")
+    assert not any(line.startswith("t000") for line in result.stdout.splitlines())
+
+
+def test_without_optuna_a_model_based_searcher_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna -> ImportError
+    space = str(_write(tmp_path, TINY_SPACE))
+    for extra in (["--dry-run"], ["--out", str(tmp_path / "out")]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["sweep", "--space", space, "--searcher", "nsga2", *extra])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        if "Ray Tune" in err:  # no Ray either: that is said first
+            continue
+        assert "--searcher nsga2 needs Optuna" in err and "rltuner[sweep]" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+    random = CliRunner().invoke(cli, ["sweep", "--space", space, "--dry-run", "--samples", "1"])
+    assert random.exit_code == 0 and random.output.startswith("t000")  # random search needs no Optuna
+
+
+def test_model_based_samplers_are_seeded_and_sized_for_the_sweep() -> None:
+    pytest.importorskip("optuna")
+    import optuna
+
+    from rltuner.sweep.runner import make_sampler, nsga2_population
+    from rltuner.sweep.space import optuna_distributions
+
+    assert [nsga2_population(n) for n in (2, 8, 32, 400)] == [2, 2, 8, 50]
+    assert isinstance(make_sampler("tpe", 32, 0), optuna.samplers.TPESampler)
+    searched, _ = optuna_distributions(default_space())
+
+    def first_draws(seed: int) -> list[dict[str, Any]]:
+        study = optuna.create_study(directions=["minimize"] * 3, sampler=make_sampler("nsga2", 32, seed))
+        return [study.ask(fixed_distributions=searched).params for _ in range(3)]
+
+    assert first_draws(3) == first_draws(3) and first_draws(3) != first_draws(4)
+    with pytest.raises(ConfigError, match="no Optuna sampler"):
+        make_sampler("random", 32, 0)
+
+
+def test_the_searchers_objectives_are_reported_by_every_round() -> None:
+    from rltuner.sweep.objective import SEARCH_OBJECTIVES, TABLE1_DEFICIT
+    from rltuner.sweep.trial import report_row
+
+    metrics = _metrics(**{"table1.leaps_resolved": 0.5, LOG_P_GAP: 1.0, "mean_log_p": -1.5})
+    row = report_row({**metrics, "mean_task_reward": 0.0}, 100, 1.0)
+    assert {m for m, _ in SEARCH_OBJECTIVES} <= set(row)
+    assert row[TABLE1_DEFICIT] == pytest.approx((0.95 - 0.5) / 0.95)  # the log p shortfall is not in it
+    assert row["goal_deficit"] == pytest.approx(row[TABLE1_DEFICIT] + 1.0)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -352,3 +444,36 @@ def test_drawn_schedules_scale_with_the_trial_budget() -> None:
 
     command = tune_command({"tune": {"algorithm": "q", "epsilon_steps": 500_000}, "reward": {}}, 100_000)
     assert "epsilon_steps=50000" in command  # the best command plays the schedule the trial played
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (HAS_RAY and HAS_OPTUNA), reason="needs the sweep extra: pip install 'rltuner[sweep]'"
+)
+def test_local_nsga2_sweep_with_early_stopping_and_resume(tmp_path: Path) -> None:
+    """NSGA-II picks the configurations (seed 6 draws Q, then G), and ASHA, on the scalar goal deficit beside
+    the searcher's three objectives, stops the G trial that trails after its first round."""
+    out = tmp_path / "sweep"
+    space = _write(tmp_path, TINY_SPACE)
+    args = ["sweep", "--space", str(space), "--samples", "2", "--steps", "512", "--melodies", "100",
+            "--rounds", "2", "--workers", "1", "--seed", "6", "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(cli, [*args, "--searcher", "nsga2"])
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((out / "trials.json").read_text())
+    assert recorded["sweep"]["searcher"] == "nsga2"
+    trials = {t["trial"]: t for t in recorded["trials"]}
+    assert sorted(trials) == ["t000", "t001"]
+    assert [trials[k]["algorithm"] for k in ("t000", "t001")] == ["q", "g"]
+    assert trials["t000"]["status"] == "finished" and trials["t000"]["rounds"] == 2
+    assert trials["t001"]["status"] == "stopped early" and trials["t001"]["rounds"] == 1
+    assert trials["t001"]["goal_deficit"] > trials["t000"]["goal_deficit"]
+    for t in trials.values():
+        assert t["n_envs"] == 8 and 0.2 <= t["reward_scale"] <= 1.0 and 1.0 <= t["reward.tonic"] <= 2.0
+        assert t["table1_deficit"] <= t["goal_deficit"]
+    assert tomllib.loads((out / "best.toml").read_text())["tune"]["algorithm"] == "q"
+    assert (out / "pareto.png").stat().st_size > 1000
+    other = CliRunner().invoke(cli, [*args, "--resume"])  # random search cannot go on with NSGA-II's sweep
+    assert other.exit_code != 0 and "started with --searcher nsga2 --seed 6" in str(other.exception)
+    again = CliRunner().invoke(cli, [*args, "--resume", "--searcher", "nsga2"])
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "trials.json").read_text())["trials"] == recorded["trials"]

@@ -112,6 +112,25 @@ def score(metrics: Mapping[str, float], goals: Sequence[Goal] = GOALS) -> Score:
     return Score(sum(shortfalls.values()), values, shortfalls, tuple(missing))
 
 
+TABLE1_DEFICIT = "table1_deficit"
+"""The goal deficit over the Table 1 rows alone (the goals whose metric is a ``table1.`` one)."""
+
+#: What the model-based searchers (``--searcher nsga2|tpe``) optimise at once: (reported metric, mode).
+#: The Table 1 rows as one deficit, closeness to the data, and mode collapse as the share of the most
+#: common 8-step opening (distinct melodies saturates near 100% on a round's 10,000 melodies; docs/sweep.md).
+SEARCH_OBJECTIVES: tuple[tuple[str, str], ...] = (
+    (TABLE1_DEFICIT, "min"),
+    ("goal.log_p_gap", "min"),
+    ("goal.top_opening", "min"),
+)
+
+
+def table1_deficit(s: Score, goals: Sequence[Goal] = GOALS) -> float:
+    """The part of ``s.deficit`` that the Table 1 rows make up."""
+    rows = {g.key for g in goals if any(m.startswith("table1.") for m in g.metrics)}
+    return sum(v for k, v in s.shortfalls.items() if k in rows)
+
+
 def pareto_front(points: Sequence[Sequence[float]], maximise: Sequence[bool]) -> list[int]:
     """Indices of the non-dominated points, in input order; a point with a NaN coordinate is never on it.
 

@@ -1,8 +1,10 @@
 """Run a sweep on Ray Tune: a local Ray instance (workers = cores) or a cluster by address (docs/sweep.md).
 
-The configurations are drawn beforehand (:func:`~rltuner.sweep.space.draw_trials`) and handed to Ray as a
-grid, one trial each; ASHA stops trials whose goal deficit trails at an evaluation round. The only module
-that imports Ray.
+With the ``random`` searcher the configurations are drawn beforehand
+(:func:`~rltuner.sweep.space.draw_trials`) and handed to Ray as a grid, one trial each. With ``nsga2`` or
+``tpe``, Optuna (through Ray Tune's ``OptunaSearch``) picks each configuration from the results so far,
+on several objectives at once (:data:`~rltuner.sweep.objective.SEARCH_OBJECTIVES`). Either way ASHA stops
+trials whose scalar goal deficit trails at an evaluation round. The only module that imports Ray.
 """
 
 from __future__ import annotations
@@ -15,15 +17,23 @@ from pathlib import Path
 from typing import Any
 
 from rltuner.errors import ConfigError, RLTunerError
-from rltuner.sweep.space import SearchSpace, draw_trials
+from rltuner.fileio import write_json_atomic
+from rltuner.sweep.objective import SEARCH_OBJECTIVES
+from rltuner.sweep.space import SearchSpace, applies, draw_trials, optuna_distributions
 from rltuner.sweep.trial import TrialSettings, reference_log_p, run_trial
 
 RAY_VERSION = "2.60.0"
+OPTUNA_VERSION = "5.0.0"
 INSTALL_HINT = (
     f"pip install 'rltuner[sweep]' (Ray Tune {RAY_VERSION}; or pip install 'ray[tune]=={RAY_VERSION}')"
 )
 METRIC = "goal_deficit"
 EXPERIMENT = "ray"  # the Ray Tune experiment folder inside the sweep's output folder
+MARKER = "sweep.json"  # the searcher and seed a sweep started with, which --resume must match
+#: The searchers of ``--searcher``: random search drawn by rltuner, or an Optuna sampler.
+SEARCHERS = ("random", "nsga2", "tpe")
+MODEL_BASED = ("nsga2", "tpe")
+FIXED = "fixed"  # the config key of a model-based sweep's fixed settings (Optuna searches the rest)
 
 
 def require_ray() -> Any:
@@ -36,16 +46,50 @@ def require_ray() -> Any:
     return ray
 
 
+def require_optuna(searcher: str) -> Any:
+    """The ``optuna`` module, or one clear error saying how to install it."""
+    try:
+        import optuna
+    except ImportError:
+        raise RLTunerError(
+            f"rltuner sweep --searcher {searcher} needs Optuna, which is not installed: pip install "
+            f"'rltuner[sweep]' (or pip install 'optuna=={OPTUNA_VERSION}')"
+        ) from None
+    return optuna
+
+
+def nsga2_population(samples: int) -> int:
+    """NSGA-II's generation size for a sweep of ``samples`` trials: a quarter of them (2 to 50), so that a
+    sweep sees about four generations (Optuna's default of 50 would leave a 32-trial sweep random)."""
+    return max(2, min(50, samples // 4))
+
+
+def make_sampler(searcher: str, samples: int, seed: int) -> Any:
+    """The Optuna multi-objective sampler of ``searcher``, seeded.
+
+    Raises:
+        ConfigError: not a model-based searcher.
+    """
+    optuna = require_optuna(searcher)
+    if searcher == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=nsga2_population(samples), seed=seed)
+    if searcher == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, min(10, samples // 4)))
+    raise ConfigError(f"no Optuna sampler for searcher {searcher!r}; searchers: {', '.join(MODEL_BASED)}")
+
+
 @dataclass(frozen=True)
 class SweepOptions:
     """How to run a sweep (the trial settings are :class:`~rltuner.sweep.trial.TrialSettings`).
 
     Attributes:
-        samples: how many configurations to draw and run.
-        workers: trials at a time in local mode (None: the machine's cores); ignored on a cluster.
+        samples: how many configurations to run.
+        workers: trials at a time in local mode (None: the machine's cores); a cluster is not sized by it.
+            A model-based searcher asks for at most this many configurations at a time (None: the CPUs).
         address: a Ray cluster (``ray://host:10001`` or ``auto``); None starts a local Ray.
         early_stop: ASHA stops trials that trail at an evaluation round.
         resume: continue the sweep in the output folder (finished trials are kept).
+        searcher: ``random`` (drawn beforehand), ``nsga2`` or ``tpe`` (Optuna, multi-objective).
     """
 
     samples: int = 32
@@ -53,27 +97,61 @@ class SweepOptions:
     address: str | None = None
     early_stop: bool = True
     resume: bool = False
+    searcher: str = "random"
+
+
+def _params(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's configuration (setting -> value) from its Ray config, under either searcher."""
+    if "trial" in config:  # random: the drawn configuration, as handed to Ray's grid
+        return dict(config["trial"]["params"])
+    # a model-based searcher: Optuna's values beside the fixed ones; settings the algorithm ignores dropped
+    params = {**config.get(FIXED, {}), **{k: v for k, v in config.items() if k != FIXED}}
+    algorithm = str(params.get("algorithm", "q"))
+    return {k: v for k, v in params.items() if applies(k, algorithm)}
 
 
 def _trainable(config: dict[str, Any], settings: dict[str, Any]) -> None:
     from ray import tune
 
-    run_trial(config["trial"]["params"], TrialSettings(**settings), tune.report)
+    run_trial(_params(config), TrialSettings(**settings), tune.report)
+
+
+def _check_resume(out: Path, searcher: str, seed: int) -> None:
+    """Refuse to resume with another searcher or seed than the sweep started with (``sweep.json``; a sweep
+    without one started before there was a choice, with random search)."""
+    import json
+
+    marker = out / MARKER
+    try:
+        started = (
+            json.loads(marker.read_text(encoding="utf-8")) if marker.exists() else {"searcher": "random"}
+        )
+    except (OSError, ValueError) as exc:
+        raise RLTunerError(f"cannot read {marker}: {exc}") from None
+    was = (started.get("searcher", "random"), started.get("seed", seed))
+    if was != (searcher, seed):
+        raise ConfigError(
+            f"{out} holds a sweep started with --searcher {was[0]} --seed {was[1]}: resume it with those"
+        )
 
 
 def run_sweep(
     space: SearchSpace, trial: TrialSettings, options: SweepOptions, out_dir: str | Path
 ) -> list[dict[str, Any]]:
-    """Run every drawn configuration as a Ray Tune trial; return one row per trial (settings + last report).
+    """Run ``options.samples`` trials on Ray Tune; return one row per trial (settings + last report).
 
     Raises:
-        RLTunerError: Ray is missing, cannot start or reach the cluster, or ``resume`` finds no sweep.
-        ConfigError: a drawn configuration is invalid.
+        RLTunerError: Ray (or, for ``nsga2``/``tpe``, Optuna) is missing, Ray cannot start or reach the
+            cluster, or ``resume`` finds no sweep or one of another searcher or seed.
+        ConfigError: a drawn configuration is invalid, or an unknown searcher.
     """
     ray = require_ray()
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    if options.searcher not in SEARCHERS:
+        raise ConfigError(f"unknown searcher {options.searcher!r}; searchers: {', '.join(SEARCHERS)}")
+    model_based = options.searcher in MODEL_BASED
     out = Path(out_dir).resolve()
     experiment = out / EXPERIMENT
     if options.samples < 1 or trial.rounds < 1 or trial.melodies < 1 or trial.steps < 1:
@@ -82,16 +160,27 @@ def run_sweep(
         raise RLTunerError(f"{out} holds no sweep to resume ({experiment} is missing)")
     if not options.resume and experiment.exists():
         raise RLTunerError(f"{out} already holds a sweep: resume it with --resume or choose another folder")
-    trials = draw_trials(space, options.samples, trial.seed, trial.steps, trial.rounds)
+    if options.resume:
+        _check_resume(out, options.searcher, trial.seed)
+    if model_based:
+        sampler = make_sampler(options.searcher, options.samples, trial.seed)  # Optuna: before Ray starts
+        searched, fixed = optuna_distributions(space)
+        # Optuna picks configurations as it goes: check the space on a random draw of the same size instead
+        draw_trials(space, options.samples, trial.seed, trial.steps, trial.rounds)
+        if not searched:
+            raise ConfigError(f"{space.source}: every setting is fixed: nothing for --searcher to search")
+    else:
+        trials = draw_trials(space, options.samples, trial.seed, trial.steps, trial.rounds)
     if trial.reference_log_p != trial.reference_log_p:  # NaN: measure the Note RNN's own samples once
         trial = dataclasses.replace(trial, reference_log_p=reference_log_p(trial.melodies, trial.seed))
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     local = options.address is None
+    workers = (options.workers or os.cpu_count() or 1) if local else None
     try:
         ray.init(
             address=options.address,
-            num_cpus=(options.workers or os.cpu_count() or 1) if local else None,
+            num_cpus=workers,
             include_dashboard=False,
             ignore_reinit_error=True,
             log_to_driver=False,
@@ -111,22 +200,30 @@ def run_sweep(
                 str(experiment), trainable, resume_unfinished=True, restart_errored=True
             )
         else:
+            # ASHA decides on the scalar goal deficit; its metric is its own, apart from the searcher's
             scheduler: Any = (
-                ASHAScheduler(max_t=trial.rounds, grace_period=1, reduction_factor=2)
+                ASHAScheduler(
+                    metric=METRIC, mode="min", max_t=trial.rounds, grace_period=1, reduction_factor=2
+                )
                 if options.early_stop and trial.rounds > 1
                 else FIFOScheduler()
             )
-            tuner = tune.Tuner(
-                trainable,
-                param_space={
+            run_config = tune.RunConfig(name=EXPERIMENT, storage_path=str(out), verbose=1)
+            if model_based:
+                # at most as many configurations asked for as can run: --workers, else the local or cluster CPUs
+                concurrent = options.workers or workers or int(ray.cluster_resources().get("CPU", 1))
+                tune_config = _search_config(searched, sampler, options, max(1, concurrent), scheduler)
+                param_space: dict[str, Any] = {FIXED: fixed}
+            else:
+                tune_config = tune.TuneConfig(scheduler=scheduler, trial_dirname_creator=_trial_dirname)
+                param_space = {
                     "trial": tune.grid_search(
                         [{"id": _trial_id(i), "params": p} for i, p in enumerate(trials)]
                     )
-                },
-                tune_config=tune.TuneConfig(
-                    metric=METRIC, mode="min", scheduler=scheduler, trial_dirname_creator=_trial_dirname
-                ),
-                run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(out), verbose=1),
+                }
+            write_json_atomic(out / MARKER, {"searcher": options.searcher, "seed": trial.seed})
+            tuner = tune.Tuner(
+                trainable, param_space=param_space, tune_config=tune_config, run_config=run_config
             )
         grid = tuner.fit()
     finally:
@@ -134,8 +231,43 @@ def run_sweep(
     return _rows(grid, trial.rounds)
 
 
+def _search_config(
+    searched: Mapping[str, Any], sampler: Any, options: SweepOptions, concurrent: int, scheduler: Any
+) -> Any:
+    """Ray Tune's settings for a model-based searcher: Optuna on :data:`SEARCH_OBJECTIVES`, at most
+    ``concurrent`` configurations asked for at a time."""
+    import optuna
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial otherwise
+    search = OptunaSearch(
+        space=dict(searched),
+        metric=[m for m, _ in SEARCH_OBJECTIVES],
+        mode=[mode for _, mode in SEARCH_OBJECTIVES],
+        sampler=sampler,
+    )
+    return tune.TuneConfig(
+        search_alg=ConcurrencyLimiter(search, max_concurrent=concurrent),
+        scheduler=scheduler,
+        num_samples=options.samples,
+        trial_dirname_creator=_trial_dirname,
+    )
+
+
+def _trial_label(trial: Any) -> str:
+    """``t000``...: the drawn index (random), or the order Ray created the trial in (its experiment tag
+    starts with a counter from 1)."""
+    config = trial.config or {}
+    if "trial" in config:
+        return str(config["trial"]["id"])
+    counter = str(getattr(trial, "experiment_tag", "")).split("_", 1)[0]
+    return _trial_id(int(counter) - 1) if counter.isdigit() else str(trial.trial_id)
+
+
 def _trial_dirname(trial: Any) -> str:
-    return f"{trial.config['trial']['id']}-{trial.trial_id}"
+    return f"{_trial_label(trial)}-{trial.trial_id}"
 
 
 def _trial_id(index: int) -> str:
@@ -149,20 +281,38 @@ def _rows(grid: Any, rounds: int) -> list[dict[str, Any]]:
     if trials:
         rows = [
             _row(
-                t.config or {}, t.last_result or {}, rounds, status=str(t.status), failed=t.status == "ERROR"
+                _trial_label(t),
+                t.config or {},
+                t.last_result or {},
+                rounds,
+                status=str(t.status),
+                failed=t.status == "ERROR",
             )
             for t in trials
         ]
     else:  # another Ray version: the public result grid (without statuses of trials that never ran)
         results = [grid[i] for i in range(len(grid))]
-        rows = [_row(r.config or {}, r.metrics or {}, rounds, failed=r.error is not None) for r in results]
+        rows = [
+            _row(
+                str((r.config or {}).get("trial", {}).get("id", (r.metrics or {}).get("trial_id", "?"))),
+                r.config or {},
+                r.metrics or {},
+                rounds,
+                failed=r.error is not None,
+            )
+            for r in results
+        ]
     return sorted(rows, key=lambda r: str(r["trial"]))
 
 
 def _row(
-    config: Mapping[str, Any], metrics: Mapping[str, Any], rounds: int, status: str = "", failed: bool = False
+    label: str,
+    config: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    rounds: int,
+    status: str = "",
+    failed: bool = False,
 ) -> dict[str, Any]:
-    spec: Mapping[str, Any] = config.get("trial", {})
     done = int(metrics.get("training_iteration", 0))
     if failed:
         state = "error"
@@ -173,13 +323,7 @@ def _row(
     else:  # PENDING, RUNNING, PAUSED, or never reported: the sweep stopped before this trial ended
         state = "unfinished"
     reported = {k: v for k, v in metrics.items() if k == METRIC or k.startswith("goal") or k in _KEPT}
-    return {
-        "trial": spec.get("id", "?"),
-        "status": state,
-        "rounds": done,
-        **spec.get("params", {}),
-        **reported,
-    }
+    return {"trial": label, "status": state, "rounds": done, **_params(config), **reported}
 
 
-_KEPT = ("missing_goals", "env_step", "wall_s", "mean_log_p", "mean_task_reward")
+_KEPT = ("missing_goals", "env_step", "wall_s", "mean_log_p", "mean_task_reward", "table1_deficit")

@@ -295,6 +295,41 @@ def draw_trials(space: SearchSpace, n: int, seed: int, steps: int, rounds: int) 
     return trials
 
 
+#: Values Optuna's CategoricalDistribution can hold (what it stores in a study).
+_OPTUNA_CHOICE_TYPES = (bool, int, float, str, type(None))
+
+
+def optuna_distributions(space: SearchSpace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``space`` for a model-based searcher: (setting -> Optuna distribution, setting -> fixed value).
+
+    A list of choices becomes ``CategoricalDistribution``, ``uniform`` a ``FloatDistribution``,
+    ``loguniform`` a ``FloatDistribution(log=True)``, ``randint [low, high)`` an
+    ``IntDistribution(low, high - 1)`` (Optuna's bounds are inclusive); fixed values are not searched and
+    are returned apart. Needs Optuna (the ``sweep`` extra).
+
+    Raises:
+        ConfigError: a choice Optuna cannot store (not a bool, number, string or None).
+    """
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    searched: dict[str, Any] = {}
+    fixed: dict[str, Any] = {}
+    for d in space.dimensions:
+        if d.kind == "fixed":
+            fixed[d.name] = d.values[0]
+        elif d.kind == "choice":
+            bad = [v for v in d.values if not isinstance(v, _OPTUNA_CHOICE_TYPES)]
+            if bad:
+                raise ConfigError(f"{space.source}: {d.name}: Optuna cannot search the choice {bad[0]!r}")
+            searched[d.name] = CategoricalDistribution(d.values)
+        elif d.kind == "randint":
+            searched[d.name] = IntDistribution(int(d.values[0]), int(d.values[1]) - 1)
+        else:
+            low, high = (float(v) for v in d.values)
+            searched[d.name] = FloatDistribution(low, high, log=d.kind == "loguniform")
+    return searched, fixed
+
+
 DEFAULT_SPACE_FILE = "default_space.toml"
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from rltuner.sweep.objective import LOG_P_GAP, score
+from rltuner.sweep.objective import LOG_P_GAP, TABLE1_DEFICIT, score, table1_deficit
 from rltuner.sweep.space import trial_settings
 
 #: Settings of a whole sweep that every trial shares.
@@ -85,7 +85,8 @@ def report_row(metrics: Mapping[str, float], env_step: int, wall_s: float) -> di
     """What a trial reports at one round: the goal deficit, each goal's value and the main metrics."""
     s = score(metrics)
     row: dict[str, float | int | str] = {
-        "goal_deficit": s.deficit, "goals_met": s.goals_met, "goals_scored": len(s.shortfalls),
+        "goal_deficit": s.deficit, TABLE1_DEFICIT: table1_deficit(s), "goals_met": s.goals_met,
+        "goals_scored": len(s.shortfalls),
         "missing_goals": ",".join(s.missing), "env_step": env_step, "wall_s": round(wall_s, 2),
         "mean_log_p": metrics["mean_log_p"], "mean_task_reward": metrics["mean_task_reward"],
     }  # fmt: skip
