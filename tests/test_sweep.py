@@ -352,3 +352,14 @@ def test_drawn_schedules_scale_with_the_trial_budget() -> None:
 
     command = tune_command({"tune": {"algorithm": "q", "epsilon_steps": 500_000}, "reward": {}}, 100_000)
     assert "epsilon_steps=50000" in command  # the best command plays the schedule the trial played
+
+
+def test_reward_primer_is_a_searched_choice_and_the_best_command_sets_it() -> None:
+    space = parse_space({"space": {"algorithm": ["psi"], "reward_primer": [False, True]}})
+    drawn = {params["reward_primer"] for params in space.sample(20, seed=0)}
+    assert drawn == {False, True}
+    assert "reward_primer" in default_space().names
+    command = tune_command({"tune": {"algorithm": "psi", "reward_primer": True}, "reward": {}}, 1_000_000)
+    assert "--set reward_primer=true" in command
+    with pytest.raises(ConfigError, match="reward_primer"):
+        parse_space({"space": {"reward_primer": ["maybe"]}})
