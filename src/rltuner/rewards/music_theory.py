@@ -348,11 +348,11 @@ class MusicTheoryReward:
             return self._fresh(int(batch_size), self.config.length)
         if primers is None:
             raise InvalidMelodyError("this reward judges the primer (hear_primer): reset needs the primers")
-        p = validate_classes(primers)
-        p = p[:, None] if p.ndim == 1 else p
+        given = validate_classes(primers)
+        p = given[:, None] if given.ndim == 1 else given
         if p.ndim != 2 or p.shape[0] != batch_size or p.shape[1] < 1:
             raise InvalidMelodyError(
-                f"expected primers of shape ({batch_size},) or ({batch_size}, P), got {np.shape(primers)}"
+                f"expected primers of shape ({batch_size},) or ({batch_size}, P), got {given.shape}"
             )
         state = self._fresh(int(batch_size), self.config.length + p.shape[1])
         for column in p.T:  # the primer steps: judged as part of the melody, their own values dropped
