@@ -248,3 +248,12 @@ def test_pipeline_seed_settings_and_fingerprint() -> None:
         PipelineConfig(out="x", seeds=0).validate()
     with pytest.raises(ConfigError, match="last seed"):
         PipelineConfig(out="x", seed=2**63 - 1, seeds=2).validate()
+
+
+def test_reward_primer_is_a_result_input_and_off_keeps_older_fingerprints() -> None:
+    from rltuner.evaluation.pipeline import _result_settings
+    from rltuner.rl.config import preset
+
+    # off (the default) leaves the fingerprint of runs made before the setting existed; on changes it
+    assert "reward_primer" not in _result_settings(preset("fast"))
+    assert _result_settings(preset("fast", reward_primer=True))["reward_primer"] is True

@@ -162,3 +162,20 @@ def test_ctrl_c_summary_names_the_last_evaluation(
             f"last evaluation, at env step {last['env_step']:,}: mean log p(a|s) {last['mean_log_p']:.3f}"
             in line
         )
+
+
+def test_reward_primer_is_set_recorded_and_refused_for_molecules(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rltuner.cli.main import main
+
+    run = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["tune", "--out", str(run), "--set", "reward_primer=true", *FAST])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.json").read_text())["reward_primer"] is True
+    with pytest.raises(SystemExit) as exc:
+        main(["tune", "--domain", "molecules", "--set", "reward_primer=true", "--out", str(tmp_path / "m")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "reward_primer applies to the music domain, not to molecules" in err and "Traceback" not in err
+    assert not (tmp_path / "m").exists()

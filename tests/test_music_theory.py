@@ -456,3 +456,89 @@ def test_one_melody_path_rejects_bad_actions() -> None:
     reward.step(state, np.array([14]))
     with pytest.raises(InvalidMelodyError, match="already have all 2 steps"):
         reward.step(state, np.array([1]))
+
+
+# ------------------------------------------------------------------ hear_primer (TuneConfig.reward_primer)
+def _primed_melodies(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) note primers and (N, 32) melodies: uniform, leapy, few-class and repeated-motif rows, so every
+    rule fires."""
+    rng = np.random.default_rng(seed)
+    leapy = rng.choice(np.array([2, 9, 14, 21, 26, 33, 37, 1, 0, 12, 16]), size=(n, 32))
+    pool = rng.choice(np.array([14, 21, 26, 1, 1, 0]), size=(n, 32))
+    uniform = rng.integers(0, 38, size=(n, 32))
+    motifs = np.tile(rng.choice(np.array([14, 16, 18, 19, 21, 1, 0]), size=(n, 8)), 4)
+    style = rng.integers(0, 4, size=n)[:, None]
+    melodies = np.where(style == 0, leapy, np.where(style == 1, pool, np.where(style == 2, uniform, motifs)))
+    return rng.integers(2, 38, size=n), melodies
+
+
+def _spec_on_primer_plus_steps(primers: np.ndarray, melodies: np.ndarray) -> dict[str, np.ndarray]:
+    """What the spec's rules give the 33-step melody primer + steps at steps 1..32 (L = 33), except the tonic
+    rule, which judges the generated steps (L = 32), as Table 1's "starting with tonic" row does."""
+    heard = music_theory_rewards(np.concatenate([primers[:, None], melodies], axis=1), by_rule=True)
+    generated = music_theory_rewards(melodies, by_rule=True)
+    assert isinstance(heard, dict) and isinstance(generated, dict)
+    return {k: generated[k] if k == "tonic" else v[:, 1:] for k, v in heard.items()}
+
+
+def test_hear_primer_is_the_spec_on_the_melody_as_heard() -> None:
+    primers, melodies = _primed_melodies(400, seed=5)
+    expected = _spec_on_primer_plus_steps(primers, melodies)
+    reward = MusicTheoryReward(hear_primer=True)
+    got = reward.score(melodies, by_rule=True, primers=primers)
+    assert isinstance(got, dict)
+    for name in RULE_NAMES:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    # every rule fired somewhere, and the primer changed what the reward pays (else the test proves little)
+    assert all(np.any(expected[name] != 0) for name in RULE_NAMES)
+    spec = music_theory_rewards(melodies)
+    assert isinstance(spec, np.ndarray)
+    assert np.any(reward.score(melodies, primers=primers) != spec)
+    # the incremental path, batched and one melody at a time (the scalar path), step by step
+    state = reward.reset(len(primers), primers)
+    assert state.offset == 1 and state.t == 1 and state.length == 33
+    total = np.stack([reward.step(state, melodies[:, t]) for t in range(32)], axis=1)
+    np.testing.assert_array_equal(total, reward.score(melodies, primers=primers))
+    for i in range(0, 400, 37):
+        one = reward.reset(1, primers[i : i + 1])
+        values = [reward.step_by_rule(one, melodies[i, t : t + 1]) for t in range(32)]
+        for name in RULE_NAMES:
+            np.testing.assert_array_equal([v[name][0] for v in values], expected[name][i], err_msg=name)
+
+
+def test_a_leap_from_the_primer_is_punished_or_resolved() -> None:
+    reward = MusicTheoryReward(hear_primer=True)
+    # C3 primer, then C4 and C5: two leaps up in a row; the spec's reward sees only the second, as a first leap
+    doubled = [14, 26] + [1] * 30
+    primed = reward.score(doubled, by_rule=True, primers=2)
+    assert isinstance(primed, dict)
+    assert primed["leaps"][:2].tolist() == [0.0, -5.0]
+    assert rule(doubled, "leaps")[:2] == [0.0, 0.0]
+    # C4 primer, C5 held 7 steps, then back down to C4: the leap from the primer is resolved
+    resolved = [26] + [1] * 7 + [14] + [1] * 23
+    primed = reward.score(resolved, by_rule=True, primers=14)
+    assert isinstance(primed, dict)
+    assert np.flatnonzero(primed["leaps"]).tolist() == [8] and primed["leaps"][8] == 5.0
+    assert rule(resolved, "leaps")[8] == 0.0  # for the spec that is a new leap
+    # the primer is heard by the interval rule too: C4 -> G4 is an in-key fifth (0.5) only after a primer
+    assert float(reward.score([21] + [1] * 31, by_rule=True, primers=14)["intervals"][0]) == 0.5  # type: ignore[index]
+
+
+def test_without_hear_primer_the_primers_are_ignored() -> None:
+    primers, melodies = _primed_melodies(50, seed=1)
+    reward = MusicTheoryReward()
+    spec = music_theory_rewards(melodies)
+    assert isinstance(spec, np.ndarray)
+    np.testing.assert_array_equal(reward.score(melodies, primers=primers), spec)
+    state = reward.reset(50, primers)
+    assert state.t == 0 and state.offset == 0 and state.length == 32
+
+
+def test_hear_primer_needs_the_primers() -> None:
+    reward = MusicTheoryReward(hear_primer=True)
+    with pytest.raises(InvalidMelodyError, match="needs the primers"):
+        reward.reset(3)
+    with pytest.raises(InvalidMelodyError, match="primers of shape"):
+        reward.reset(3, np.array([14, 14]))
+    with pytest.raises(InvalidMelodyError):
+        reward.reset(1, np.array([40]))

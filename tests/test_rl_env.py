@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -85,3 +87,84 @@ def test_soft_update_moves_eta_of_the_way() -> None:
 @pytest.mark.parametrize(("step", "expected"), [(0, 1.0), (250_000, 0.55), (500_000, 0.1), (900_000, 0.1)])
 def test_epsilon_schedule_of_the_paper(step: int, expected: float) -> None:
     assert epsilon_at(step, preset("paper")) == pytest.approx(expected)
+
+
+# ---------------------------------------------------- reward_primer: every path hands the reward its primers
+def _primed_music(seed: int = 3, on: bool = True) -> Any:
+    from rltuner.domains.music import music_domain
+
+    return music_domain(tiny_prior(seed), reward_primer=on)
+
+
+def _heard(tokens: np.ndarray) -> np.ndarray:
+    """What the primer-hearing reward gives (B, 1 + 32) tokens, primer first (it equals the spec's rules on
+    the 33-step melody: test_music_theory.test_hear_primer_is_the_spec_on_the_melody_as_heard)."""
+    from rltuner.rewards.music_theory import MusicTheoryReward
+
+    out = MusicTheoryReward(hear_primer=True).score(tokens[:, 1:], primers=tokens[:, 0])
+    assert isinstance(out, np.ndarray)
+    return out
+
+
+def _sample(outputs: torch.Tensor, prior_log_p: torch.Tensor) -> torch.Tensor:
+    return torch.multinomial(torch.softmax(outputs, -1), 1).squeeze(1)
+
+
+@pytest.mark.parametrize("n_envs", [1, 6])  # 1: the paper's one-melody path (the reward's scalar path)
+def test_lockstep_env_pays_what_the_primer_hearing_reward_gives(n_envs: int) -> None:
+    torch.manual_seed(0)
+    domain = _primed_music()
+    assert domain.reward_hears_primer
+    batch = BatchedEnv.for_domain(domain.prior, domain.prior, domain, n_envs).rollout(
+        _sample, np.random.default_rng(1)
+    )
+    tokens = batch.tokens.numpy()
+    np.testing.assert_array_equal(batch.task_reward.numpy(), _heard(tokens).astype(np.float32))
+
+
+def test_option_off_pays_the_spec_reward_and_on_differs() -> None:
+    from rltuner.rewards.music_theory import music_theory_rewards
+
+    rewards = {}
+    for on in (False, True):
+        torch.manual_seed(0)
+        domain = _primed_music(on=on)
+        batch = BatchedEnv.for_domain(domain.prior, domain.prior, domain, 8).rollout(
+            _sample, np.random.default_rng(1)
+        )
+        rewards[on] = batch.task_reward.numpy()
+        spec = np.asarray(music_theory_rewards(batch.tokens[:, 1:].numpy()))
+        if not on:
+            np.testing.assert_array_equal(rewards[on], spec.astype(np.float32))
+    assert np.any(rewards[False] != rewards[True])  # same episodes (same seeds), other reward
+
+
+def test_on_policy_rollout_with_grouped_primers_hears_them() -> None:
+    from rltuner.rl.targets import get_algorithm
+    from rltuner.rl.tuner import make_learner
+
+    domain = _primed_music()
+    cfg = preset("fast", algorithm="rloo", n_envs=8, reward_primer=True)
+    learner = make_learner(get_algorithm("rloo"), cfg, domain, torch.device("cpu"))
+    batch = learner.make_env(domain, 8).rollout(_sample, np.random.default_rng(2))
+    tokens = batch.tokens.numpy()
+    assert len(set(tokens[:, 0].tolist())) <= 2  # groups of 4 share a primer
+    np.testing.assert_array_equal(batch.task_reward.numpy(), _heard(tokens).astype(np.float32))
+
+
+def test_gym_envs_pay_what_the_primer_hearing_reward_gives() -> None:
+    pytest.importorskip("gymnasium")
+    from rltuner.rl.gym_env import BatchedVectorEnv, SequenceEnv
+
+    domain = _primed_music()
+    rng = np.random.default_rng(4)
+    actions = rng.integers(0, 38, size=(32, 5))
+    envs = BatchedVectorEnv(domain, 5, log_prior=False)
+    primers, _ = envs.reset(seed=7)
+    got = np.stack([envs.step(actions[t])[4]["task_reward"] for t in range(32)], axis=1)
+    expected = _heard(np.concatenate([primers[:, None], actions.T], axis=1))
+    np.testing.assert_array_equal(got, expected)
+    one = SequenceEnv(domain, log_prior=False)
+    primer, _ = one.reset(seed=7)
+    got_one = [one.step(int(a))[4]["task_reward"] for a in actions[:, 0]]
+    np.testing.assert_array_equal(got_one, _heard(np.array([[int(primer), *actions[:, 0]]]))[0])

@@ -170,7 +170,7 @@ def test_tensorboard_gets_round_scalars_and_reward_parts(tmp_path: Path, domain:
 
     import numpy as np
 
-    def parts(actions: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    def parts(actions: np.ndarray, mask: np.ndarray, primers: np.ndarray) -> dict[str, float]:
         return {"hits": float((actions == 3).mean()), "steps": float(mask.sum(1).mean())}
 
     with_parts = dataclasses.replace(domain, reward_parts=parts)
@@ -198,7 +198,28 @@ def test_music_reward_parts_add_up_to_the_reward() -> None:
     domain = music_domain()
     assert domain.reward_parts is not None
     actions = np.random.default_rng(0).integers(0, 38, size=(16, 32))
-    parts = domain.reward_parts(actions, np.ones_like(actions, dtype=bool))
+    primers = np.random.default_rng(1).integers(2, 38, size=16)
+    parts = domain.reward_parts(actions, np.ones_like(actions, dtype=bool), primers)
     assert set(RULE_NAMES) <= set(parts)
     total = music_theory_rewards(actions)
     assert sum(parts.values()) == pytest.approx(float(np.mean(total)))
+    # with reward_primer the parts are those of the reward that hears the primer
+    heard = domain.for_reward_primer(True)
+    assert heard.reward_parts is not None and heard.reward_hears_primer
+    parts = heard.reward_parts(actions, np.ones_like(actions, dtype=bool), primers)
+    heard_total = heard.make_reward().score(actions, primers=primers)  # type: ignore[attr-defined]
+    assert sum(parts.values()) == pytest.approx(float(np.mean(heard_total)))
+    assert float(np.mean(heard_total)) != pytest.approx(float(np.mean(total)))
+
+
+def test_reward_primer_is_recorded_and_refused_where_the_domain_has_none(tmp_path: Path) -> None:
+    from rltuner.domains.music import music_domain
+
+    domain = music_domain(tiny_prior(2))
+    tune(_small(reward_primer=True, total_steps=256, eval_every=0), domain, tmp_path / "on")
+    assert json.loads((tmp_path / "on" / "config.json").read_text())["reward_primer"] is True
+    with pytest.raises(ConfigError, match="reward_primer applies to the music domain, not to toy"):
+        tune(_small(reward_primer=True), toy_domain(tiny_prior()), tmp_path / "toy")
+    assert not (tmp_path / "toy").exists()
+    with pytest.raises(ConfigError, match="reward_primer is false"):
+        tune(_small(), domain.for_reward_primer(True), tmp_path / "off")

@@ -477,3 +477,14 @@ def test_local_nsga2_sweep_with_early_stopping_and_resume(tmp_path: Path) -> Non
     again = CliRunner().invoke(cli, [*args, "--resume", "--searcher", "nsga2"])
     assert again.exit_code == 0, again.output
     assert json.loads((out / "trials.json").read_text())["trials"] == recorded["trials"]
+
+
+def test_reward_primer_is_a_searched_choice_and_the_best_command_sets_it() -> None:
+    space = parse_space({"space": {"algorithm": ["psi"], "reward_primer": [False, True]}})
+    drawn = {params["reward_primer"] for params in space.sample(20, seed=0)}
+    assert drawn == {False, True}
+    assert "reward_primer" in default_space().names
+    command = tune_command({"tune": {"algorithm": "psi", "reward_primer": True}, "reward": {}}, 1_000_000)
+    assert "--set reward_primer=true" in command
+    with pytest.raises(ConfigError, match="reward_primer"):
+        parse_space({"space": {"reward_primer": ["maybe"]}})

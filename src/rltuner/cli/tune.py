@@ -244,6 +244,8 @@ def tune(
         except ConfigError as exc:
             raise ConfigError(f"--primer: {exc}") from None
     reward_desc: dict[str, Any] = {}
+    if cfg.reward_primer and domain != "music":  # checked again by tune(); here before the prior loads
+        raise ConfigError(f"reward_primer applies to the music domain, not to {domain}")
     if (reward_terms or reward_weights or rules) and domain != "music":
         raise click.UsageError("--reward, --reward-weight and --rule apply to the music domain")
     if domain == "music" and reward_config is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
 import torch
@@ -46,6 +46,22 @@ class SequenceReward(Protocol):
     def step(self, state: Any, actions: np.ndarray) -> np.ndarray: ...
 
 
+class PrimerHearingReward(Protocol):
+    """A task reward that judges each sequence with its primer first (a domain's ``reward_hears_primer``):
+    ``reset`` takes the primers, (B,) int64, the tokens the episodes are fed first."""
+
+    def reset(self, batch_size: int, primers: np.ndarray) -> Any: ...
+
+    def step(self, state: Any, actions: np.ndarray) -> np.ndarray: ...
+
+
+def reset_reward(reward: Any, batch_size: int, primers: np.ndarray, hears_primer: bool) -> Any:
+    """``reward.reset``, given the primers when the reward hears them: what every environment calls."""
+    if hears_primer:
+        return cast(PrimerHearingReward, reward).reset(batch_size, primers)
+    return cast(SequenceReward, reward).reset(batch_size)
+
+
 PrimerSampler = Callable[[int, np.random.Generator], np.ndarray]
 """``sample(n, rng) -> (n,) int64``: the token fed as the first input of each episode (not part of it)."""
 
@@ -68,9 +84,14 @@ class Domain:
         reward_config: the task reward's settings as JSON (recorded in run configs and checkpoints, and
             used again by evaluation).
         meta: more domain settings worth recording in checkpoints (JSON-able).
-        reward_parts: ``parts(actions, mask) -> {name: value}``: the task reward's terms (rules), each as its
-            mean per played step over the episodes (``actions`` (B, L) int64, ``mask`` (B, L) bool: played
-            steps); logged to TensorBoard. None when the reward has no named parts.
+        reward_parts: ``parts(actions, mask, primers) -> {name: value}``: the task reward's terms (rules), each
+            as its mean per played step over the episodes (``actions`` (B, L) int64, ``mask`` (B, L) bool:
+            played steps, ``primers`` (B,) int64); logged to TensorBoard. None when the reward has no named
+            parts.
+        reward_hears_primer: the task reward judges each sequence with its primer first (TuneConfig's
+            ``reward_primer``), so :meth:`SequenceReward.reset` must be given the primers.
+        with_primer_reward: builds this domain with a task reward that hears the primer
+            (:meth:`for_reward_primer`); None: the domain has no such reward.
         score_range: ``(low, high)`` of an episode's task return (the sum of its task reward) that
             :meth:`score` maps onto [0, 1], the sequence score S of REINVENT's augmented likelihood (``dap``);
             None when the domain defines no score.
@@ -87,7 +108,26 @@ class Domain:
     pad_token: int = 0
     reward_config: dict[str, Any] | None = None
     score_range: tuple[float, float] | None = None
-    reward_parts: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None
+    reward_parts: Callable[[np.ndarray, np.ndarray, np.ndarray], dict[str, float]] | None = None
+    reward_hears_primer: bool = False
+    with_primer_reward: Callable[[], Domain] | None = None
+
+    def for_reward_primer(self, on: bool) -> Domain:
+        """This domain with a task reward that hears the primer (``on``) or the plain one (``not on``).
+
+        Raises:
+            ConfigError: ``on`` for a domain without such a reward, or ``not on`` for one that has only it.
+        """
+        if on == self.reward_hears_primer:
+            return self
+        if on and self.with_primer_reward is not None:
+            return self.with_primer_reward()
+        if on:
+            raise ConfigError(f"reward_primer applies to the music domain, not to {self.name}")
+        raise ConfigError(
+            f"this {self.name} domain's reward hears the primer, but reward_primer is false: build the "
+            "domain without it"
+        )
 
     def score(self, task_return: torch.Tensor) -> torch.Tensor:
         """The sequence score ``S = clip((R - low) / (high - low), 0, 1)`` of task returns R: (B,) -> (B,).

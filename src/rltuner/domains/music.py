@@ -125,6 +125,7 @@ def music_domain(
     length: int = DEFAULT_MELODY_LENGTH,
     reward_config: Any = None,
     device: str = "cpu",
+    reward_primer: bool = False,
 ) -> Domain:
     """The melody domain of the paper.
 
@@ -136,6 +137,8 @@ def music_domain(
         length: melody length in sixteenth steps (32 in the paper).
         reward_config: a ``RewardConfig`` of the music-theory reward (None: the paper's rules).
         device: where to load a prior given by path.
+        reward_primer: the music-theory reward judges each melody as heard, primer first, as Table 1 counts
+            it (``MusicTheoryReward(hear_primer=True)``; TuneConfig's ``reward_primer``); false: the spec's.
 
     Raises:
         ConfigError: a prior whose vocabulary is not the 38 melody classes, or a bad primer.
@@ -161,20 +164,22 @@ def music_domain(
         cfg = dataclasses.replace(cfg, length=length)
 
     def make_reward() -> Any:
-        return MusicTheoryReward(cfg)
+        return MusicTheoryReward(cfg, hear_primer=reward_primer)
 
-    def reward_parts(actions: Any, mask: Any) -> dict[str, float]:
-        from rltuner.rewards.music_theory import music_theory_rewards
-
-        parts = music_theory_rewards(actions, by_rule=True, config=cfg)  # every melody plays all its steps
+    def reward_parts(actions: Any, mask: Any, primers: Any) -> dict[str, float]:
+        # every melody plays all its steps
+        parts = make_reward().score(actions, by_rule=True, primers=primers)
         assert isinstance(parts, dict)
         return {name: float(values.mean()) for name, values in parts.items()}
+
+    def with_primer_reward() -> Domain:
+        return music_domain(model, primer=primer, length=length, reward_config=cfg, reward_primer=True)
 
     domain = Domain(
         name="music", vocab_size=NUM_CLASSES, prior=model, make_reward=make_reward, sample_primers=sampler,
         episode_length=length, meta={"primer": primer_desc, "melody_length": length},
         reward_config={"music_theory": to_dict(cfg)}, score_range=music_score_range(length),
-        reward_parts=reward_parts,
+        reward_parts=reward_parts, reward_hears_primer=reward_primer, with_primer_reward=with_primer_reward,
     )  # fmt: skip
     domain.validate()
     return domain

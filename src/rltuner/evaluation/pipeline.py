@@ -706,7 +706,10 @@ def _inputs_config(config: PipelineConfig) -> dict[str, Any]:
 def _result_settings(tune_config: Any) -> dict[str, Any]:
     """A tuning config with the settings that only change what is shown or logged, not the model, at fixed
     values (those that runs made before --tensorboard/--quiet had, so their fingerprints still match)."""
-    return {**result_inputs(tune_config), "tensorboard": False, "progress": True}
+    data = {**result_inputs(tune_config), "tensorboard": False, "progress": True}
+    if not data.get("reward_primer"):
+        data.pop("reward_primer", None)  # runs made before reward_primer existed keep their fingerprints
+    return data
 
 
 def _jsonable_config(config: PipelineConfig) -> dict[str, Any]:

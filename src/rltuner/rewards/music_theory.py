@@ -183,8 +183,11 @@ class RewardState:
 
     Attributes:
         history: (B, L) int64, the classes played so far in columns 0..t-1 (the rest is undefined).
-        t: the next step to be played (0 after ``reset``).
-        length: L.
+        t: the next step to be played (0 after ``reset``; ``offset`` after a reset with primers).
+        length: L (L + ``offset`` with primers: the melody as heard).
+        offset: the primer steps at the start of ``history`` (0: none): played through without reward, judged
+            by every rule as part of the melody except the tonic rule, whose steps count from the first
+            generated one (``MusicTheoryReward(hear_primer=True)``).
         direction: (B,) rule 8: 0, or +1/-1 after an unresolved upward/downward leap.
         leapt_from: (B,) rule 8: the note that leap started from (-1: none).
         since: (B,) rule 8: steps since the last leap.
@@ -215,6 +218,7 @@ class RewardState:
     sum_x2: IntArray
     lag_products: IntArray
     window_codes: IntArray
+    offset: int = 0
 
     @property
     def batch_size(self) -> int:
@@ -261,12 +265,25 @@ class MusicTheoryReward:
     Args:
         config: constants and weights (default: the paper's reward, C major, L = 32).
         weights: rule name -> multiplier, overriding ``config.weights`` and user rules' weights.
+        hear_primer: judge each melody as it is heard and as Table 1 counts it, primer first (TuneConfig's
+            ``reward_primer``; docs/rewards.md): :meth:`reset` then needs the primers and plays them through
+            without reward, so generated step k earns what the rules give the melody primer + steps at its
+            step k + 1, with L + 1 steps for the extremes rule, except the tonic rule, which (like Table 1's
+            "starting with tonic" row) judges the generated steps: their first and their step L - 4 on.
+            False (the default): the spec's reward, which never sees the primer.
 
     Raises:
         ConfigError: invalid config or an unknown rule name in ``weights``.
     """
 
-    def __init__(self, config: RewardConfig | None = None, *, weights: Mapping[str, float] | None = None):
+    def __init__(
+        self,
+        config: RewardConfig | None = None,
+        *,
+        weights: Mapping[str, float] | None = None,
+        hear_primer: bool = False,
+    ):
+        self.hear_primer = bool(hear_primer)
         self.config = config if config is not None else RewardConfig()
         self.config.validate()
         cfg = self.config
@@ -312,11 +329,41 @@ class MusicTheoryReward:
         self._leap_list: list[float] = self._leap_values.tolist()
 
     # ----------------------------------------------------------------------------------------- incremental
-    def reset(self, batch_size: int) -> RewardState:
-        """A fresh state for ``batch_size`` melodies of ``config.length`` steps."""
+    def reset(self, batch_size: int, primers: object = None) -> RewardState:
+        """A fresh state for ``batch_size`` melodies of ``config.length`` steps.
+
+        Args:
+            batch_size: B.
+            primers: (B,) or (B, P) classes fed before each melody (the env's first inputs). A reward built
+                with ``hear_primer=True`` plays them through without reward (the state's ``offset`` = P);
+                the spec's reward (the default) ignores them.
+
+        Raises:
+            InvalidMelodyError: ``batch_size < 1``; with ``hear_primer``, primers missing, of the wrong
+                shape or outside 0..37.
+        """
         if batch_size < 1:
             raise InvalidMelodyError(f"batch_size must be at least 1, got {batch_size}")
-        b, length = int(batch_size), self.config.length
+        if not self.hear_primer:
+            return self._fresh(int(batch_size), self.config.length)
+        if primers is None:
+            raise InvalidMelodyError("this reward judges the primer (hear_primer): reset needs the primers")
+        given = validate_classes(primers)
+        p = given[:, None] if given.ndim == 1 else given
+        if p.ndim != 2 or p.shape[0] != batch_size or p.shape[1] < 1:
+            raise InvalidMelodyError(
+                f"expected primers of shape ({batch_size},) or ({batch_size}, P), got {given.shape}"
+            )
+        state = self._fresh(int(batch_size), self.config.length + p.shape[1])
+        for column in p.T:  # the primer steps: judged as part of the melody, their own values dropped
+            if batch_size == 1 and not self.custom_rules:
+                self._advance_one(state, np.ascontiguousarray(column))
+            else:
+                self._advance(state, np.ascontiguousarray(column))
+        state.offset = p.shape[1]
+        return state
+
+    def _fresh(self, b: int, length: int) -> RewardState:
 
         def zeros() -> IntArray:
             return np.zeros(b, dtype=np.int64)
@@ -388,7 +435,7 @@ class MusicTheoryReward:
         v_key = self._key_list[a]
 
         f = length - 4
-        if t in (0, f):
+        if t == s.offset or t == f:
             v_tonic = cfg.tonic_bonus if a == self.tables.tonic else 0.0
         elif t == f + 1:
             v_tonic = cfg.tonic_bonus if hold else 0.0
@@ -514,9 +561,10 @@ class MusicTheoryReward:
         # Rule 1: key.
         v_key = self._key_values[a]
 
-        # Rule 2: tonic at the start of the first and the last bar, then hold/rest to the end.
+        # Rule 2: tonic at the start of the first and the last bar, then hold/rest to the end (the first bar
+        # starts after the primer: offset; while the primer plays, t < offset earns nothing here).
         f = length - 4
-        if t in (0, f):
+        if t == s.offset or t == f:
             v_tonic = np.where(a == self.tables.tonic, cfg.tonic_bonus, 0.0)
         elif t == f + 1:
             v_tonic = np.where(hold, cfg.tonic_bonus, 0.0)
@@ -638,12 +686,16 @@ class MusicTheoryReward:
         return a
 
     # -------------------------------------------------------------------------------------- whole melodies
-    def score(self, melodies: object, *, by_rule: bool = False) -> FloatArray | dict[str, FloatArray]:
+    def score(
+        self, melodies: object, *, by_rule: bool = False, primers: object = None
+    ) -> FloatArray | dict[str, FloatArray]:
         """Per-step rewards of whole (or partial: T < L) melodies, by running :meth:`step` over the steps.
 
         Args:
             melodies: (N, T) classes, T <= ``config.length``; a 1-D melody gives 1-D output.
             by_rule: return a dict rule name -> (N, T) weighted values (summing to the total) instead.
+            primers: (N,) or (N, P) classes fed before each melody, as :meth:`reset` takes them (judged only
+                with ``hear_primer``; a 1-D melody takes a scalar or (P,)).
 
         Returns:
             float64 (N, T) r_MT per step (or the dict).
@@ -658,6 +710,9 @@ class MusicTheoryReward:
         if arr.ndim != 2:
             raise InvalidMelodyError(f"melodies must be a 2-D array (N, T), got shape {arr.shape}")
         n, steps = arr.shape
+        if primers is not None:
+            primers = np.asarray(primers)
+            primers = primers.reshape(1, -1) if single else primers
         if steps > self.config.length:
             raise InvalidMelodyError(
                 f"melodies have {steps} steps, longer than the melody length L = {self.config.length}"
@@ -668,7 +723,7 @@ class MusicTheoryReward:
             block = np.ascontiguousarray(
                 arr[lo : lo + _CHUNK_ROWS].T
             )  # (T, rows): one contiguous row per step
-            state = self.reset(block.shape[1])
+            state = self.reset(block.shape[1], None if primers is None else primers[lo : lo + _CHUNK_ROWS])
             for t in range(steps):
                 values = self._advance(state, block[t])
                 acc = values[0]

@@ -37,6 +37,10 @@ class TuneConfig:
         0.05, "eta of the soft target update theta- <- (1-eta) theta- + eta theta"
     )
     reward_scale: float = field(0.5, "c: the reward is log p(a|s) + r_MT / c (r_MT / c for g and rl-only)")
+    reward_primer: bool = field(
+        False, "music: the music-theory reward judges the melody as heard and as Table 1 counts it, primer "
+        "first (docs/rewards.md); false: the spec's reward, primer unseen"
+    )  # fmt: skip
     double_q: bool = field(False, "double Q-learning (q and rl-only only)")
     exploration: str = field("epsilon", "epsilon (epsilon-greedy on the policy) | boltzmann (sample it)")
     epsilon_start: float = field(1.0, "epsilon at step 0")

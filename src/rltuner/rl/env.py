@@ -17,7 +17,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from rltuner.domains.base import PrimerSampler, SequenceReward
+from rltuner.domains.base import PrimerSampler, SequenceReward, reset_reward
 from rltuner.models.prior import Stepper
 from rltuner.rl.replay import EpisodeBatch
 
@@ -37,6 +37,9 @@ class BatchedEnv:
         episode_length: L.
         n_envs: B.
         device: where the networks run (the task reward runs on the CPU in numpy).
+        eos_token: the action that ends an episode early, or None.
+        pad_token: what an ended episode is fed.
+        reward_hears_primer: ``reward.reset`` takes the primers (the domain's ``reward_hears_primer``).
     """
 
     def __init__(
@@ -50,6 +53,7 @@ class BatchedEnv:
         device: torch.device | str = "cpu",
         eos_token: int | None = None,
         pad_token: int = 0,
+        reward_hears_primer: bool = False,
     ) -> None:
         self.q_net = q_net
         self.reward_rnn = reward_rnn
@@ -60,6 +64,7 @@ class BatchedEnv:
         self.device = torch.device(device)
         self.eos_token = eos_token
         self.pad_token = pad_token
+        self.reward_hears_primer = reward_hears_primer
 
     @classmethod
     def for_domain(
@@ -69,6 +74,7 @@ class BatchedEnv:
         return cls(
             q_net, reward_rnn, domain.make_reward(), domain.sample_primers, domain.episode_length, n_envs,
             device, eos_token=domain.eos_token, pad_token=domain.pad_token,
+            reward_hears_primer=domain.reward_hears_primer,
         )  # fmt: skip
 
     @torch.no_grad()
@@ -95,7 +101,7 @@ class BatchedEnv:
         # as the weights change only between rollouts.
         q_step = stepper(self.q_net, B, self.device)
         p_step = stepper(self.reward_rnn, B, self.device)
-        reward_state = self.reward.reset(B)
+        reward_state = reset_reward(self.reward, B, primers.numpy(), self.reward_hears_primer)
         prev = primers.to(self.device)
         pad = torch.full((B,), self.pad_token, dtype=torch.int64)
         for t in range(L):

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rltuner.domains.base import Domain
+from rltuner.domains.base import Domain, reset_reward
 from rltuner.errors import ConfigError, RLTunerError
 
 try:
@@ -68,7 +68,9 @@ class SequenceEnv(gymnasium.Env[np.int64, np.int64]):
         """Start an episode: the observation is its primer (drawn with the env's ``np_random``)."""
         super().reset(seed=seed)
         primer = int(np.asarray(self.domain.sample_primers(1, self.np_random), dtype=np.int64)[0])
-        self._reward_state = self._reward.reset(1)
+        self._reward_state = reset_reward(
+            self._reward, 1, np.array([primer], dtype=np.int64), self.domain.reward_hears_primer
+        )
         self._prior_state = self.domain.prior.initial_state(1)
         self._advance_prior(primer)
         self._t = 0
@@ -166,7 +168,8 @@ class BatchedVectorEnv(gymnasium.vector.VectorEnv[np.ndarray, np.ndarray, np.nda
     def _start(self, slots: np.ndarray) -> np.ndarray:
         """New episodes at ``slots``: primers, a fresh reward state, a fresh prior state; returns the primers."""
         primers = np.asarray(self.domain.sample_primers(len(slots), self._rng), dtype=np.int64)
-        self._cohorts.append(_Cohort(slots, self._reward.reset(len(slots))))
+        state = reset_reward(self._reward, len(slots), primers, self.domain.reward_hears_primer)
+        self._cohorts.append(_Cohort(slots, state))
         self._cohort_of[slots] = np.arange(len(slots))
         self._t[slots] = 0
         fresh = self.domain.prior.initial_state(len(slots), device=self._device)

@@ -315,6 +315,7 @@ def _tune(
 ) -> TuneResult:
     algo = get_algorithm(cfg.algorithm)
     domain = domain if domain is not None else _default_domain()
+    domain = domain.for_reward_primer(cfg.reward_primer)
     domain.validate()
     cfg.validate_for_episode_length(domain.episode_length)
     device = resolve_device(cfg.device)
@@ -549,7 +550,8 @@ class _RoundLog:
             k = min(TB_PART_EPISODES, part.tokens.shape[0])
             actions = part.tokens[:k, 1:].cpu().numpy()
             mask = part.mask[:k].cpu().numpy()
-            for name, value in self.domain.reward_parts(actions, mask).items():
+            primers = part.tokens[:k, 0].cpu().numpy()
+            for name, value in self.domain.reward_parts(actions, mask, primers).items():
                 scalars[f"reward/{name}"] = value
         for name, value in scalars.items():
             self.writer.add_scalar(name, value, step)

@@ -193,7 +193,7 @@ def molecule_domain(
     def make_reward() -> SmilesReward:
         return SmilesReward(vocab, scorer, max_length)
 
-    def reward_parts(actions: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    def reward_parts(actions: np.ndarray, mask: np.ndarray, primers: np.ndarray) -> dict[str, float]:
         # r_T is paid once per episode; per played step, like the tuner's mean task reward, they add up to it
         strings, broken = decode_batch(actions, vocab)
         _, terms = scorer(strings, truncated=broken)
