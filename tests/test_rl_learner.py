@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rltuner.domains import tune_preset
 from rltuner.errors import ConfigError
 from rltuner.rl import learner
 from rltuner.rl.config import preset
@@ -58,6 +59,8 @@ def test_defaults_are_fused_adam_and_bf16_where_it_helps() -> None:
     cpu = torch.device("cpu")
     assert not bf16_enabled(paper.learner_bf16, cpu, paper.batch_size)  # one-episode steps: fp32 is faster
     assert bf16_enabled(fast.learner_bf16, cpu, fast.batch_size) == learner.cpu_has_bf16()
+    molecules = tune_preset("molecules")  # bf16's quality check covers music only
+    assert molecules.fused_adam and molecules.learner_bf16 == "off"
 
 
 def test_bf16_setting_resolves(monkeypatch: pytest.MonkeyPatch) -> None:
