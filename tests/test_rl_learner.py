@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rltuner.domains import tune_preset
 from rltuner.errors import ConfigError
 from rltuner.rl import learner
 from rltuner.rl.config import preset
@@ -35,6 +36,31 @@ def test_fused_adam_is_the_same_update_up_to_rounding() -> None:
     for a, b in zip(fused, loop, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
     assert any(not torch.equal(a, b) for a, b in zip(fused, tiny_prior(1).parameters(), strict=True))
+
+
+def test_fused_adam_falls_back_to_the_loop_where_the_kernel_does_not_take_a_tensor() -> None:
+    class ComplexNet(torch.nn.Module):  # torch's fused kernel refuses complex tensors (at step())
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(3, dtype=torch.complex64))
+
+    net = ComplexNet()
+    opt = make_adam(net, 0.1, fused=True)
+    assert not opt.defaults["fused"]
+    net.w.abs().sum().backward()
+    opt.step()  # the loop takes it; fused=True would raise here
+    assert not torch.equal(net.w.detach(), torch.ones(3, dtype=torch.complex64))
+
+
+def test_defaults_are_fused_adam_and_bf16_where_it_helps() -> None:
+    fast, paper = preset("fast"), preset("paper")
+    assert fast.fused_adam and paper.fused_adam
+    assert fast.learner_bf16 == paper.learner_bf16 == "auto"
+    cpu = torch.device("cpu")
+    assert not bf16_enabled(paper.learner_bf16, cpu, paper.batch_size)  # one-episode steps: fp32 is faster
+    assert bf16_enabled(fast.learner_bf16, cpu, fast.batch_size) == learner.cpu_has_bf16()
+    molecules = tune_preset("molecules")  # bf16's quality check covers music only
+    assert molecules.fused_adam and molecules.learner_bf16 == "off"
 
 
 def test_bf16_setting_resolves(monkeypatch: pytest.MonkeyPatch) -> None:
