@@ -52,6 +52,23 @@ def test_tune_then_resume(tmp_path: Path, toy_music: list[dict[str, Any]]) -> No
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "256", "512", "768", "1024"]
 
 
+def test_a_run_recorded_before_the_fast_numerics_resumes_with_its_own(
+    tmp_path: Path, toy_music: list[dict[str, Any]]
+) -> None:
+    run = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["tune", "-a", "q", "--out", str(run), *FAST])
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["fused_adam"] is True and config["learner_bf16"] == "auto"  # today's defaults
+    for name in ("fused_adam", "learner_bf16"):  # as a run made before these settings existed records it
+        del config[name]
+    (run / "config.json").write_text(json.dumps(config))
+    more = CliRunner().invoke(cli, ["tune", "--resume", str(run), "--steps", "1024", "--quiet"])
+    assert more.exit_code == 0, more.output
+    resumed = json.loads((run / "config.json").read_text())
+    assert resumed["fused_adam"] is False and resumed["learner_bf16"] == "off"
+
+
 @pytest.mark.parametrize("option", [["--epsilon-steps", "300"], ["--set", "epsilon_steps=300"]])
 def test_an_explicit_schedule_wins_over_the_scaled_one(
     tmp_path: Path, toy_music: list[dict[str, Any]], option: list[str]

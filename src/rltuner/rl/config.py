@@ -14,6 +14,9 @@ from rltuner.threads import DEFAULT_THREADS, check_threads
 
 EXPLORATIONS = ("epsilon", "boltzmann")
 BF16_CHOICES = ("auto", "on", "off")
+# Settings whose default changed after runs were recorded without them: the value such a run used, so that
+# resuming it goes on with the numerics it started with.
+VALUES_BEFORE_RECORDED = {"fused_adam": False, "learner_bf16": "off"}
 
 
 @dataclass(frozen=True)
