@@ -405,8 +405,8 @@ def _saved_config(run_dir: Path) -> Any:
     except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise RLTunerError(f"cannot read {path}: {exc}") from None
     known = set(TuneConfig.__dataclass_fields__)
-    if isinstance(data, dict):
-        data = {**VALUES_BEFORE_RECORDED, **data}  # a run recorded before a setting existed used its old value
+    if isinstance(data, dict):  # a run recorded before a setting existed used its old value
+        data = {**VALUES_BEFORE_RECORDED, **data}
     try:
         return from_dict(TuneConfig, {k: v for k, v in data.items() if k in known})
     except ConfigError as exc:
