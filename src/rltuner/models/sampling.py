@@ -224,6 +224,20 @@ def kl_divergence(log_pi: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
     return torch.where(pi > 0, pi * (log_pi - log_p), 0.0).sum(-1)
 
 
+def _stepper(model: Any, batch_size: int, device: torch.device, state: Any) -> Any:
+    """``model.stepper`` from ``state`` (preallocated for the LSTM; the same logits as ``model.step``), or the
+    same closure over ``model.step`` for a model that has only the step interface."""
+    if hasattr(model, "stepper"):
+        return model.stepper(batch_size, device, state)
+    box = [state]
+
+    def step(tokens: torch.Tensor) -> torch.Tensor:
+        logits, box[0] = model.step(tokens, box[0])
+        return logits
+
+    return step
+
+
 def _sample_batch(
     model: Any,
     primer: torch.Tensor,
@@ -236,23 +250,21 @@ def _sample_batch(
     pad_token: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
     """primer (B, k) -> sampled tokens (B, length), with a reference its log p and the KL (B, length), and
-    the mask of sampled positions (B, length); log p and KL are 0 after a stop token."""
+    the mask of sampled positions (B, length); log p and KL are 0 after a stop token.
+
+    Only the model runs step by step. With a reference, the sampling logits of every step are kept (B, length,
+    V) and scored once the batch is drawn (:func:`_score_batch`): the reference reads the sampled tokens in
+    one forward pass (teacher forcing), the same maths as stepping it beside the model.
+    """
     b = primer.shape[0]
     logits, state = model(primer, model.initial_state(b, primer.device))
     logits = logits[:, -1]  # (B, V): the distribution of the first sampled step
-    separate_ref = reference is not None and reference is not model
-    if separate_ref:
-        ref_logits, ref_state = reference(primer, reference.initial_state(b, primer.device))
-        ref_logits = ref_logits[:, -1]
+    step = _stepper(model, b, primer.device, state) if length > 1 else None
     out = torch.full((b, length), pad_token, dtype=torch.int64, device=primer.device)
     mask = torch.zeros((b, length), dtype=torch.bool, device=primer.device)
     alive = torch.ones(b, dtype=torch.bool, device=primer.device)
-    ref_log_p = (
-        torch.zeros((b, length), dtype=torch.float64, device=primer.device) if reference is not None else None
-    )
-    kl = (
-        torch.zeros((b, length), dtype=torch.float64, device=primer.device) if reference is not None else None
-    )
+    # the sampling logits of every step (what log pi and the KL are computed from)
+    kept = None if reference is None else logits.new_zeros((b, length, logits.shape[-1]))
     inv_t = 1.0 / temperature
     for t in range(length):
         if greedy:
@@ -266,21 +278,52 @@ def _sample_batch(
             token = torch.where(alive, token, pad_token)
         out[:, t] = token
         mask[:, t] = alive
-        if ref_log_p is not None and kl is not None:
-            log_pi = torch.log_softmax(logits.float() * inv_t, dim=-1)  # (B, V) the sampling distribution
-            log_ref = torch.log_softmax(ref_logits.float(), dim=-1) if separate_ref else log_pi
-            ref_log_p[:, t] = log_ref.gather(-1, token.unsqueeze(-1)).squeeze(-1) * alive
-            if separate_ref:
-                kl[:, t] = kl_divergence(log_pi, log_ref) * alive
+        if kept is not None:
+            kept[:, t] = logits  # a copy: the stepper reuses its logits buffer
         if stop_token is not None:
             alive &= token != stop_token
             if not bool(alive.any()):
                 break
-        if t + 1 < length:
-            logits, state = model.step(token, state)
-            if separate_ref:
-                ref_logits, ref_state = reference.step(token, ref_state)
+        if step is not None and t + 1 < length:
+            logits = step(token)
+    if reference is None or kept is None:
+        return out, None, None, mask
+    ref_log_p, kl = _score_batch(kept, out, mask, primer, inv_t, None if reference is model else reference)
     return out, ref_log_p, kl, mask
+
+
+def _score_batch(
+    logits: torch.Tensor,
+    tokens: torch.Tensor,
+    mask: torch.Tensor,
+    primer: torch.Tensor,
+    inv_t: float,
+    reference: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p_ref of the sampled tokens and KL(pi || p_ref) per step, float64 (B, T), 0 where ``mask`` is false.
+
+    Args:
+        logits: (B, T, V) the model's sampling logits at each step (before the temperature).
+        tokens: (B, T) the sampled tokens; mask: (B, T) bool, true where a token was sampled.
+        primer: (B, k) what the sampling started from.
+        inv_t: 1 / temperature.
+        reference: the reference model, or None when it is the sampling model itself (log p_ref = log pi at
+            the sampling temperature, KL = 0).
+    """
+    log_pi = torch.log_softmax(logits.float() * inv_t, dim=-1)  # (B, T, V) the sampling distribution
+    if reference is None:
+        log_ref = log_pi
+    else:
+        k = primer.shape[1]
+        inputs = torch.cat([primer, tokens[:, :-1]], dim=1)  # (B, k + T - 1): what each step read
+        ref_logits, _ = reference(inputs, reference.initial_state(inputs.shape[0], inputs.device))
+        log_ref = torch.log_softmax(ref_logits[:, k - 1 :].float(), dim=-1)  # (B, T, V)
+    picked = log_ref.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    # where(), not a product: positions after a stop token may hold anything
+    ref_log_p = torch.where(mask, picked, 0.0).double()
+    if reference is None:
+        return ref_log_p, torch.zeros_like(ref_log_p)
+    return ref_log_p, torch.where(mask, kl_divergence(log_pi, log_ref), 0.0).double()
 
 
 @torch.inference_mode()
