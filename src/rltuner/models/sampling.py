@@ -1,9 +1,11 @@
 """Batched sampling from a prior (or any model behind the Prior interface), and scoring of melodies.
 
-Thousands of melodies advance in lockstep through ``model.step``; the next token is drawn by inverting the
-cumulative distribution of ``softmax(logits / T)`` with one uniform number per melody (a softmax, a cumsum and a
-comparison: cheaper than ``torch.multinomial`` or the Gumbel-max trick on the CPU). Randomness comes from one ``torch.Generator`` seeded by
-``seed``, so a seed gives the same melodies for the same model, batch size and device.
+Thousands of melodies advance in lockstep through the model's stepper (``Prior.stepper``, started from the
+state after the primer; for the LSTM preallocated, ~2x faster than ``model.step`` at 1,024 melodies and the same
+logits to the bit); the next token is drawn by inverting the cumulative distribution of ``softmax(logits / T)``
+with one uniform number per melody (a softmax, a cumsum and a comparison: cheaper than ``torch.multinomial`` or
+the Gumbel-max trick on the CPU). Randomness comes from one ``torch.Generator`` seeded by ``seed``, so a seed
+gives the same melodies for the same model, batch size and device.
 
 Primers are fed as input and are not part of the output:
 
@@ -173,12 +175,13 @@ def sample_scored(
     stop_token: int | None = None,
     pad_token: int = 0,
 ) -> ScoredSamples:
-    """:func:`sample`, and in the same pass the reference model's log-probability of every sampled class and
-    the KL divergence of the sampling distribution from the reference's (what evaluation reports).
+    """:func:`sample`, and the reference model's log-probability of every sampled class and the KL divergence
+    of the sampling distribution from the reference's (what evaluation reports).
 
-    Stepping the reference beside the model costs one extra step per token, instead of two more passes over
-    the sampled melodies afterwards. ``reference=model`` (or the model itself) gives KL = 0 at no extra cost.
-    Same seed, same melodies as :func:`sample`.
+    Only the model runs step by step; its sampling logits are kept, and once a batch is drawn the reference
+    reads the sampled tokens in one forward pass (teacher forcing: the same maths as stepping it beside the
+    model, equal up to float rounding). ``reference=model`` (or the model itself) gives KL = 0 and takes
+    log p from the sampling logits, at no extra pass. Same seed, same melodies as :func:`sample`.
     """
     _check_args(n, length, temperature, batch_size)
     device = next(model.parameters()).device
