@@ -271,7 +271,8 @@ def _sample_batch(
     logits = logits[:, -1]  # (B, V): the distribution of the first sampled step
     step = _stepper(model, b, primer.device, state) if length > 1 else None
     out = torch.full((b, length), pad_token, dtype=torch.int64, device=primer.device)
-    mask = torch.zeros((b, length), dtype=torch.bool, device=primer.device)
+    # without a stop token every position is sampled; with one, the mask is written step by step
+    mask = torch.full((b, length), stop_token is None, dtype=torch.bool, device=primer.device)
     alive = torch.ones(b, dtype=torch.bool, device=primer.device)
     # the sampling logits of every step (what log pi and the KL are computed from)
     kept = None if reference is None else logits.new_zeros((b, length, logits.shape[-1]))
@@ -283,11 +284,13 @@ def _sample_batch(
             # Inverse-CDF draw: the first class whose cumulative probability reaches u ~ U(0, total).
             cdf = torch.softmax(logits * inv_t if inv_t != 1.0 else logits, dim=-1).cumsum_(-1)  # (B, V)
             u = torch.rand((b, 1), generator=gen, device=logits.device).mul_(cdf[:, -1:])
-            token = (cdf < u).sum(-1).clamp_(max=logits.shape[-1] - 1)
+            # how many classes' cumulative probability is below u: a binary search in the (non-decreasing)
+            # cdf, the same count as comparing every class and summing
+            token = torch.searchsorted(cdf, u).squeeze_(-1).clamp_(max=logits.shape[-1] - 1)
         if stop_token is not None:
             token = torch.where(alive, token, pad_token)
+            mask[:, t] = alive
         out[:, t] = token
-        mask[:, t] = alive
         if kept is not None:
             kept[:, t] = logits  # a copy: the stepper reuses its logits buffer
         if stop_token is not None:
