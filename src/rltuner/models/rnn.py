@@ -124,7 +124,7 @@ class LSTMPrior(_RNNPrior):
         The same kernels on the same operands as :meth:`step` (so the same logits to the bit), but no
         allocation and no table rebuild per call: at one melody (the paper's schedule) the step is a dozen
         small kernels whose cost is mostly allocation and dispatch; at the sampler's 1,024 melodies it is
-        ~2x faster than :meth:`step`. Multi-layer LSTMs use the generic wrapper.
+        ~1.5x faster than :meth:`step`. Multi-layer LSTMs use the generic wrapper.
         """
         if self.num_layers != 1:
             return super().stepper(batch_size, device, state)

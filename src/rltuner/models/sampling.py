@@ -1,7 +1,7 @@
 """Batched sampling from a prior (or any model behind the Prior interface), and scoring of melodies.
 
 Thousands of melodies advance in lockstep through the model's stepper (``Prior.stepper``, started from the
-state after the primer; for the LSTM preallocated, ~2x faster than ``model.step`` at 1,024 melodies and the same
+state after the primer; for the LSTM preallocated, ~1.5x faster than ``model.step`` at 1,024 melodies and the same
 logits to the bit); the next token is drawn by inverting the cumulative distribution of ``softmax(logits / T)``
 with one uniform number per melody (a softmax, a cumsum and a comparison: cheaper than ``torch.multinomial`` or
 the Gumbel-max trick on the CPU). Randomness comes from one ``torch.Generator`` seeded by ``seed``, so a seed
