@@ -157,3 +157,22 @@ def test_benchmark_quick_runs() -> None:
     results = measure(quick=True)
     assert [r["unit"] for r in results] == ["note-steps/s", "ms", "note-steps/s"]
     assert all(r["value"] > 0 for r in results)
+
+
+@pytest.mark.parametrize(
+    "cfg", ARCHS, ids=lambda c: f"{c['arch']}-{c.get('num_layers', 1)}-{c.get('context', '')}"
+)
+def test_stepper_continues_from_a_state_exactly(cfg: dict) -> None:
+    """A stepper started from the state after a primer (the sampler's use) gives step's logits to the bit, and
+    leaves the state it was given unchanged."""
+    model = _model(cfg)
+    tokens = torch.randint(0, 38, (3, 12), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        _, state = model(tokens[:, :4])
+        kept = tuple(s.clone() for s in state)
+        step = model.stepper(3, state=state)
+        current = state
+        for t in range(4, tokens.shape[1]):
+            expected, current = model.step(tokens[:, t], current)
+            assert torch.equal(step(tokens[:, t]), expected), t
+    assert all(torch.equal(a, b) for a, b in zip(state, kept, strict=True))

@@ -136,3 +136,49 @@ def test_primer_steps_count_as_heard_except_in_the_key_and_tonic_rows() -> None:
     assert melody_statistics(gen)["melodies_with_unique_max_note"] == 0.5
     with pytest.raises(InvalidMelodyError, match="primer_steps"):
         melody_statistics(heard, primer_steps=9)
+
+
+def _literal_repeat_scan(melodies: np.ndarray) -> int:
+    """Rule 3 by the spec's literal backward scan from every step (the slow reference)."""
+    total = 0
+    for mel in melodies:
+        for t in range(1, len(mel)):
+            a, count, gap = mel[t], 0, False
+            for c in mel[t - 1 :: -1]:
+                if c == a:
+                    count += 1
+                elif c in (0, 1):  # a note-off or a hold: the scan goes on
+                    gap = True
+                else:
+                    break
+            total += bool((a == 0 and count > 1) or (not gap and count > 4) or (gap and count > 6))
+    return total
+
+
+def _materialised_motifs(melodies: np.ndarray, width: int = 8) -> tuple[int, int]:
+    """Rules 5 and 6 over every window as a Python set and tuple (the slow reference)."""
+    motif = repeated = 0
+    for mel in melodies:
+        windows = [tuple(mel[j : j + width]) for j in range(len(mel) - width + 1)]
+        for j, w in enumerate(windows):
+            if len({c for c in w if c >= 2}) >= 3:
+                motif += 1
+                repeated += w in windows[: max(j - width + 1, 0)]
+    return motif, repeated
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_repeat_and_motif_detectors_equal_the_literal_definitions(seed: int) -> None:
+    """The vectorised rule 3 scan and rule 5/6 windows count what the spec's step-by-step definitions count,
+    on random melodies and on repetitive ones (long runs of one note, holds and rests between)."""
+    rng = np.random.default_rng(seed)
+    random = rng.integers(0, 38, size=(150, 33))
+    pool = np.array([0, 0, 1, 1, 1, 14, 14, 14, 16])  # runs of C4 with rests and holds
+    repetitive = rng.choice(pool, size=(150, 33))
+    motifs = np.tile(np.array([14, 16, 1, 18, 0, 14, 16, 1]), (20, 5))[:, :33]
+    melodies = np.concatenate([random, repetitive, motifs])
+    stats = melody_statistics(melodies)["counts"]
+    assert stats["notes_excessively_repeated"] == _literal_repeat_scan(melodies) > 50
+    expected_motif, expected_repeated = _materialised_motifs(melodies)
+    assert stats["notes_in_motif"] == expected_motif
+    assert stats["notes_in_repeated_motif"] == expected_repeated > 100

@@ -16,7 +16,7 @@ uniformly random note-on class), then compute:
   training corpus (a run of holds and rests is no copy);
 - muspy's standard metrics on a subsample, as an outside cross-check of our own detectors.
 
-Everything is batched: one forward pass of the Note RNN and one of the model score all sampled steps.
+Everything is batched: the model's own sampling logits and one forward pass of the Note RNN score all sampled steps.
 """
 
 from __future__ import annotations
@@ -665,9 +665,9 @@ def sample_policy(
 ) -> tuple[npt.NDArray[np.int64], dict[str, float] | None]:
     """(n, length) melodies from the model's stochastic policy at temperature 1, after the given primers.
 
-    With a ``reference`` (the Note RNN), the same pass also measures the mean log p(a|s) of the sampled steps
-    under it and the mean KL(pi || p) per step (``{"mean_log_p", "mean_kl"}``; else None): one extra
-    recurrent step per token instead of two more passes over the samples.
+    With a ``reference`` (the Note RNN), it also measures the mean log p(a|s) of the sampled steps under it
+    and the mean KL(pi || p) per step (``{"mean_log_p", "mean_kl"}``; else None): one forward pass of the
+    reference over each sampled batch (:func:`rltuner.models.sampling.sample_scored`).
     The model samples on its own device; ``chunk`` melodies at a time (one progress tick each).
     """
     from rltuner.models.sampling import sample_scored

@@ -110,18 +110,22 @@ class Prior(torch.nn.Module):
         """Advance B sequences by one token: int64 (B,) -> logits (B, V) and the new state."""
         raise NotImplementedError
 
-    def stepper(self, batch_size: int, device: torch.device | str | None = None) -> Stepper:
-        """A closure that steps B sequences from :meth:`initial_state`, keeping the state itself.
+    def stepper(
+        self, batch_size: int, device: torch.device | str | None = None, state: State | None = None
+    ) -> Stepper:
+        """A closure that steps B sequences from ``state`` (default :meth:`initial_state`), keeping the state
+        itself.
 
         ``stepper(tokens (B,)) -> logits (B, V)`` equals :meth:`step` on the state so far. It may precompute
         from the weights and reuse its buffers, so it is only valid while the weights do not change, and the
         logits it returns only until its next call (the RL environment builds one per rollout, under
-        ``torch.no_grad``). This default wraps :meth:`step`; the LSTM overrides it with a preallocated path.
+        ``torch.no_grad``; the sampler one per batch, from the state after the primer). ``state`` itself is
+        never changed. This default wraps :meth:`step`; the LSTM overrides it with a preallocated path.
         """
-        state = [self.initial_state(batch_size, device)]
+        box = [self.initial_state(batch_size, device) if state is None else state]
 
         def step(tokens: Tensor) -> Tensor:
-            logits, state[0] = self.step(tokens, state[0])
+            logits, box[0] = self.step(tokens, box[0])
             return logits
 
         return step

