@@ -16,11 +16,13 @@ that fails stops the others the same way, and its error is reported with the sta
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -94,15 +96,17 @@ class _Outcome:
     seconds: float
     interrupted: bool = False
     result: Any = None
+    started: bool = True
 
 
 _SETUP: MusicSetup | None = None
+_STOP: Any = None  # the main process's stop event (a multiprocessing Event): set on Ctrl-C or a failed task
 
 
-def _init_worker(setup: MusicSetup, threads: int) -> None:
-    """Runs once in each worker: its own process group (Ctrl-C reaches it only through the main process), SIGINT
-    ignored between tasks, the run's thread count, the user rules registered."""
-    global _SETUP
+def _init_worker(setup: MusicSetup, threads: int, stop: Any) -> None:
+    """Runs once in each worker: its own process group (a terminal's Ctrl-C reaches only the main process, which
+    sets ``stop``), SIGINT ignored outside a task's own handling, the run's thread count, the user rules."""
+    global _SETUP, _STOP
     os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from rltuner.threads import set_threads
@@ -112,7 +116,7 @@ def _init_worker(setup: MusicSetup, threads: int) -> None:
         from rltuner.rewards.user_rules import register_rule_specs
 
         register_rule_specs(setup.rules)
-    _SETUP = setup
+    _SETUP, _STOP = setup, stop
 
 
 def _setup() -> MusicSetup:
@@ -122,7 +126,28 @@ def _setup() -> MusicSetup:
 
 
 def _run_task(task: TuneTask | EvalTask) -> _Outcome:
-    return _run_tune(task) if isinstance(task, TuneTask) else _run_evaluation(task)
+    if _STOP is not None and _STOP.is_set():
+        return _Outcome(0.0, interrupted=True, started=False)
+    done = threading.Event()
+    threading.Thread(target=_pass_on_stop, args=(done,), daemon=True).start()
+    try:
+        return _run_tune(task) if isinstance(task, TuneTask) else _run_evaluation(task)
+    finally:
+        done.set()
+
+
+def _pass_on_stop(done: threading.Event) -> None:
+    """While a task runs: once the main process says stop, one SIGINT to this process as soon as the task handles
+    it (a tuning loop: it stops at its next step and saves, as after Ctrl-C in one process; an evaluation: at
+    once). Until then SIGINT is ignored, so a stop that comes while a run is starting is not lost."""
+    while not done.wait(0.2):
+        if (
+            _STOP is not None
+            and _STOP.is_set()
+            and signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, None)
+        ):
+            os.kill(os.getpid(), signal.SIGINT)
+            return
 
 
 def _run_tune(task: TuneTask) -> _Outcome:
@@ -228,24 +253,33 @@ def run_plans(
     log.info("running %d tasks (tuning runs and model evaluations) in %d worker processes", total, jobs)
     release()
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(setup, threads))
+    stop = context.Event()
+    pool = ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=_init_worker, initargs=(setup, threads, stop)
+    )
+    started = False
     try:
         while queue or running or (waiting and not stopping):
-            while queue and len(running) < jobs and not stopping:
-                task = queue.pop(0)
-                running[pool.submit(_run_task, task)] = task
-                log.debug("started %s", label(task))
+            with _sigint_ignored(not started):  # the workers start (at the first submit) with SIGINT ignored
+                while queue and len(running) < jobs and not stopping:
+                    task = queue.pop(0)
+                    running[pool.submit(_run_task, task)] = task
+                    log.debug("started %s", label(task))
+            started = True
             if not running:
                 break
             try:
                 ready, _ = wait(list(running), return_when=FIRST_COMPLETED)
             except KeyboardInterrupt:
                 if stopping:
-                    raise  # a second Ctrl-C: the workers got theirs too, leave at once
+                    _interrupt_workers(
+                        pool
+                    )  # a second Ctrl-C: the tuning runs abort at once, as in one process
+                    raise
                 stopping = True
                 log.info("stopping: each tuning run saves at its next step (Ctrl-C again to abort)")
                 queue.clear()
-                _interrupt_workers(pool)
+                stop.set()
                 continue
             for future in ready:
                 task = running.pop(future)
@@ -256,11 +290,14 @@ def run_plans(
                         failure = (label(task), exc)
                         stopping = True
                         queue.clear()
-                        _interrupt_workers(pool)
+                        stop.set()
                     continue
                 if outcome.interrupted:
-                    log.info("%s: stopped (Ctrl-C)%s", label(task),
-                             "; saved, it resumes on the next run" if isinstance(task, TuneTask) else "")  # fmt: skip
+                    if not outcome.started:
+                        log.info("%s: not started (Ctrl-C)", label(task))
+                    else:
+                        log.info("%s: stopped (Ctrl-C)%s", label(task),
+                                 "; saved, it resumes on the next run" if isinstance(task, TuneTask) else "")  # fmt: skip
                     stopping = True
                     continue
                 finished += 1
@@ -294,12 +331,26 @@ def run_plans(
     return ran
 
 
+@contextlib.contextmanager
+def _sigint_ignored(active: bool) -> Iterator[None]:
+    """SIGINT ignored inside (when ``active`` and in the main thread): processes started here inherit that."""
+    if not active or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _interrupt_workers(pool: ProcessPoolExecutor) -> None:
     """Send SIGINT once to each worker process (they run in their own process groups)."""
     for process in list(getattr(pool, "_processes", {}).values()):  # the executor keeps no public list
         try:
             if process.pid is not None:
                 os.kill(process.pid, signal.SIGINT)
+                log.debug("sent SIGINT to worker %d", process.pid)
         except (ProcessLookupError, PermissionError):
             continue
 

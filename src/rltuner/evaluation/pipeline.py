@@ -331,6 +331,11 @@ def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
     from rltuner.models.checkpoint import default_prior_path, load_default_prior, load_prior
 
     config.validate()
+    featured = None
+    if config.featured is not None:  # read and checked before anything is written
+        from rltuner.featured import read_featured
+
+        featured = read_featured(config.featured)
     rules: list[Any] = []  # user rules take part in the reward: their source is an input of every stage
     if config.rules:
         from rltuner.rewards.user_rules import register_rule_specs
@@ -350,11 +355,7 @@ def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
     make_config: dict[str, Callable[[int], Any]] = {k: functools.partial(_tune_config, config, a)
                                                     for k, a in keys.items()}  # fmt: skip
     domains: dict[str, Any] = dict.fromkeys(keys, domain)
-    featured = None
-    if config.featured is not None:  # one more model: its own settings and rule weights (rltuner.featured)
-        from rltuner.featured import read_featured
-
-        featured = read_featured(config.featured)
+    if featured is not None:  # one more model: its own settings and rule weights (rltuner.featured)
         keys[FEATURED_NAME] = featured.algorithm
         make_config[FEATURED_NAME] = functools.partial(_featured_config, config, featured)
         domains[FEATURED_NAME] = music_domain(prior, length=config.length, reward_config=featured.reward,
