@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -141,5 +140,7 @@ def test_run_refuses_a_bad_featured_file_in_one_line(
 
 
 def test_shipped_file_parses_as_plain_toml() -> None:
-    data = tomllib.loads(shipped_featured_path().read_text())
+    from rltuner.config import read_settings
+
+    data = read_settings(shipped_featured_path())
     assert data["algorithm"] == "psi" and set(data["reward"]["music_theory"]["weights"]) == set(T023_WEIGHTS)
