@@ -812,20 +812,19 @@ def evaluate_models(
         prior_model = load_default_prior()
     else:
         prior_model = _load(prior)
-    loaded: dict[str, Prior] = {}
-    if "note_rnn" not in models:
-        loaded["note_rnn"] = prior_model
-    for name, m in models.items():
-        loaded[name] = _load(m)
+    names = [*([] if "note_rnn" in models else ["note_rnn"]), *models]  # each model's place sets its seed
+    if only is not None and set(only) - set(names):
+        raise ConfigError(
+            f"only: no model {', '.join(sorted(set(only) - set(names)))} among {', '.join(names)}"
+        )
+    loaded: dict[str, Prior] = {}  # only the models measured here are loaded (the others may not exist yet)
+    for name in names:
+        if only is None or name in only:
+            loaded[name] = prior_model if name not in models else _load(models[name])
     for m in loaded.values():
         m.eval()
         if device is not None:
             m.to(device)
-    if only is not None and set(only) - set(loaded):
-        raise ConfigError(
-            f"only: no model {', '.join(sorted(set(only) - set(loaded)))} among {', '.join(loaded)}"
-        )
-    todo = [name for name in loaded if only is None or name in only]
 
     rng = np.random.default_rng(seed)
     primers = random_note_primers(n, rng)
@@ -836,12 +835,13 @@ def evaluate_models(
     results: dict[str, ModelEvaluation] = {}
     samples: dict[str, npt.NDArray[np.int64]] = {}
     bar = tqdm(
-        total=n * len(todo), unit="mel", desc="evaluate", disable=not show_progress, dynamic_ncols=True
+        total=n * len(loaded), unit="mel", desc="evaluate", disable=not show_progress, dynamic_ncols=True
     )
     try:
-        for i, (name, model) in enumerate(loaded.items()):
-            if name not in todo:
+        for i, name in enumerate(names):
+            if name not in loaded:
                 continue
+            model = loaded[name]
             bar.set_postfix_str(name)
             t0 = time.perf_counter()
             mel, scores = sample_policy(
