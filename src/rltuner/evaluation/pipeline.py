@@ -78,7 +78,7 @@ class PipelineConfig:
     seeds: int = field(1, "tuning seeds: seed, seed + 1, ...; with more than one, tables show mean ± sd")
     device: str = field("cpu", "torch device: cpu, cuda or auto")
     threads: int = field(DEFAULT_THREADS, "CPU threads for torch (0 = torch's default)", result=False)
-    quick: bool = field(False, "a smoke version (~15 s on 2 cores): few steps, few samples")
+    quick: bool = field(False, "a smoke version (~16-23 s on 2 cores): few steps, few samples")
     length: int = field(32, "melody length in steps")
     muspy_samples: int = field(1_000, "melodies per model scored by muspy (a Python loop, ~1 ms each)")
     audio_per_model: int = field(3, "sample melodies per model rendered to WAV for the report")
