@@ -26,7 +26,18 @@ def tiny_prior(tmp_path_factory):
     return path
 
 
-QUICK = ["--quick", "--steps", "8192", "--samples", "64", "--muspy-samples", "8", "--no-copying"]
+QUICK = [
+    "--quick",
+    "--steps",
+    "8192",
+    "--samples",
+    "64",
+    "--muspy-samples",
+    "8",
+    "--no-copying",
+    "--jobs",
+    "1",
+]
 
 
 @pytest.mark.slow
@@ -41,13 +52,13 @@ def test_run_quick_end_to_end_then_resume(tmp_path, tiny_prior, caplog) -> None:
     assert said.count("report.html") == 1 and f"report: {out / 'report.html'}" in res.output
     assert (out / "report.html").is_file()
     stages = json.loads((out / "stages.json").read_text())
-    assert list(stages) == ["tune/q", "tune/g", "evaluate", "media", "figures"]
+    assert list(stages) == ["tune/q", "tune/g", "tune/featured", "evaluate", "media", "figures"]
     for f in ("evaluation.json", "evaluation.csv", "samples.npz", "run.json", "figures/figure2.png",
               "figures/figure4.png", "figures/intervals.png", "figures/pianoroll_g.png", "midi/q/q_000.mid",
               "audio/note_rnn/note_rnn_000.wav", "tune/q/model.safetensors", "tune/g/metrics.jsonl"):  # fmt: skip
         assert (out / f).is_file(), f
     ev = json.loads((out / "evaluation.json").read_text())
-    assert list(ev["models"]) == ["note_rnn", "q", "g"]
+    assert list(ev["models"]) == ["note_rnn", "q", "g", "featured"]
     assert ev["models"]["note_rnn"]["mean_kl"] == 0.0
     assert ev["models"]["g"]["mean_kl"] > 0.0
     assert ev["settings"]["n"] == 64
@@ -58,6 +69,12 @@ def test_run_quick_end_to_end_then_resume(tmp_path, tiny_prior, caplog) -> None:
     assert "audio/mpeg;base64" in html and "Notes excessively repeated" in html  # MP3, not WAV
     assert "audio/wav;base64" not in html and 'preload="metadata"' in html
     assert 'id="goals"' in html and "Goals met" in html and "Melodies opening with the most common 8" in html
+    # the featured model: the shipped settings, scaled to the run's budget, its source named before Table 1
+    featured = json.loads((out / "tune" / "featured" / "config.json").read_text())
+    assert featured["algorithm"] == "psi" and featured["total_steps"] == 8192 and featured["gamma"] == 0.9
+    assert featured["reward"]["music_theory"]["weights"]["extremes"] > 2.9
+    assert html.index('id="featured"') < html.index('id="table1"')
+    assert "rltuner/assets/featured.toml" in html and "<th>goal</th><th>note_rnn</th><th>q</th>" in html
     # the MIDI files play the melody as heard: the primer's note-on at t = 0, then the sampled steps
     from rltuner.data.midi_io import midi_to_melody
     from rltuner.evaluation.pipeline import load_samples
@@ -69,7 +86,8 @@ def test_run_quick_end_to_end_then_resume(tmp_path, tiny_prior, caplog) -> None:
     assert run_info["versions"]["torch"] == torch.__version__ and run_info["timings_s"]["evaluate"] > 0
     # each tuning run's final task reward beside the prior's; the report's summary warns of a worse one
     tuning = run_info["tuning"]
-    assert list(tuning) == ["q", "g"]
+    assert list(tuning) == ["q", "g", "featured"]
+    assert run_info["settings"]["featured"]["source"].startswith("rltuner/assets/featured.toml")
     for outcome in tuning.values():
         assert outcome["env_steps"] == 8192
         worse = outcome["final"]["mean_task_reward"] < outcome["prior"]["mean_task_reward"]
@@ -160,7 +178,7 @@ def test_corpus_excerpts_start_on_bar_lines_and_come_from_distinct_melodies() ->
 @pytest.mark.slow
 def test_run_reruns_the_stages_whose_inputs_changed(tmp_path, tiny_prior) -> None:
     out = tmp_path / "run"
-    base = ["run", "--out", str(out), "--prior", str(tiny_prior), "--algorithms", "q",
+    base = ["run", "--out", str(out), "--prior", str(tiny_prior), "--algorithms", "q", "--no-featured", "-j", "1",
             "--quick", "--samples", "32", "--muspy-samples", "0", "--no-copying"]  # fmt: skip
     assert CliRunner().invoke(cli, [*base, "--steps", "1024"]).exit_code == 0
     first = json.loads((out / "stages.json").read_text())
@@ -190,15 +208,16 @@ def test_run_reruns_the_stages_whose_inputs_changed(tmp_path, tiny_prior) -> Non
 @pytest.mark.slow
 def test_run_several_seeds_per_seed_folders_mean_sd_and_skips(tmp_path, tiny_prior) -> None:
     out = tmp_path / "run"
-    base = ["run", "--out", str(out), "--prior", str(tiny_prior), "--algorithms", "q", "--quick",
+    base = ["run", "--out", str(out), "--prior", str(tiny_prior), "--algorithms", "q", "--quick", "--jobs", "1",
             "--steps", "1024", "--samples", "32", "--muspy-samples", "0", "--no-copying"]  # fmt: skip
     res = CliRunner().invoke(cli, [*base, "--seeds", "2"])
     assert res.exit_code == 0, res.output
     first = json.loads((out / "stages.json").read_text())
-    assert list(first) == ["tune/q/seed-0", "evaluate/seed-0", "tune/q/seed-1", "evaluate/seed-1", "media",
-                           "figures"]  # fmt: skip
+    assert list(first) == ["tune/q/seed-0", "tune/featured/seed-0", "evaluate/seed-0", "tune/q/seed-1",
+                           "tune/featured/seed-1", "evaluate/seed-1", "media", "figures"]  # fmt: skip
     for s in (0, 1):
         assert json.loads((out / f"tune/q/seed-{s}/config.json").read_text())["seed"] == s
+        assert json.loads((out / f"tune/featured/seed-{s}/config.json").read_text())["seed"] == s
         assert json.loads((out / f"seed-{s}/evaluation.json").read_text())["settings"]["seed"] == s
     assert not (out / "evaluation.json").exists() and not (out / "tune/q/model.safetensors").exists()
     summary = json.loads((out / "summary.json").read_text())
@@ -214,7 +233,8 @@ def test_run_several_seeds_per_seed_folders_mean_sd_and_skips(tmp_path, tiny_pri
     assert re.search(r"<td[^>]*>[^<]*±", (out / "report.html").read_text())
     info = json.loads((out / "run.json").read_text())
     assert info["seeds"] == [0, 1] and info["machine"]["cpu"] and info["machine"]["torch_threads"] >= 1
-    assert set(info["settings"]["tuning"]) == {"q/seed-0", "q/seed-1"}
+    assert set(info["settings"]["tuning"]) == {"q/seed-0", "q/seed-1", "featured/seed-0", "featured/seed-1"}
+    assert summary["models"]["featured"]["mean_task_reward"]["n"] == 2
 
     # the same command skips everything, and with other threads the tables still name the machine that made them
     assert CliRunner().invoke(cli, [*base, "--seeds", "2", "--threads", "2"]).exit_code == 0
@@ -225,7 +245,7 @@ def test_run_several_seeds_per_seed_folders_mean_sd_and_skips(tmp_path, tiny_pri
     assert CliRunner().invoke(cli, [*base, "--seeds", "3"]).exit_code == 0
     third = json.loads((out / "stages.json").read_text())
     assert {k: v for k, v in third.items() if k in first} == first
-    assert set(third) - set(first) == {"tune/q/seed-2", "evaluate/seed-2"}
+    assert set(third) - set(first) == {"tune/q/seed-2", "tune/featured/seed-2", "evaluate/seed-2"}
     assert json.loads((out / "summary.json").read_text())["models"]["q"]["mean_task_reward"]["n"] == 3
     # seeds 1, 2: both are done already; only media and figures (which show the first seed) run again
     assert CliRunner().invoke(cli, [*base, "--seed", "1", "--seeds", "2"]).exit_code == 0

@@ -347,3 +347,37 @@ def test_muspy_metrics_equal_muspys_own(style: str) -> None:
     assert got.keys() == want.keys()
     for k in want:
         assert got[k] == pytest.approx(want[k], rel=1e-12, abs=1e-12, nan_ok=True), k
+
+
+def test_evaluating_models_one_by_one_and_merging_equals_one_evaluation(tmp_path) -> None:
+    """``rltuner run --jobs`` measures each model in its own process (``only``) and merges the parts."""
+    from rltuner.errors import ConfigError
+    from rltuner.evaluation.evaluate import evaluate_models, merge_evaluations
+    from rltuner.models.checkpoint import save_prior
+    from rltuner.models.prior import build_prior
+
+    torch.manual_seed(0)
+    prior = build_prior({"arch": "lstm", "hidden_size": 8})
+    paths = {}
+    for name in ("a", "b"):
+        paths[name] = tmp_path / f"{name}.safetensors"
+        save_prior(paths[name], build_prior({"arch": "lstm", "hidden_size": 8}))
+    kwargs = {"n": 24, "seed": 3, "prior": prior, "muspy_samples": 4, "show_progress": False}
+    whole = evaluate_models(paths, **kwargs)
+    # a part loads only its own model: the others' checkpoints need not exist yet
+    missing = {**paths, "b": tmp_path / "not-yet.safetensors"}
+    parts = [evaluate_models(missing, only=["note_rnn"], **kwargs), evaluate_models(missing, only=["a"], **kwargs),
+             evaluate_models(paths, only=["b"], **kwargs)]  # fmt: skip
+    merged = merge_evaluations(parts[::-1], ["note_rnn", "a", "b"])
+    assert list(merged.models) == ["note_rnn", "a", "b"]
+    for name in merged.models:
+        got, want = merged.models[name].flat(), whole.models[name].flat()
+        assert {k: v for k, v in got.items() if not k.startswith("seconds.")} == pytest.approx(
+            {k: v for k, v in want.items() if not k.startswith("seconds.")}, nan_ok=True, rel=0, abs=0
+        )
+        assert np.array_equal(merged.samples[name], whole.samples[name])
+    assert merged.settings == whole.settings
+    with pytest.raises(ConfigError, match="no model c"):
+        evaluate_models(paths, only=["c"], **kwargs)
+    with pytest.raises(ConfigError, match="no part measured b"):
+        merge_evaluations(parts[:2], ["note_rnn", "a", "b"])

@@ -55,6 +55,7 @@ def test_report_has_every_section_and_embeds_media(tmp_path) -> None:
         versions={"python": "3.11", "torch": "2.x"},
         timings={"evaluate": 1.25},
         labels={"q": "Q"},
+        featured=[("source", "mine/best.toml"), ("algorithm", "psi"), ("rule weight tonic", "2.5")],
     )
     out = write_report(tmp_path / "report.html", data)
     text = out.read_text()
@@ -62,6 +63,9 @@ def test_report_has_every_section_and_embeds_media(tmp_path) -> None:
         assert f'id="{key}"' in text, key
         assert title.split(":")[0] in text
     assert "tiny &lt;run&gt;" in text  # escaped
+    # the featured model's settings come right after the summary, its source first
+    assert text.index('id="summary"') < text.index('id="featured"') < text.index('id="table1"')
+    assert "<tr><td>source</td><td>mine/best.toml</td></tr><tr><td>algorithm</td><td>psi</td></tr>" in text
     assert "63.3%" in text and 'class="paper"' in text
     assert "-1.200" in text
     assert "<td>Notes not in key &lt;= 0.2%</td><td>2.55% FAIL</td><td>0.05% pass</td>" in text
@@ -78,6 +82,7 @@ def test_report_has_every_section_and_embeds_media(tmp_path) -> None:
 def test_report_of_nothing_says_what_is_missing() -> None:
     text = render_html(ReportData())
     assert "Table 1 was not produced" in text
+    assert 'id="featured"' not in text  # a run without a featured model has no such section
     assert "The goals table was not produced" in text
     assert "Audio and MIDI was not produced" in text
 

@@ -1,4 +1,4 @@
-"""``rltuner run``: the main job (tune Q, Psi, G and RL-only, evaluate, write report.html)."""
+"""``rltuner run``: the main job (tune Q, Psi, G, RL-only and the featured model, evaluate, write report.html)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ Examples:
 \b
   rltuner run --quick --out out/quick            # a smoke version of the whole job
   rltuner run --out out/demo                     # what make demo runs
+  rltuner run --featured runs/sweep/best.toml --out out/best   # feature a sweep's best configuration
+  rltuner run --no-featured --jobs 1 --out out/paper   # the paper's four algorithms, one process
   rltuner run --algorithms q,g -n 20000 --seed 1 --out out/seed1
   rltuner run --config run.toml --out out/mine   # settings from a TOML file (name = value)
   rltuner run --config out/demo/run.json --seed 2 --out out/seed2   # that job again, another seed
@@ -45,6 +47,7 @@ _PARAMS: dict[str, tuple[str, Any]] = {
     "device": ("device", None), "muspy_samples": ("muspy_samples", None), "force": ("force", None),
     "no_copying": ("copying", lambda v: not v), "no_fcd": ("fcd", lambda v: not v), "rules": ("rules", None),
     "tensorboard": ("tensorboard", None), "quiet": ("progress", lambda v: not v), "threads": ("threads", None), "seeds": ("seeds", None),
+    "featured": ("featured", None), "no_featured": ("featured", lambda v: None), "jobs": ("jobs", None),
 }  # fmt: skip
 
 
@@ -59,7 +62,8 @@ _PARAMS: dict[str, tuple[str, Any]] = {
 @click.option(
     "--quick",
     is_flag=True,
-    help="A smoke version (~15 s for music on 2 cores): few tuning steps, few samples.",
+    help="A smoke version (music on 2 cores: ~16 s with --jobs 1, ~23 s with 2 workers, whose start-up outweighs "
+    "stages this small): few tuning steps, few samples.",
 )
 @click.option(
     "--algorithms",
@@ -95,6 +99,18 @@ _PARAMS: dict[str, tuple[str, Any]] = {
     help="How many tuning seeds: --seed, --seed + 1, ... Each algorithm is tuned and every model evaluated once per seed; "
     "the report, table.md and summary.json show mean ± sd over seeds (use 3 or more for results to quote).",
 )
+@click.option(
+    "--featured", "featured", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+    help="Music: settings of the featured model, tuned beside the algorithms as model 'featured' and shown "
+    "first in the report: a TOML file that rltuner tune --config reads, a tuning run's config.json or a sweep's "
+    "best.toml [default: the shipped one, rltuner/assets/featured.toml (docs/sweep.md)].",
+)  # fmt: skip
+@click.option("--no-featured", is_flag=True, help="Music: leave the featured model out.")
+@click.option(
+    "--jobs", "-j", type=click.IntRange(0, 256), default=0, metavar="N",
+    help="Worker processes that run the tuning runs and model evaluations side by side, each with --threads "
+    "torch threads; the results equal --jobs 1's [default: 0 = one per CPU core].",
+)  # fmt: skip
 @device_option()
 @threads_option(pass_value=True)
 @click.option(
@@ -134,6 +150,9 @@ def run(
     seeds: int,
     device: str,
     threads: int,
+    featured: str | None,
+    no_featured: bool,
+    jobs: int,
     muspy_samples: int,
     no_copying: bool,
     force: bool,
@@ -143,8 +162,10 @@ def run(
     overrides: tuple[str, ...],
     quiet: bool,
 ) -> None:
-    """The main job: RL-tune the shipped Note RNN with each algorithm, evaluate all models (Note RNN
-    included), and write a run folder with a self-contained report.html.
+    """The main job: RL-tune the shipped Note RNN with each algorithm and as the featured model (its settings
+    from --featured, default the shipped featured.toml), evaluate all models (Note RNN included), and write a
+    run folder with a self-contained report.html. The tuning runs and the models' evaluations run side by
+    side in --jobs worker processes (default one per core).
 
     With --domain molecules: tune the shipped SMILES prior, evaluate with MOSES's metrics, the chemistry reward's
     terms, log p and KL, and draw reward curves, property histograms and molecule grids into the report.
@@ -159,9 +180,18 @@ def run(
     params = dict(ctx.params)
     default_out = f"runs/{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     cmd = " ".join(["rltuner", *sys.argv[1:]]) if sys.argv else None
+    if featured is not None and no_featured:
+        raise click.UsageError("give either --featured FILE or --no-featured, not both")
     if domain == "molecules":
         if rules:
             raise click.UsageError("--rule applies to the music domain")
+        for name, option in (
+            ("featured", "--featured"),
+            ("no_featured", "--no-featured"),
+            ("jobs", "--jobs"),
+        ):
+            if given(ctx, name):
+                raise click.UsageError(f"{option} applies to the music domain")
         from rltuner.domains import get_domain
 
         get_domain("molecules").check_installed()

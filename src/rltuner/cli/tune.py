@@ -45,6 +45,8 @@ Examples:
   rltuner tune -a psi --steps 200000 --set replay_size=100000 --out runs/psi
   rltuner tune --config runs/q/config.json --seed 1 --out runs/q-seed1   # that run again, another seed
   rltuner tune --config tune.toml --out runs/mine    # settings from a TOML file (name = value)
+  rltuner tune --config featured --out runs/featured # the featured model of rltuner run (make demo)
+  rltuner tune --config runs/sweep/best.toml --out runs/best   # a sweep's best configuration
   rltuner tune --rule my_rules.py:strong_beats --out runs/beats   # with your own rule
   rltuner tune --resume runs/q --steps 2000000       # continue a run, longer
   rltuner tune --domain molecules -a g --out runs/mol-g
@@ -155,7 +157,10 @@ Examples:
     help="Continue the run saved in this folder (options given here override its settings).",
 )
 @quiet_option()
-@config_option("TuneConfig", "a tuning run's config.json")
+@config_option(
+    "TuneConfig",
+    "a tuning run's config.json, a sweep's best.toml, or 'featured' (rltuner run's featured model)",
+)
 @rules_option()
 @domain_option()
 @click.pass_context
@@ -274,49 +279,17 @@ def tune(
 
 
 def _file_settings(path: Path) -> tuple[dict[str, Any], str | None, str | None, Any]:
-    """TuneConfig settings of a ``--config`` file, and what a run's config.json adds beside them.
+    """TuneConfig settings of a ``--config`` file, and what a run's config.json adds beside them
+    (:func:`rltuner.featured.read_tune_file`: TOML, a run's config.json, a sweep's best.toml, or ``featured``).
 
     Returns:
         (TuneConfig settings, the domain it names or None, the primer as ``--primer`` takes it or None,
         the music-theory ``RewardConfig`` it records or None).
     """
-    from rltuner.config import from_dict, read_settings
-    from rltuner.domains import DOMAINS
-    from rltuner.encoding import DEFAULT_MELODY_LENGTH
+    from rltuner.featured import read_tune_file
 
-    data = read_settings(path)
-    domain = data.pop("domain", None)
-    primer_desc = data.pop("primer", None)
-    reward = data.pop("reward", None)
-    if domain is not None and domain not in DOMAINS:
-        raise ConfigError(f"{path}: domain {domain!r} is not one of {', '.join(DOMAINS)}")
-    length = data.pop("melody_length", None)
-    if length is not None and length != DEFAULT_MELODY_LENGTH:
-        raise ConfigError(
-            f"{path}: melody_length {length!r}: tune plays melodies of {DEFAULT_MELODY_LENGTH} steps (the spec's)"
-        )
-    for key in ("max_length", "vocabulary"):  # the molecule domain's facts a run records, not settings
-        data.pop(key, None)
-    if primer_desc is not None and not isinstance(primer_desc, str):
-        raise ConfigError(f'{path}: primer must be a string such as "random" or "C4", got {primer_desc!r}')
-    primer = None
-    if isinstance(primer_desc, str) and primer_desc not in ("<bos>",):
-        primer = primer_desc if primer_desc == "random" else primer_desc.rpartition(":")[2]
-    known_rewards = {"music_theory", "molecules"}
-    if reward is not None and (not isinstance(reward, dict) or set(reward) - known_rewards):
-        raise ConfigError(
-            f"{path}: reward must be a table of {' / '.join(sorted(known_rewards))} settings "
-            f'(e.g. [reward.music_theory] key = "G"), got {reward!r}'
-        )
-    reward_config = None
-    if isinstance(reward, dict) and isinstance(reward.get("music_theory"), dict):
-        from rltuner.rewards.music_theory import RewardConfig
-
-        try:
-            reward_config = from_dict(RewardConfig, reward["music_theory"], prefix="reward.music_theory.")
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-    return data, None if domain is None else str(domain), primer, reward_config
+    tf = read_tune_file(path)
+    return tf.settings, tf.domain, tf.primer, tf.reward
 
 
 def _rescaled_schedules(file_changes: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import io
 import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -774,6 +774,7 @@ def evaluate_models(
     muspy_samples: int = DEFAULT_MUSPY_SAMPLES,
     device: str | None = None,
     show_progress: bool = True,
+    only: Collection[str] | None = None,
 ) -> EvaluationResult:
     """Sample from each model and measure it against the Note RNN.
 
@@ -788,12 +789,15 @@ def evaluate_models(
         muspy_samples: how many of the n melodies muspy scores (it is a Python loop: ~1 ms per melody).
         device: torch device for sampling and scoring (default CPU).
         show_progress: a tqdm bar on stderr.
+        only: measure only these of the models (``note_rnn`` included); each is sampled exactly as in the
+            evaluation of all of them (its seed depends on its place among all), so that the results of
+            several calls with ``only`` merged (:func:`merge_evaluations`) equal one call without it.
 
     Returns:
         an :class:`EvaluationResult` (with the samples kept in memory).
 
     Raises:
-        ConfigError: n, length or muspy_samples out of range.
+        ConfigError: n, length or muspy_samples out of range, or ``only`` names an unknown model.
         CheckpointError: a checkpoint path cannot be loaded.
     """
     from tqdm import tqdm
@@ -808,11 +812,15 @@ def evaluate_models(
         prior_model = load_default_prior()
     else:
         prior_model = _load(prior)
-    loaded: dict[str, Prior] = {}
-    if "note_rnn" not in models:
-        loaded["note_rnn"] = prior_model
-    for name, m in models.items():
-        loaded[name] = _load(m)
+    names = [*([] if "note_rnn" in models else ["note_rnn"]), *models]  # each model's place sets its seed
+    if only is not None and set(only) - set(names):
+        raise ConfigError(
+            f"only: no model {', '.join(sorted(set(only) - set(names)))} among {', '.join(names)}"
+        )
+    loaded: dict[str, Prior] = {}  # only the models measured here are loaded (the others may not exist yet)
+    for name in names:
+        if only is None or name in only:
+            loaded[name] = prior_model if name not in models else _load(models[name])
     for m in loaded.values():
         m.eval()
         if device is not None:
@@ -830,7 +838,10 @@ def evaluate_models(
         total=n * len(loaded), unit="mel", desc="evaluate", disable=not show_progress, dynamic_ncols=True
     )
     try:
-        for i, (name, model) in enumerate(loaded.items()):
+        for i, name in enumerate(names):
+            if name not in loaded:
+                continue
+            model = loaded[name]
             bar.set_postfix_str(name)
             t0 = time.perf_counter()
             mel, scores = sample_policy(
@@ -864,6 +875,32 @@ def evaluate_models(
     }
     return EvaluationResult(
         models=results, settings=settings, samples=samples, primers={k: primers for k in samples}
+    )
+
+
+def merge_evaluations(parts: Sequence[EvaluationResult], order: Sequence[str]) -> EvaluationResult:
+    """One :class:`EvaluationResult` of several made on the same settings with ``evaluate_models(only=...)``.
+
+    Args:
+        parts: the results, each of some of the models.
+        order: every model's name, in the order of the evaluation of all of them (the Note RNN first).
+
+    Raises:
+        ConfigError: the parts were made on different settings, or a model of ``order`` is in none of them.
+    """
+    if not parts or any(p.settings != parts[0].settings for p in parts):
+        raise ConfigError("merge_evaluations: the parts must share their settings (n, length, seed, ...)")
+    models = {k: v for p in parts for k, v in p.models.items()}
+    missing = [name for name in order if name not in models]
+    if missing:
+        raise ConfigError(f"merge_evaluations: no part measured {', '.join(missing)}")
+    samples = {k: v for p in parts for k, v in p.samples.items()}
+    primers = {k: v for p in parts for k, v in p.primers.items()}
+    return EvaluationResult(
+        models={k: models[k] for k in order},
+        settings=dict(parts[0].settings),
+        samples={k: samples[k] for k in order if k in samples},
+        primers={k: primers[k] for k in order if k in primers},
     )
 
 

@@ -29,7 +29,7 @@ MAX_INTERVAL = 12  # histogram bins: -12..+12 semitones, larger leaps pooled at 
 
 # fixed colours so a model keeps its colour across every figure of a report
 _COLOURS = {"note_rnn": "#444444", "prior": "#444444", "q": "#1f77b4", "psi": "#2ca02c", "g": "#d62728",
-            "rl_only": "#ff7f0e", "MOSES test": "#9467bd", "corpus": "#9467bd"}  # fmt: skip
+            "rl_only": "#ff7f0e", "featured": "#8c564b", "MOSES test": "#9467bd", "corpus": "#9467bd"}  # fmt: skip
 _LABELS = {
     "note_rnn": "Note RNN",
     "q": "Q",
@@ -37,6 +37,7 @@ _LABELS = {
     "g": "G",
     "rl_only": "RL only",
     "rl-only": "RL only",
+    "featured": "Featured",
     "corpus": "Corpus (training data)",
     "prior": "SMILES prior",
 }

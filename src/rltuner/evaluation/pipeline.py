@@ -42,6 +42,7 @@ from rltuner.config import field, result_inputs, to_dict
 from rltuner.devices import DEVICE_CHOICES, resolve_device
 from rltuner.encoding import STEPS_PER_BAR, with_primers
 from rltuner.errors import ConfigError, RLTunerError
+from rltuner.featured import FEATURED_NAME
 from rltuner.fileio import atomic_path, ensure_writable_dir, write_json_atomic
 from rltuner.limits import check_seed
 from rltuner.provenance import machine_description, machine_info
@@ -57,6 +58,7 @@ QUICK_STEPS = 8_192
 QUICK_SAMPLES = 1_000
 # 20,000 per model keeps the whole job within 15 minutes on 2 cores; `rltuner evaluate` defaults to 100,000
 RUN_SAMPLES = 100_000  # the paper's count: ~12 s per model since sampling and scoring share one pass
+MAX_JOBS = 256
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class PipelineConfig:
     seeds: int = field(1, "tuning seeds: seed, seed + 1, ...; with more than one, tables show mean ± sd")
     device: str = field("cpu", "torch device: cpu, cuda or auto")
     threads: int = field(DEFAULT_THREADS, "CPU threads for torch (0 = torch's default)", result=False)
-    quick: bool = field(False, "a smoke version (~15 s on 2 cores): few steps, few samples")
+    quick: bool = field(False, "a smoke version (~16-23 s on 2 cores): few steps, few samples")
     length: int = field(32, "melody length in steps")
     muspy_samples: int = field(1_000, "melodies per model scored by muspy (a Python loop, ~1 ms each)")
     audio_per_model: int = field(3, "sample melodies per model rendered to WAV for the report")
@@ -88,6 +90,14 @@ class PipelineConfig:
     )
     tensorboard: bool = field(False, "write TensorBoard event files of each tuning run to RUN/tune/ALGO/tb")
     progress: bool = field(True, "show progress bars on stderr")
+    featured: str | None = field(
+        FEATURED_NAME,
+        "settings file of the featured model, tuned beside the algorithms as model 'featured' (a TOML file "
+        "rltuner tune --config reads, a sweep's best.toml; 'featured': the shipped one; None: no featured model)",
+    )
+    jobs: int = field(
+        0, "worker processes for the tuning runs and model evaluations (0: one per CPU core)", result=False
+    )
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on nonsense settings, before any work starts."""
@@ -97,6 +107,10 @@ class PipelineConfig:
         )  # fmt: skip
         if self.length < 2:
             raise ConfigError(f"length must be at least 2, got {self.length}")
+        if not 0 <= self.jobs <= MAX_JOBS:
+            raise ConfigError(f"jobs must be in 0..{MAX_JOBS} (0: one per CPU core), got {self.jobs}")
+        if self.featured is not None and not self.featured.strip():
+            raise ConfigError("featured: name a settings file (or 'featured' for the shipped one)")
         for name in ("muspy_samples", "audio_per_model", "midi_per_model"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
@@ -109,6 +123,13 @@ class PipelineConfig:
     def seed_list(self) -> list[int]:
         """The tuning seeds: ``seed .. seed + seeds - 1``."""
         return list(range(self.seed, self.seed + self.seeds))
+
+    @property
+    def n_jobs(self) -> int:
+        """Worker processes: ``jobs``, or one per CPU core for 0."""
+        from rltuner.evaluation.parallel import default_jobs
+
+        return self.jobs if self.jobs > 0 else default_jobs()
 
 
 def model_key(algorithm: str) -> str:
@@ -196,10 +217,22 @@ class _Stages:
         log.info("stage %s ...", name)
         start = time.perf_counter()
         fn()
-        self.done[name] = {"seconds": round(time.perf_counter() - start, 3), "inputs": inputs}
+        self.record(name, time.perf_counter() - start, inputs)
+        return True
+
+    def record(self, name: str, seconds: float, inputs: str) -> None:
+        """Record ``name`` as finished (``stages.json`` is rewritten at once)."""
+        self.done[name] = {"seconds": round(seconds, 3), "inputs": inputs}
         self.changed = True
         write_json_atomic(self.path, self.done)
-        return True
+
+    def reorder(self, names: Sequence[str]) -> None:
+        """Put the records of ``names`` first, in that order (stages that ran side by side finish in any
+        order; the record keeps the order the sequential job writes)."""
+        order = [n for n in names if n in self.done] + [n for n in self.done if n not in names]
+        if order != list(self.done):
+            self.done = {n: self.done[n] for n in order}
+            write_json_atomic(self.path, self.done)
 
 
 def _tune_config(cfg: PipelineConfig, algorithm: str, seed: int) -> Any:
@@ -298,6 +331,11 @@ def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
     from rltuner.models.checkpoint import default_prior_path, load_default_prior, load_prior
 
     config.validate()
+    featured = None
+    if config.featured is not None:  # read and checked before anything is written
+        from rltuner.featured import read_featured
+
+        featured = read_featured(config.featured)
     rules: list[Any] = []  # user rules take part in the reward: their source is an input of every stage
     if config.rules:
         from rltuner.rewards.user_rules import register_rule_specs
@@ -314,6 +352,14 @@ def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
     layout.check_matches(stages.done)
     seeds = layout.seeds
     keys = {model_key(a): a for a in config.algorithms}
+    make_config: dict[str, Callable[[int], Any]] = {k: functools.partial(_tune_config, config, a)
+                                                    for k, a in keys.items()}  # fmt: skip
+    domains: dict[str, Any] = dict.fromkeys(keys, domain)
+    if featured is not None:  # one more model: its own settings and rule weights (rltuner.featured)
+        keys[FEATURED_NAME] = featured.algorithm
+        make_config[FEATURED_NAME] = functools.partial(_featured_config, config, featured)
+        domains[FEATURED_NAME] = music_domain(prior, length=config.length, reward_config=featured.reward,
+                                              device=device)  # fmt: skip
 
     prior_id = file_digest(config.prior) if config.prior else "shipped:" + file_digest(default_prior_path())
     code = versions()["rltuner"]
@@ -324,18 +370,35 @@ def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
         shared = {k: v for k, v in _inputs_config(config).items() if k not in ("seed", "seeds")}
         return fingerprint(shared, s, prior_id, code, tune_inputs)
 
+    def tune_fingerprint(key: str, c: Any) -> str:
+        if key == FEATURED_NAME and featured is not None:  # its reward differs from the paper's: an input
+            return fingerprint(
+                _result_settings(c), prior_id, code, *rules, {"reward": to_dict(featured.reward)}
+            )
+        return fingerprint(_result_settings(c), prior_id, code, *rules)
+
     # 1-2. per seed: tuning (each run depends on its settings, the prior and the code; a changed run starts
     # afresh), then the evaluation of every model of that seed (the Note RNN included, sampled with that seed)
-    tune_cfgs_by_seed, later = run_seed_stages(
-        stages,
-        layout,
-        {k: functools.partial(_tune_config, config, a) for k, a in keys.items()},
-        lambda c: fingerprint(_result_settings(c), prior_id, code, *rules),
-        evaluation_inputs,
-        lambda dirs, s, out_dir: _bind_evaluate(config, dirs, prior, s, out_dir, device),
-        domain,
-        config.force,
-    )
+    jobs = config.n_jobs
+    if jobs > 1:
+        from rltuner.evaluation.parallel import MusicSetup
+
+        setup = MusicSetup(config.prior, config.length, device, config.rules,
+                           {FEATURED_NAME: featured.reward} if featured is not None else {})  # fmt: skip
+        tune_cfgs_by_seed, later = run_seed_stages_parallel(
+            stages, layout, make_config, tune_fingerprint, evaluation_inputs, config, setup, jobs
+        )
+    else:
+        tune_cfgs_by_seed, later = run_seed_stages(
+            stages,
+            layout,
+            make_config,
+            tune_fingerprint,
+            evaluation_inputs,
+            lambda dirs, s, out_dir: _bind_evaluate(config, dirs, prior, s, out_dir, device),
+            domains.__getitem__,
+            config.force,
+        )
     # media and figures show the first seed's models and samples: they rerun only when those changed
     tune_dirs = layout.tune_dirs(keys, seeds[0])
     samples, primers = load_samples(layout.eval_dir(seeds[0]) / "samples.npz")
@@ -393,6 +456,8 @@ def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
         "tuning": layout.tuning_settings(tune_cfgs_by_seed),
         "evaluation": results[0].settings,
     }
+    if featured is not None:
+        settings["featured"] = featured.to_dict()
     info: dict[str, Any] = {
         "command": cmd,
         "finished": dt.datetime.now().isoformat(timespec="seconds"),
@@ -415,8 +480,9 @@ def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
     media_keys = [*samples, *(["corpus"] if (run_dir / "midi" / "corpus").is_dir() else [])]
     data = ReportData(
         title=f"rltuner run: {run_dir.name}",
-        summary=_summary(config, first.settings, differences)
+        summary=_summary(config, first.settings, differences, featured)
         + worse_than_prior_note(outcomes, "the Note RNN", "r_MT"),
+        featured=featured.describe() if featured is not None else [],
         table_header=header,
         table_rows=rows,
         metric_rows_from=n_table1,
@@ -461,13 +527,18 @@ def _bind_evaluate(
             device=device,
             show_progress=config.progress,
         )
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _save_samples(out_dir / "samples.npz", result.samples, result.primers)
-        result.write(out_dir)
-        write_json_atomic(out_dir / MACHINE_FILE, machine_info())  # the machine that made it
-        print(result.format_table(), file=sys.stderr)
+        write_evaluation(result, out_dir)
 
     return evaluate
+
+
+def write_evaluation(result: Any, out_dir: Path) -> None:
+    """A seed's evaluation files: samples.npz, evaluation.{json,csv,txt}, machine.json; the table on stderr."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _save_samples(out_dir / "samples.npz", result.samples, result.primers)
+    result.write(out_dir)
+    write_json_atomic(out_dir / MACHINE_FILE, machine_info())  # the machine that made it
+    print(result.format_table(), file=sys.stderr)
 
 
 @dataclass(frozen=True)
@@ -521,19 +592,20 @@ def run_seed_stages(
     stages: _Stages,
     layout: SeedLayout,
     make_config: dict[str, Callable[[int], Any]],
-    tune_fingerprint: Callable[[Any], str],
+    tune_fingerprint: Callable[[str, Any], str],
     evaluation_inputs: Callable[[int, dict[str, str]], str],
     make_evaluate: Callable[[dict[str, Path], int, Path], Callable[[], None]],
-    domain: Any,
+    domain_of: Callable[[str], Any],
     force: bool,
 ) -> tuple[dict[int, dict[str, Any]], str]:
     """Per seed, the ``tune/<key>`` stages, then that seed's ``evaluate`` stage (both main jobs share this).
 
     Args:
         make_config: model key -> (seed -> its tuning config).
-        tune_fingerprint: a tuning config -> the fingerprint of everything its run depends on.
+        tune_fingerprint: (model key, its tuning config) -> the fingerprint of everything its run depends on.
         evaluation_inputs: (seed, key -> tuning fingerprint) -> the fingerprint of that seed's evaluation.
         make_evaluate: (key -> tuning folder, seed, evaluation folder) -> the evaluation stage.
+        domain_of: model key -> the domain it is tuned in (its reward).
 
     Returns:
         seed -> key -> tuning config, and the first seed's evaluation fingerprint (what the later stages, which
@@ -546,10 +618,11 @@ def run_seed_stages(
         suffix = layout.suffix(s)
         dirs = layout.tune_dirs(make_config, s)
         configs[s] = {k: make(s) for k, make in make_config.items()}
-        inputs = {k: tune_fingerprint(c) for k, c in configs[s].items()}
+        inputs = {k: tune_fingerprint(k, c) for k, c in configs[s].items()}
         run_tune_stages(stages, {k + suffix: d for k, d in dirs.items()},
                         {k + suffix: c for k, c in configs[s].items()},
-                        {k + suffix: i for k, i in inputs.items()}, domain, force)  # fmt: skip
+                        {k + suffix: i for k, i in inputs.items()},
+                        {k + suffix: domain_of(k) for k in dirs}, force)  # fmt: skip
         evaluated = evaluation_inputs(s, inputs)
         stages.run("evaluate" + suffix, make_evaluate(dirs, s, layout.eval_dir(s)), evaluated)
         if s == layout.seeds[0]:
@@ -563,18 +636,90 @@ def run_tune_stages(
     tune_dirs: dict[str, Path],
     tune_cfgs: dict[str, Any],
     tune_inputs: dict[str, str],
-    domain: Any,
+    domains: dict[str, Any],
     force: bool,
 ) -> None:
     """The ``tune/<key>`` stages: each runs unless it finished with the same inputs; a run whose inputs changed
-    starts afresh (its old folder is removed), an interrupted one resumes. Later stages run when any did."""
+    starts afresh (its old folder is removed), an interrupted one resumes. Later stages run when any did.
+    ``domains``: key -> the domain the run tunes in."""
     ran = []
     for key, folder in tune_dirs.items():
         name = f"tune/{key}"
-        fresh = force or (name in stages.done and not stages.is_current(name, tune_inputs[key]))
+        fresh = _starts_afresh(stages, name, tune_inputs[key], force)
         stages.changed = False  # tuning runs are independent of each other
-        ran.append(stages.run(name, _bind_tune(tune_cfgs[key], domain, folder, fresh), tune_inputs[key]))
+        ran.append(
+            stages.run(name, _bind_tune(tune_cfgs[key], domains[key], folder, fresh), tune_inputs[key])
+        )
     stages.changed = any(ran)
+
+
+def _starts_afresh(stages: _Stages, name: str, inputs: str, force: bool) -> bool:
+    """Whether a tuning stage that runs starts afresh: forced, or its inputs changed (else it may resume)."""
+    return force or (name in stages.done and not stages.is_current(name, inputs))
+
+
+def run_seed_stages_parallel(
+    stages: _Stages,
+    layout: SeedLayout,
+    make_config: dict[str, Callable[[int], Any]],
+    tune_fingerprint: Callable[[str, Any], str],
+    evaluation_inputs: Callable[[int, dict[str, str]], str],
+    config: PipelineConfig,
+    setup: Any,
+    jobs: int,
+) -> tuple[dict[int, dict[str, Any]], str]:
+    """:func:`run_seed_stages` of the music job with the tuning runs and model evaluations in ``jobs`` worker
+    processes (:mod:`rltuner.evaluation.parallel`): the same stages, inputs, seeds and results.
+
+    A stage runs exactly when the sequential job would run it: a tuning run unless it finished with the same
+    inputs, a seed's evaluation when its inputs changed or one of its tuning runs runs.
+    """
+    from rltuner.evaluation.parallel import EvalTask, SeedPlan, TuneTask, quiet_config, run_plans
+
+    configs: dict[int, dict[str, Any]] = {}
+    plans: list[SeedPlan] = []
+    tune_inputs: dict[str, str] = {}
+    order: list[str] = []
+    first_inputs = ""
+    stages.changed = False
+    for s in layout.seeds:
+        suffix = layout.suffix(s)
+        dirs = layout.tune_dirs(make_config, s)
+        configs[s] = {k: make(s) for k, make in make_config.items()}
+        inputs = {k: tune_fingerprint(k, c) for k, c in configs[s].items()}
+        tasks = []
+        for k, c in configs[s].items():
+            name = f"tune/{k}{suffix}"
+            tune_inputs[name] = inputs[k]
+            order.append(name)
+            if stages.is_current(name, inputs[k]):
+                log.info("stage %s: done already with the same inputs (%.1f s), skipped", name,
+                         stages.done[name]["seconds"])  # fmt: skip
+                continue
+            fresh = _starts_afresh(stages, name, inputs[k], config.force)
+            tasks.append(TuneTask(name, k, quiet_config(c), dirs[k], fresh))
+        eval_name, evaluated = "evaluate" + suffix, evaluation_inputs(s, inputs)
+        order.append(eval_name)
+        if s == layout.seeds[0]:
+            first_inputs = evaluated
+        parts: list[EvalTask] = []
+        if tasks or not stages.is_current(eval_name, evaluated):
+            checkpoints = {k: d / "model.safetensors" for k, d in dirs.items()}
+            parts = [EvalTask(s, m, checkpoints, config.n_samples, config.muspy_samples, config.copying)
+                     for m in ["note_rnn", *dirs]]  # fmt: skip
+        else:
+            log.info("stage %s: done already with the same inputs, skipped", eval_name)
+        if tasks or parts:
+            plans.append(SeedPlan(s, tasks, parts, eval_name, evaluated, layout.eval_dir(s)))
+    ran: set[int] = set()
+    if plans:
+        try:
+            ran = run_plans(plans, setup, min(jobs, sum(len(p.tune) + len(p.evaluate) for p in plans)),
+                            config.threads, stages.record, tune_inputs, write_evaluation)  # fmt: skip
+        finally:
+            stages.reorder(order)
+    stages.changed = layout.seeds[0] in ran
+    return configs, first_inputs
 
 
 MACHINE_FILE = "machine.json"
@@ -693,7 +838,8 @@ def _tune(tune_config: Any, domain: Any, folder: Path, force: bool) -> None:
 def _inputs_config(config: PipelineConfig) -> dict[str, Any]:
     """The settings that change a run's results (not where it is written, whether it was forced, or threads)."""
     data = _jsonable_config(config)
-    shown_only = ("out", "force", "tensorboard", "progress")
+    # the featured model's file: its settings are inputs of its tuning stage (the file's name is not)
+    shown_only = ("out", "force", "tensorboard", "progress", "featured")
     for key in (*shown_only, *(f.name for f in dataclasses.fields(config) if not f.metadata["result"])):
         data.pop(key, None)
     if not data.get("rules"):
@@ -718,8 +864,26 @@ def _jsonable_config(config: PipelineConfig) -> dict[str, Any]:
     return data
 
 
-def _summary(config: PipelineConfig, settings: dict[str, Any], differences: Sequence[str] = ()) -> str:
-    algos = ", ".join(config.algorithms)
+def _featured_config(config: PipelineConfig, featured: Any, seed: int) -> Any:
+    """The featured model's tuning config for one seed: its file's settings, the run's budget (the file's own
+    unless --steps or --quick set one; schedules scale with it) and the run's seed, device and display."""
+    steps = config.steps if config.steps is not None else (QUICK_STEPS if config.quick else None)
+    overrides: dict[str, Any] = {"seed": seed, "device": config.device, "threads": config.threads,
+                                 "tensorboard": config.tensorboard, "progress": config.progress}  # fmt: skip
+    if config.quick:
+        overrides["eval_episodes"] = 32
+    return featured.tune_config(steps, **overrides)
+
+
+def _summary(
+    config: PipelineConfig, settings: dict[str, Any], differences: Sequence[str] = (), featured: Any = None
+) -> str:
+    algos = f"{', '.join(config.algorithms)} (fast preset{', quick smoke version' if config.quick else ''})"
+    if featured is not None:
+        algos += (
+            f", and the featured model ('featured': {featured.algorithm} with the settings and rule weights of "
+            f"{featured.source}, listed under 'Featured model')"
+        )
     seeds = config.seed_list
     if len(seeds) > 1:
         spread = (
@@ -735,8 +899,7 @@ def _summary(config: PipelineConfig, settings: dict[str, Any], differences: Sequ
     else:
         spread = " One tuning seed: the numbers carry no spread (rltuner run --seeds 3 gives mean ± sd)."
     return (
-        f"The shipped Note RNN was tuned with {algos} (fast preset{', quick smoke version' if config.quick else ''}"
-        f"), then every model, the Note RNN included, sampled {settings.get('n')} melodies of "
+        f"The shipped Note RNN was tuned with {algos}, then every model, the Note RNN included, sampled {settings.get('n')} melodies of "
         f"{settings.get('length')} steps from its stochastic policy (temperature 1), each after one random "
         "priming note that is played as its first note (the audio, MIDI and Table 1 count it). "
         "Table 1 compares them with the paper's numbers (shaded columns; the paper's Note RNN was trained on "

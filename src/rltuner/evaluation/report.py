@@ -3,7 +3,8 @@
 Audio clips are embedded as MP3 (about a tenth of the WAV's size; every current browser plays it), encoded with
 ``soundfile``'s bundled libsndfile; where that is missing or cannot write MP3, the WAV itself is embedded.
 
-Sections, in order: summary, Table 1 beside the paper's, the other metrics, the goals of issue #13, Figure 2,
+Sections, in order: summary, the featured model's settings and source (only when the run has one), Table 1
+beside the paper's, the other metrics, the goals of issue #13, Figure 2,
 Figure 4, piano rolls, interval histograms, listen (audio players and MIDI downloads per model), the exact
 command and configuration, versions, timings. A section whose material is missing says so instead of disappearing, so a reader always
 sees what was and was not produced.
@@ -27,6 +28,7 @@ PathLike = str | os.PathLike[str]
 
 SECTIONS = (
     ("summary", "Summary"),
+    ("featured", "Featured model: its settings and where they came from"),
     ("table1", "Table 1: melody statistics beside the paper's"),
     ("metrics", "Data probability, reward, KL, diversity, copying, muspy"),
     ("goals", "Goals of issue #13: pass/fail per model"),
@@ -63,6 +65,8 @@ class ReportData:
         table_header / table_rows: Table 1 and the other metrics (see ``EvaluationResult.table_rows``);
             rows whose label starts with one of ``metric_prefixes`` go to the metrics section.
         goal_rows: the goals of issue #13, one cell per model (``EvaluationResult.goal_rows``).
+        featured: the featured model's (setting, value) rows, its source first (``FeaturedModel.describe``);
+            empty when the run has none (the section is then left out).
         paper_columns: how many trailing columns hold the paper's numbers.
         figure2, figure4, intervals: PNG paths (or None where not produced).
         pianorolls: model name -> PNG.
@@ -78,6 +82,7 @@ class ReportData:
     paper_columns: int = 4
     metric_rows_from: int | None = None
     goal_rows: list[tuple[str, list[str]]] = field(default_factory=list)
+    featured: list[tuple[str, str]] = field(default_factory=list)
     figure2: Path | None = None
     figure4: Path | None = None
     intervals: Path | None = None
@@ -181,6 +186,7 @@ def render_html(data: ReportData) -> str:
     ours = data.table_header[: len(data.table_header) - data.paper_columns]
     bodies: dict[str, str] = {
         "summary": f"<p>{html.escape(data.summary)}</p>" if data.summary else _missing("A summary"),
+        "featured": _table(["setting", "value"], [(k, [v]) for k, v in data.featured], 0),
         "table1": _table(data.table_header, table1, data.paper_columns) if table1 else _missing("Table 1"),
         "metrics": _table(ours, [(lbl, c[: len(ours) - 1]) for lbl, c in metrics], 0)
         if metrics
@@ -201,9 +207,10 @@ def render_html(data: ReportData) -> str:
             ["stage", "seconds"], [(k, [f"{float(v):.1f}"]) for k, v in data.timings.items()], 0
         ),
     }
-    nav = "".join(f'<a href="#{key}">{html.escape(title.split(":")[0])}</a>' for key, title in SECTIONS)
+    shown = [(key, title) for key, title in SECTIONS if key != "featured" or data.featured]
+    nav = "".join(f'<a href="#{key}">{html.escape(title.split(":")[0])}</a>' for key, title in shown)
     sections = "".join(
-        f'<section id="{key}"><h2>{html.escape(title)}</h2>{bodies[key]}</section>' for key, title in SECTIONS
+        f'<section id="{key}"><h2>{html.escape(title)}</h2>{bodies[key]}</section>' for key, title in shown
     )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -172,10 +172,10 @@ def _run_molecule_pipeline(config: MoleculeRunConfig, command: str | None) -> Pa
         stages,
         layout,
         {k: functools.partial(_tune_config, config, a) for k, a in keys.items()},
-        lambda c: fingerprint(_result_settings(c), prior_id, code, domain.reward_config),
+        lambda _key, c: fingerprint(_result_settings(c), prior_id, code, domain.reward_config),
         evaluation_inputs,
         bind_evaluate,
-        domain,
+        lambda _key: domain,
         config.force,
     )
     # the figures and molecule grids show the first seed's models: they rerun only when those changed

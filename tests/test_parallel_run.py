@@ -1,0 +1,150 @@
+"""``rltuner run --jobs N`` (``rltuner.evaluation.parallel``): the same results as one process, stage records,
+skips, errors and Ctrl-C; on a tiny prior and quick-sized runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from rltuner.cli.main import cli
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+@pytest.fixture(scope="module")
+def tiny_prior(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from rltuner.models.checkpoint import save_prior
+    from rltuner.models.prior import build_prior
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("prior") / "tiny.safetensors"
+    save_prior(path, build_prior({"arch": "lstm", "hidden_size": 8}))
+    return path
+
+
+def _base(out: Path, prior: Path) -> list[str]:
+    return ["run", "--out", str(out), "--prior", str(prior), "--algorithms", "q", "--quick", "--steps", "1024",
+            "--samples", "32", "--muspy-samples", "4", "--no-copying", "-q"]  # fmt: skip
+
+
+def _evaluation(path: Path) -> dict[str, object]:
+    data = json.loads(path.read_text())
+    for model in data["models"].values():
+        model.pop("seconds")  # how long it took: the one thing that differs
+    return data
+
+
+@pytest.mark.slow
+def test_jobs_2_writes_what_jobs_1_writes_and_skips_alike(tmp_path: Path, tiny_prior: Path) -> None:
+    from safetensors.numpy import load_file
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    for out, jobs in ((one, "1"), (two, "2")):
+        res = CliRunner().invoke(cli, [*_base(out, tiny_prior), "--seeds", "2", "--jobs", jobs])
+        assert res.exit_code == 0, res.output
+    first = json.loads((two / "stages.json").read_text())
+    assert list(first) == list(json.loads((one / "stages.json").read_text()))  # the sequential job's order
+    assert {k: v["inputs"] for k, v in first.items()} == {
+        k: v["inputs"] for k, v in json.loads((one / "stages.json").read_text()).items()
+    }
+    for s in (0, 1):
+        assert _evaluation(one / f"seed-{s}/evaluation.json") == _evaluation(
+            two / f"seed-{s}/evaluation.json"
+        )
+        with np.load(one / f"seed-{s}/samples.npz") as a, np.load(two / f"seed-{s}/samples.npz") as b:
+            assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
+        for key in ("q", "featured"):
+            x = load_file(one / f"tune/{key}/seed-{s}/model.safetensors")
+            y = load_file(two / f"tune/{key}/seed-{s}/model.safetensors")
+            assert x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x)
+    assert (one / "table.md").read_text().split("(")[0] == (two / "table.md").read_text().split("(")[0]
+
+    # the same command again runs nothing but the report
+    res = CliRunner().invoke(cli, [*_base(two, tiny_prior), "--seeds", "2", "--jobs", "2"])
+    assert res.exit_code == 0 and json.loads((two / "stages.json").read_text()) == first
+    # another featured file: only its tuning runs and the evaluations after them run again
+    mine = tmp_path / "mine.toml"
+    mine.write_text('algorithm = "g"\ngamma = 0.7\n[reward.music_theory.weights]\ntonic = 2.0\n')
+    res = CliRunner().invoke(
+        cli, [*_base(two, tiny_prior), "--seeds", "2", "--jobs", "2", "--featured", str(mine)]
+    )
+    assert res.exit_code == 0, res.output
+    again = json.loads((two / "stages.json").read_text())
+    for name in first:
+        changed = name.startswith(("tune/featured", "evaluate", "media", "figures"))
+        assert (again[name]["inputs"] != first[name]["inputs"]) is changed, name
+    assert json.loads((two / "tune/featured/seed-1/config.json").read_text())["algorithm"] == "g"
+
+
+BOOM = """
+import numpy as np
+
+def boom(history, action, t, length):
+    if t >= 4:
+        raise RuntimeError(f"boom at step {t}")
+    return np.zeros(action.shape[0])
+"""
+
+
+@pytest.mark.slow
+def test_a_failing_stage_is_reported_with_its_name(
+    tmp_path: Path, tiny_prior: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from rltuner.rewards.music_theory import registered_rules, unregister_rule
+
+    rules = tmp_path / "boom_rules.py"
+    rules.write_text(BOOM)
+    before = set(registered_rules())
+    try:
+        with caplog.at_level("INFO"):
+            res = CliRunner().invoke(
+                cli, [*_base(tmp_path / "run", tiny_prior), "--jobs", "2", "--rule", f"{rules}:boom"]
+            )
+    finally:
+        for name in set(registered_rules()) - before:
+            unregister_rule(name)
+    assert isinstance(res.exception, RuntimeError) and "boom at step" in str(res.exception)
+    said = "\n".join(r.getMessage() for r in caplog.records)
+    assert "failed: RuntimeError: boom at step" in said and "stage " in said
+    stages = tmp_path / "run" / "stages.json"
+    assert not stages.exists() or "evaluate" not in json.loads(stages.read_text())
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_workers_and_keeps_what_finished(tmp_path: Path, tiny_prior: Path) -> None:
+    out = tmp_path / "run"
+    args = [a for a in _base(out, tiny_prior) if a != "-q"]
+    args[args.index("1024")] = "400000"  # long enough to be interrupted
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rltuner", *args, "--jobs", "2"],
+        stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    started = out / "tune" / "q" / "resume.pt"  # the tuner saves a resume state when its loop starts
+    deadline = time.monotonic() + 180
+    while not started.is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    try:
+        _, said = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    assert proc.returncode == 130, said
+    assert "Traceback" not in said, said
+    assert "tune/q: stopped (Ctrl-C); saved" in said
+    done = json.loads((out / "stages.json").read_text()) if (out / "stages.json").exists() else {}
+    assert "tune/q" not in done  # interrupted: not recorded as finished, so the next run resumes it
+    assert (out / "tune" / "q" / "resume.pt").is_file()
