@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,35 @@ from rltuner.errors import ConfigError
 from rltuner.featured import read_featured, read_tune_file, resolve_settings_file, shipped_featured_path
 from rltuner.rl.config import PRESETS
 
-# the sweep's trial t023 as its command line gives it (docs/sweep.md, "The first sweep")
-T023_SETS = {"reward_scale": "1.4681326710178677", "gamma": "0.9", "learning_rate": "0.0019155348217544104",
-             "target_update_rate": "0.011280415893065882", "batch_size": "512", "train_every": "320",
-             "exploration": "boltzmann", "epsilon_steps": "250000"}  # fmt: skip
-T023_WEIGHTS = {"tonic": "2.533110238410481", "extremes": "2.9925257326812296", "motif": "1.0258322170518321",
-                "repeated_motif": "0.7565321600310111", "leaps": "1.0875121991808543"}  # fmt: skip
+# the confirmed command of the featured configuration (docs/sweep.md, "The second and third sweeps")
+CONFIRMED = Path(__file__).resolve().parents[1] / "docs" / "results" / "sweep-3-t001.cmd"
+
+
+def _confirmed() -> tuple[str, dict[str, str], dict[str, str]]:
+    words = shlex.split(CONFIRMED.read_text())
+    algorithm = words[words.index("--algorithm") + 1]
+    pairs = [
+        (flag, words[i + 1].split("=", 1))
+        for i, flag in enumerate(words)
+        if flag in ("--set", "--reward-weight")
+    ]
+    sets = {k: v for flag, (k, v) in pairs if flag == "--set"}
+    weights = {k: v for flag, (k, v) in pairs if flag == "--reward-weight"}
+    return algorithm, sets, weights
+
+
+ALGORITHM, SETS, WEIGHTS = _confirmed()
+
+
+def _value(text: str) -> object:
+    if text in ("true", "false"):
+        return text == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +57,13 @@ def tiny_prior(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_the_shipped_file_holds_t023() -> None:
+def test_the_shipped_file_holds_the_confirmed_configuration() -> None:
     featured = read_featured()
     assert featured.source.startswith("rltuner/assets/featured.toml")
-    assert featured.algorithm == "psi" and featured.settings["total_steps"] == 1_000_000
-    for name, text in T023_SETS.items():
-        value = featured.settings[name]
-        assert (value == text) if isinstance(value, str) else value == type(value)(float(text)), name
-    assert featured.weights() == {k: float(v) for k, v in T023_WEIGHTS.items()}
+    assert featured.algorithm == ALGORITHM and featured.settings["total_steps"] == 1_000_000
+    for name, text in SETS.items():
+        assert featured.settings[name] == _value(text), name
+    assert featured.weights() == {k: float(v) for k, v in WEIGHTS.items()}
     rows = dict(featured.describe())
     assert list(dict(featured.describe()))[:2] == ["source", "algorithm"] and rows["rule weight tonic"]
     # the header says where the values came from
@@ -69,33 +92,32 @@ def test_schedules_scale_with_the_run_budget_as_the_presets_do() -> None:
     assert short.gamma == full.gamma and short.batch_size == full.batch_size
 
 
-def test_tune_config_featured_is_the_t023_command(tmp_path: Path, tiny_prior: Path) -> None:
-    """`rltuner tune --config featured` tunes what the sweep's command line for t023 tunes."""
+def test_tune_config_featured_is_the_confirmed_command(tmp_path: Path, tiny_prior: Path) -> None:
+    """`rltuner tune --config featured` tunes what the sweep's command line for the featured trial tunes."""
     common = ["tune", "--prior", str(tiny_prior), "--steps", "1024", "--seed", "0", "-q"]
     by_file = CliRunner().invoke(cli, [*common, "--config", "featured", "--out", str(tmp_path / "file")])
     assert by_file.exit_code == 0, by_file.output
     # the command at another budget states its schedule scaled to it, as the sweep's best_command.txt writes it
-    scaled = {**T023_SETS, "epsilon_steps": str(round(250_000 * 1024 / 1_000_000))}
+    scaled = {**SETS, "epsilon_steps": str(round(250_000 * 1024 / 1_000_000))}
     sets = [a for k, v in scaled.items() for a in ("--set", f"{k}={v}")]
-    weights = [a for k, v in T023_WEIGHTS.items() for a in ("--reward-weight", f"{k}={v}")]
+    weights = [a for k, v in WEIGHTS.items() for a in ("--reward-weight", f"{k}={v}")]
     by_flags = CliRunner().invoke(
-        cli, [*common, "--algorithm", "psi", *sets, *weights, "--out", str(tmp_path / "flags")]
+        cli, [*common, "--algorithm", ALGORITHM, *sets, *weights, "--out", str(tmp_path / "flags")]
     )
     assert by_flags.exit_code == 0, by_flags.output
     a = json.loads((tmp_path / "file" / "config.json").read_text())
     b = json.loads((tmp_path / "flags" / "config.json").read_text())
-    assert a == b and a["algorithm"] == "psi" and a["reward"]["music_theory"]["weights"]["tonic"] > 2.5
+    assert a == b and a["algorithm"] == ALGORITHM
+    assert a["reward"]["music_theory"]["weights"]["tonic"] == float(WEIGHTS["tonic"])
 
 
 def test_a_sweeps_best_toml_is_a_settings_file(tmp_path: Path) -> None:
     from rltuner.sweep.results import write_results
 
-    row = {"trial": "t023", "status": "finished", "goal_deficit": 0.5, "goals_met": 7, "goals_scored": 11,
-           "algorithm": "psi", **{k: (v if k == "exploration" else float(v)) for k, v in T023_SETS.items()},
-           **{f"reward.{k}": float(v) for k, v in T023_WEIGHTS.items()}}  # fmt: skip
-    for name in ("batch_size", "train_every", "epsilon_steps"):
-        row[name] = int(row[name])
-    params = ["algorithm", *T023_SETS, *(f"reward.{k}" for k in T023_WEIGHTS)]
+    row = {"trial": "t001", "status": "finished", "goal_deficit": 0.5, "goals_met": 9, "goals_scored": 11,
+           "algorithm": ALGORITHM, **{k: _value(v) for k, v in SETS.items()},
+           **{f"reward.{k}": float(v) for k, v in WEIGHTS.items()}}  # fmt: skip
+    params = ["algorithm", *SETS, *(f"reward.{k}" for k in WEIGHTS)]
     paths = write_results(tmp_path, [row], params, {"steps": 1_000_000})
     assert "[tune]" in paths["best_toml"].read_text()
     best, shipped = read_featured(paths["best_toml"]), read_featured()
@@ -143,4 +165,4 @@ def test_shipped_file_parses_as_plain_toml() -> None:
     from rltuner.config import read_settings
 
     data = read_settings(shipped_featured_path())
-    assert data["algorithm"] == "psi" and set(data["reward"]["music_theory"]["weights"]) == set(T023_WEIGHTS)
+    assert data["algorithm"] == ALGORITHM and set(data["reward"]["music_theory"]["weights"]) == set(WEIGHTS)
