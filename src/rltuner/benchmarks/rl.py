@@ -1,4 +1,5 @@
-"""RL tuning speed: acting + reward, the full budget per algorithm, peak memory, and where the time goes.
+"""RL tuning speed: acting + reward, the full budget per algorithm beside a plain eager-PyTorch reference of the
+same work (:mod:`rltuner.benchmarks.eager`), peak memory, and where the time goes.
 
 Run with ``rltuner bench`` (all benchmarks) or ``python -m rltuner.benchmarks.rl [--quick]``.
 """
@@ -249,11 +250,11 @@ def _eager_reference(quick: bool, prior: Any, prior_name: str) -> tuple[BenchRes
         detail=f"acting {timing.projected_acting_s:.1f} s + learning {timing.projected_learning_s:.1f} s, "
         f"scaled linearly from {timing.timed_rounds} rounds ({timing.acting_s:.2f} s) and {timing.timed_steps} "
         f"gradient steps ({timing.learning_s:.2f} s) timed (process CPU time {timing.cpu_s:.2f} s of "
-        f"{timing.acting_s + timing.learning_s:.2f} s: below it, other jobs shared the CPU); torch.nn.LSTM({size.vocab_size}, "
-        f"{size.hidden_size}) + nn.Linear stepped one token at a time over one-hot inputs, fp32, "
-        f"epsilon-greedy, the music-theory reward (the project's numpy code) per step; TD loss of Q-learning "
-        f"(online + target forward, backward, clip, torch.optim.Adam's default per-tensor loop, soft target "
-        f"update per parameter); no evaluation; {prior_name}, {torch.get_num_threads()} threads",
+        f"{timing.acting_s + timing.learning_s:.2f} s: below it, other jobs shared the CPU); "
+        f"torch.nn.LSTM({size.vocab_size}, {size.hidden_size}) + nn.Linear stepped one token at a time over "
+        f"one-hot inputs, fp32, {cfg.exploration} exploration, the music-theory reward (the project's numpy "
+        f"code) per step; TD loss of Q-learning (online + target forward, backward, clip, torch.optim.Adam's "
+        f"default per-tensor loop, soft target update per parameter); no evaluation; {prior_name}, {torch.get_num_threads()} threads",
     )
     return row, timing.projected_s
 
