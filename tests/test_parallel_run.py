@@ -124,7 +124,7 @@ def test_a_failing_stage_is_reported_with_its_name(
 def test_ctrl_c_stops_the_workers_and_keeps_what_finished(tmp_path: Path, tiny_prior: Path) -> None:
     out = tmp_path / "run"
     args = [a for a in _base(out, tiny_prior) if a != "-q"]
-    args[args.index("1024")] = "400000"  # long enough to be interrupted
+    args[args.index("1024")] = "20000000"  # far too long to finish before the interrupt
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "rltuner", *args, "--jobs", "2"],
