@@ -482,7 +482,9 @@ def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
         title=f"rltuner run: {run_dir.name}",
         summary=_summary(config, first.settings, differences, featured)
         + worse_than_prior_note(outcomes, "the Note RNN", "r_MT"),
-        featured=featured.describe() if featured is not None else [],
+        featured=featured.describe(_featured_config(config, featured, seeds[0]))
+        if featured is not None
+        else [],
         table_header=header,
         table_rows=rows,
         metric_rows_from=n_table1,
