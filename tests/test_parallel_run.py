@@ -148,3 +148,30 @@ def test_ctrl_c_stops_the_workers_and_keeps_what_finished(tmp_path: Path, tiny_p
     done = json.loads((out / "stages.json").read_text()) if (out / "stages.json").exists() else {}
     assert "tune/q" not in done  # interrupted: not recorded as finished, so the next run resumes it
     assert (out / "tune" / "q" / "resume.pt").is_file()
+
+
+def test_an_interrupted_run_resumes_only_with_the_inputs_it_started_with(tmp_path: Path) -> None:
+    from safetensors.numpy import load_file
+
+    from rltuner.evaluation.pipeline import TUNE_INPUTS_FILE, _tune
+    from rltuner.rl.config import preset
+    from test_rl_support import peaked_prior, toy_domain
+
+    domain = toy_domain(peaked_prior())
+    small = {"algorithm": "q", "total_steps": 512, "n_envs": 16, "batch_size": 64, "train_every": 32,
+             "eval_every": 0, "eval_episodes": 16, "progress": False, "tensorboard": False}  # fmt: skip
+    run, fresh = tmp_path / "run", tmp_path / "fresh"
+    _tune(preset("fast", **small, seed=0), domain, run, False, "inputs-seed-0")  # leaves resume.pt, as Ctrl-C
+    assert (run / "resume.pt").is_file() and (run / TUNE_INPUTS_FILE).read_text() == "inputs-seed-0"
+    seed_0 = load_file(run / "model.safetensors")
+    # the same inputs resume: nothing is left to play, the model stays
+    _tune(preset("fast", **small, seed=0), domain, run, False, "inputs-seed-0")
+    assert all(np.array_equal(seed_0[k], v) for k, v in load_file(run / "model.safetensors").items())
+    # other inputs (another seed): the old state is discarded, the run is the fresh one of seed 1
+    _tune(preset("fast", **small, seed=1), domain, run, False, "inputs-seed-1")
+    _tune(preset("fast", **small, seed=1), domain, fresh, False, "inputs-seed-1")
+    mine, theirs = load_file(run / "model.safetensors"), load_file(fresh / "model.safetensors")
+    assert all(np.array_equal(mine[k], theirs[k]) for k in theirs)
+    assert not all(np.array_equal(mine[k], seed_0[k]) for k in seed_0)
+    assert json.loads((run / "config.json").read_text())["seed"] == 1
+    assert (run / TUNE_INPUTS_FILE).read_text() == "inputs-seed-1"

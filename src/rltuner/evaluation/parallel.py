@@ -62,13 +62,15 @@ class MusicSetup:
 
 @dataclass(frozen=True)
 class TuneTask:
-    """One ``tune/<key>`` stage: its name, key, config, folder, and whether it starts afresh."""
+    """One ``tune/<key>`` stage: its name, key, config, folder, whether it starts afresh, and its inputs'
+    fingerprint (an interrupted run started with others is not resumed)."""
 
     name: str
     key: str
     config: Any
     folder: Path
     fresh: bool
+    inputs: str | None = None
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,7 @@ def _run_tune(task: TuneTask) -> _Outcome:
     domain = music_domain(setup.prior, length=setup.length, reward_config=setup.rewards.get(task.key),
                           device=setup.device)  # fmt: skip
     try:  # the tuner acts on Ctrl-C at its next step boundary (it saves, then _tune raises)
-        _tune(task.config, domain, task.folder, task.fresh)
+        _tune(task.config, domain, task.folder, task.fresh, task.inputs)
     except KeyboardInterrupt:
         return _Outcome(time.perf_counter() - start, interrupted=True)
     return _Outcome(time.perf_counter() - start)
