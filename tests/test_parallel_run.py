@@ -175,3 +175,52 @@ def test_an_interrupted_run_resumes_only_with_the_inputs_it_started_with(tmp_pat
     assert not all(np.array_equal(mine[k], seed_0[k]) for k in seed_0)
     assert json.loads((run / "config.json").read_text())["seed"] == 1
     assert (run / TUNE_INPUTS_FILE).read_text() == "inputs-seed-1"
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
+def test_workers_stop_and_exit_when_the_main_process_is_killed(tmp_path: Path, tiny_prior: Path) -> None:
+    out = tmp_path / "run"
+    args = [a for a in _base(out, tiny_prior) if a != "-q"]
+    args[args.index("1024")] = "400000"
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "rltuner", *args, "--jobs", "2"], env=env,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    started = out / "tune" / "q" / "resume.pt"
+    deadline = time.monotonic() + 180
+    while not started.is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1)
+    workers = _children(proc.pid)  # in their own process groups: a kill of the main's group misses them
+    assert workers
+    saved = started.stat().st_mtime_ns
+    proc.kill()  # as SIGTERM from a scheduler, or an out-of-memory kill: no Ctrl-C handling in the main process
+    proc.wait()
+    deadline = time.monotonic() + 120
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = [w for w in workers if _alive(w)]
+    for w in left:
+        os.kill(w, signal.SIGKILL)
+    assert not left, "workers kept running after the main process was killed"
+    assert started.stat().st_mtime_ns > saved  # the tuning run saved its state as it stopped
