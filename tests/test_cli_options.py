@@ -152,6 +152,8 @@ def test_tune_config_json_of_a_run_reproduces_it(tmp_path: Path, toy_music: list
     [
         ("gamma = 0.5\nbogus = 1\n", "unknown setting(s) bogus"),
         ('seed = "abc"\n', "seed: expected int"),
+        ("learning_rate = true\n", "learning_rate: expected float, got True"),
+        ("[reward.music_theory.weights]\ntonic = true\n", "tonic: expected float, got True"),
         ("gamma = 1.5\n", "gamma must be in [0, 1)"),
         ("gamma = \n", "is not valid TOML"),
     ],

@@ -92,6 +92,17 @@ def test_schedules_scale_with_the_run_budget_as_the_presets_do() -> None:
     assert short.gamma == full.gamma and short.batch_size == full.batch_size
 
 
+def test_report_rows_show_the_budget_the_run_tuned_with() -> None:
+    featured = read_featured()
+    assert dict(featured.describe(featured.tune_config()))["total_steps"] == "1000000"
+    rows = dict(featured.describe(featured.tune_config(8192, seed=3)))
+    assert rows["total_steps"].startswith("8192 (the file: 1000000")
+    assert rows["epsilon_steps"].startswith(f"{round(250_000 * 8192 / 1_000_000)} (the file: 250000")
+    assert rows["gamma"] == str(
+        featured.settings["gamma"]
+    )  # not changed by the budget: the file's value alone
+
+
 def test_tune_config_featured_is_the_confirmed_command(tmp_path: Path, tiny_prior: Path) -> None:
     """`rltuner tune --config featured` tunes what the sweep's command line for the featured trial tunes."""
     common = ["tune", "--prior", str(tiny_prior), "--steps", "1024", "--seed", "0", "-q"]

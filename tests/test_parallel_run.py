@@ -148,3 +148,79 @@ def test_ctrl_c_stops_the_workers_and_keeps_what_finished(tmp_path: Path, tiny_p
     done = json.loads((out / "stages.json").read_text()) if (out / "stages.json").exists() else {}
     assert "tune/q" not in done  # interrupted: not recorded as finished, so the next run resumes it
     assert (out / "tune" / "q" / "resume.pt").is_file()
+
+
+def test_an_interrupted_run_resumes_only_with_the_inputs_it_started_with(tmp_path: Path) -> None:
+    from safetensors.numpy import load_file
+
+    from rltuner.evaluation.pipeline import TUNE_INPUTS_FILE, _tune
+    from rltuner.rl.config import preset
+    from test_rl_support import peaked_prior, toy_domain
+
+    domain = toy_domain(peaked_prior())
+    small = {"algorithm": "q", "total_steps": 512, "n_envs": 16, "batch_size": 64, "train_every": 32,
+             "eval_every": 0, "eval_episodes": 16, "progress": False, "tensorboard": False}  # fmt: skip
+    run, fresh = tmp_path / "run", tmp_path / "fresh"
+    _tune(preset("fast", **small, seed=0), domain, run, False, "inputs-seed-0")  # leaves resume.pt, as Ctrl-C
+    assert (run / "resume.pt").is_file() and (run / TUNE_INPUTS_FILE).read_text() == "inputs-seed-0"
+    seed_0 = load_file(run / "model.safetensors")
+    # the same inputs resume: nothing is left to play, the model stays
+    _tune(preset("fast", **small, seed=0), domain, run, False, "inputs-seed-0")
+    assert all(np.array_equal(seed_0[k], v) for k, v in load_file(run / "model.safetensors").items())
+    # other inputs (another seed): the old state is discarded, the run is the fresh one of seed 1
+    _tune(preset("fast", **small, seed=1), domain, run, False, "inputs-seed-1")
+    _tune(preset("fast", **small, seed=1), domain, fresh, False, "inputs-seed-1")
+    mine, theirs = load_file(run / "model.safetensors"), load_file(fresh / "model.safetensors")
+    assert all(np.array_equal(mine[k], theirs[k]) for k in theirs)
+    assert not all(np.array_equal(mine[k], seed_0[k]) for k in seed_0)
+    assert json.loads((run / "config.json").read_text())["seed"] == 1
+    assert (run / TUNE_INPUTS_FILE).read_text() == "inputs-seed-1"
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
+def test_workers_stop_and_exit_when_the_main_process_is_killed(tmp_path: Path, tiny_prior: Path) -> None:
+    out = tmp_path / "run"
+    args = [a for a in _base(out, tiny_prior) if a != "-q"]
+    args[args.index("1024")] = "20000000"  # far too long to finish before the kill
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "rltuner", *args, "--jobs", "2"], env=env,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    started = out / "tune" / "q" / "resume.pt"
+    deadline = time.monotonic() + 180
+    while not started.is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1)
+    workers = _children(proc.pid)  # in their own process groups: a kill of the main's group misses them
+    assert workers
+    saved = started.stat().st_mtime_ns
+    proc.kill()  # as SIGTERM from a scheduler, or an out-of-memory kill: no Ctrl-C handling in the main process
+    proc.wait()
+    deadline = time.monotonic() + 120
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = [w for w in workers if _alive(w)]
+    for w in left:
+        os.kill(w, signal.SIGKILL)
+    assert not left, "workers kept running after the main process was killed"
+    assert started.stat().st_mtime_ns > saved  # the tuning run saved its state as it stopped

@@ -88,6 +88,10 @@ def test_space_file_is_read_into_dimensions(tmp_path: Path) -> None:
         ("[space]\ngamma = { randint = [0, 1] }\n", "not an integer setting"),
         ("[space]\nexploration = { uniform = [0, 1] }\n", "not a number"),
         ("[space]\nbatch_size = [512, 'many']\n", "expected int"),
+        ("[space]\nlearning_rate = true\n", "learning_rate: expected float, got True"),
+        ("[space]\nlearning_rate = [true, 0.001]\n", "learning_rate: expected float, got True"),
+        ("[space.reward]\ntonic = true\n", "tonic: expected float, got True"),
+        ("[space]\nbatch_size = [false, 512]\n", "batch_size: expected int, got False"),
         ("[space]\nalgorithm = []\n", "non-empty list"),
         ("[grid]\ngamma = 0.5\n", "unknown table"),
         ("title = 'x'\n", "unknown table"),
@@ -488,3 +492,17 @@ def test_reward_primer_is_a_searched_choice_and_the_best_command_sets_it() -> No
     assert "--set reward_primer=true" in command
     with pytest.raises(ConfigError, match="reward_primer"):
         parse_space({"space": {"reward_primer": ["maybe"]}})
+
+
+def test_a_trial_that_played_its_budget_in_fewer_rounds_is_finished_not_stopped_early() -> None:
+    from rltuner.sweep.runner import _row
+
+    # --steps 4096 is played as one fast-preset round of 8,192 steps: one evaluation, not --rounds 2
+    played = _row("t000", {}, {"training_iteration": 1, "env_step": 8192}, 2, 4096, status="TERMINATED")
+    assert played["status"] == "finished" and played["rounds"] == 1
+    stopped = _row("t001", {}, {"training_iteration": 1, "env_step": 4096}, 2, 8192, status="TERMINATED")
+    assert stopped["status"] == "stopped early"
+    assert _row("t002", {}, {"training_iteration": 2, "env_step": 8192}, 2, 8192)["status"] == "finished"
+    assert _row("t003", {}, {"training_iteration": 1, "env_step": 4096}, 2, 8192, status="RUNNING")[
+        "status"
+    ] == ("unfinished")

@@ -83,6 +83,9 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             return False
         raise ConfigError(f"{name}: expected true or false, got {value!r}")
     if tp in (int, float, str):
+        if isinstance(value, bool) and tp is not str:
+            # bool is an int in Python: a TOML `true` for a number would silently become 1 (1.0).
+            raise ConfigError(f"{name}: expected {tp.__name__}, got {value!r}")
         try:
             if tp is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError

@@ -169,10 +169,20 @@ class FeaturedModel:
 
         return {k: float(v) for k, v in to_dict(self.reward.weights).items() if v != 1.0}
 
-    def describe(self) -> list[tuple[str, str]]:
-        """(setting, value) rows for the report: source, algorithm, each setting, each changed rule weight."""
+    def describe(self, tuned: Any = None) -> list[tuple[str, str]]:
+        """(setting, value) rows for the report: source, algorithm, each setting, each changed rule weight.
+
+        Args:
+            tuned: the ``TuneConfig`` the run tuned it with (:meth:`tune_config`), or None. A setting the run
+                changed (the budget of ``--steps`` / ``--quick`` and the schedules scaled to it) shows the value
+                that was used, with the file's beside it.
+        """
         rows = [("source", self.source), ("algorithm", self.algorithm)]
-        rows += [(k, str(v)) for k, v in self.settings.items() if k != "algorithm"]
+        for k, v in self.settings.items():
+            if k == "algorithm":
+                continue
+            used = getattr(tuned, k, v) if tuned is not None else v
+            rows.append((k, str(v) if used == v else f"{used} (the file: {v}; scaled to this run's budget)"))
         rows += [(f"rule weight {k}", f"{v:g}") for k, v in self.weights().items()]
         return rows
 

@@ -62,13 +62,15 @@ class MusicSetup:
 
 @dataclass(frozen=True)
 class TuneTask:
-    """One ``tune/<key>`` stage: its name, key, config, folder, and whether it starts afresh."""
+    """One ``tune/<key>`` stage: its name, key, config, folder, whether it starts afresh, and its inputs'
+    fingerprint (an interrupted run started with others is not resumed)."""
 
     name: str
     key: str
     config: Any
     folder: Path
     fresh: bool
+    inputs: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,12 +103,14 @@ class _Outcome:
 
 _SETUP: MusicSetup | None = None
 _STOP: Any = None  # the main process's stop event (a multiprocessing Event): set on Ctrl-C or a failed task
+_PARENT: int | None = None  # the main process's pid: a worker whose main process died stops as on Ctrl-C
 
 
 def _init_worker(setup: MusicSetup, threads: int, stop: Any) -> None:
     """Runs once in each worker: its own process group (a terminal's Ctrl-C reaches only the main process, which
     sets ``stop``), SIGINT ignored outside a task's own handling, the run's thread count, the user rules."""
-    global _SETUP, _STOP
+    global _SETUP, _STOP, _PARENT
+    _PARENT = os.getppid()
     os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from rltuner.threads import set_threads
@@ -126,14 +130,17 @@ def _setup() -> MusicSetup:
 
 
 def _run_task(task: TuneTask | EvalTask) -> _Outcome:
-    if _STOP is not None and _STOP.is_set():
+    if _stop_requested():
         return _Outcome(0.0, interrupted=True, started=False)
     done = threading.Event()
     threading.Thread(target=_pass_on_stop, args=(done,), daemon=True).start()
     try:
-        return _run_tune(task) if isinstance(task, TuneTask) else _run_evaluation(task)
+        outcome = _run_tune(task) if isinstance(task, TuneTask) else _run_evaluation(task)
     finally:
         done.set()
+    if _PARENT is not None and os.getppid() != _PARENT:  # the main process is gone: no one to report to, and
+        os._exit(1)  # the pool would keep this worker waiting forever (the tuning run saved its state above)
+    return outcome
 
 
 def _pass_on_stop(done: threading.Event) -> None:
@@ -141,13 +148,15 @@ def _pass_on_stop(done: threading.Event) -> None:
     it (a tuning loop: it stops at its next step and saves, as after Ctrl-C in one process; an evaluation: at
     once). Until then SIGINT is ignored, so a stop that comes while a run is starting is not lost."""
     while not done.wait(0.2):
-        if (
-            _STOP is not None
-            and _STOP.is_set()
-            and signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, None)
-        ):
+        if _stop_requested() and signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, None):
             os.kill(os.getpid(), signal.SIGINT)
             return
+
+
+def _stop_requested() -> bool:
+    """The main process set the stop event, or is gone (killed, e.g. by SIGTERM: the worker, in its own process
+    group, would otherwise tune on in the run folder with no one to record it)."""
+    return (_STOP is not None and _STOP.is_set()) or (_PARENT is not None and os.getppid() != _PARENT)
 
 
 def _run_tune(task: TuneTask) -> _Outcome:
@@ -159,7 +168,7 @@ def _run_tune(task: TuneTask) -> _Outcome:
     domain = music_domain(setup.prior, length=setup.length, reward_config=setup.rewards.get(task.key),
                           device=setup.device)  # fmt: skip
     try:  # the tuner acts on Ctrl-C at its next step boundary (it saves, then _tune raises)
-        _tune(task.config, domain, task.folder, task.fresh)
+        _tune(task.config, domain, task.folder, task.fresh, task.inputs)
     except KeyboardInterrupt:
         return _Outcome(time.perf_counter() - start, interrupted=True)
     return _Outcome(time.perf_counter() - start)

@@ -482,7 +482,9 @@ def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
         title=f"rltuner run: {run_dir.name}",
         summary=_summary(config, first.settings, differences, featured)
         + worse_than_prior_note(outcomes, "the Note RNN", "r_MT"),
-        featured=featured.describe() if featured is not None else [],
+        featured=featured.describe(_featured_config(config, featured, seeds[0]))
+        if featured is not None
+        else [],
         table_header=header,
         table_rows=rows,
         metric_rows_from=n_table1,
@@ -648,7 +650,11 @@ def run_tune_stages(
         fresh = _starts_afresh(stages, name, tune_inputs[key], force)
         stages.changed = False  # tuning runs are independent of each other
         ran.append(
-            stages.run(name, _bind_tune(tune_cfgs[key], domains[key], folder, fresh), tune_inputs[key])
+            stages.run(
+                name,
+                _bind_tune(tune_cfgs[key], domains[key], folder, fresh, tune_inputs[key]),
+                tune_inputs[key],
+            )
         )
     stages.changed = any(ran)
 
@@ -697,7 +703,7 @@ def run_seed_stages_parallel(
                          stages.done[name]["seconds"])  # fmt: skip
                 continue
             fresh = _starts_afresh(stages, name, inputs[k], config.force)
-            tasks.append(TuneTask(name, k, quiet_config(c), dirs[k], fresh))
+            tasks.append(TuneTask(name, k, quiet_config(c), dirs[k], fresh, inputs[k]))
         eval_name, evaluated = "evaluate" + suffix, evaluation_inputs(s, inputs)
         order.append(eval_name)
         if s == layout.seeds[0]:
@@ -811,24 +817,45 @@ def validate_run_settings(
     check_seed(seed + seeds - 1, "the last seed (seed + seeds - 1)")
 
 
-def _bind_tune(tune_config: Any, domain: Any, folder: Path, force: bool) -> Callable[[], None]:
+def _bind_tune(tune_config: Any, domain: Any, folder: Path, force: bool, inputs: str) -> Callable[[], None]:
     def stage() -> None:
-        _tune(tune_config, domain, folder, force)
+        _tune(tune_config, domain, folder, force, inputs)
 
     return stage
 
 
-def _tune(tune_config: Any, domain: Any, folder: Path, force: bool) -> None:
-    """One tuning run; an earlier interrupted run in ``folder`` is resumed (or discarded with ``force``)."""
+TUNE_INPUTS_FILE = "stage-inputs.txt"
+"""In a tuning stage's folder: the fingerprint of the inputs it was started with (an interrupted run resumes only
+with the same inputs)."""
+
+
+def _tune(tune_config: Any, domain: Any, folder: Path, force: bool, inputs: str | None = None) -> None:
+    """One tuning run; an earlier interrupted run in ``folder`` is resumed (or discarded with ``force``).
+
+    ``inputs``: the stage's fingerprint. An interrupted run started with other inputs (another seed, budget,
+    featured file, code version, or a folder from before this was recorded) is discarded, not resumed: resuming
+    it would go on from the other run's state under this run's settings.
+    """
     import shutil
 
+    from rltuner.fileio import write_text_atomic
     from rltuner.rl.tuner import RESUME_FILE, tune
 
+    marker = folder / TUNE_INPUTS_FILE
+    if not force and inputs is not None and (folder / RESUME_FILE).is_file():
+        started = marker.read_text() if marker.is_file() else None
+        if started != inputs:
+            log.warning("discarding the interrupted tuning run in %s: it was started with other inputs "
+                        "(settings, seed, budget, reward or code version); this one starts afresh", folder)  # fmt: skip
+            force = True
     if force and folder.exists():
         shutil.rmtree(folder)
     resume = (folder / RESUME_FILE).is_file()
     if resume:
         log.info("resuming the interrupted tuning run in %s", folder)
+    if inputs is not None:
+        ensure_writable_dir(folder)
+        write_text_atomic(marker, inputs)
     result = tune(tune_config, domain, out_dir=folder, resume=resume)
     if result.interrupted:
         # the tuner saved what it did; stop here so the stage is not recorded as finished

@@ -228,7 +228,7 @@ def run_sweep(
         grid = tuner.fit()
     finally:
         ray.shutdown()
-    return _rows(grid, trial.rounds)
+    return _rows(grid, trial.rounds, trial.steps)
 
 
 def _search_config(
@@ -274,7 +274,7 @@ def _trial_id(index: int) -> str:
     return f"t{index:03d}"
 
 
-def _rows(grid: Any, rounds: int) -> list[dict[str, Any]]:
+def _rows(grid: Any, rounds: int, steps: int = 0) -> list[dict[str, Any]]:
     """One row per trial, in trial order. Ray's per-trial status (finished, stopped by ASHA, not yet run
     because the sweep was interrupted) is read from the grid's experiment analysis where it has one."""
     trials = list(getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or [])
@@ -285,6 +285,7 @@ def _rows(grid: Any, rounds: int) -> list[dict[str, Any]]:
                 t.config or {},
                 t.last_result or {},
                 rounds,
+                steps,
                 status=str(t.status),
                 failed=t.status == "ERROR",
             )
@@ -298,6 +299,7 @@ def _rows(grid: Any, rounds: int) -> list[dict[str, Any]]:
                 r.config or {},
                 r.metrics or {},
                 rounds,
+                steps,
                 failed=r.error is not None,
             )
             for r in results
@@ -310,13 +312,15 @@ def _row(
     config: Mapping[str, Any],
     metrics: Mapping[str, Any],
     rounds: int,
+    steps: int = 0,
     status: str = "",
     failed: bool = False,
 ) -> dict[str, Any]:
     done = int(metrics.get("training_iteration", 0))
     if failed:
         state = "error"
-    elif done >= rounds:
+    elif done >= rounds or (steps > 0 and int(metrics.get("env_step", 0)) >= steps):
+        # a budget under one round of episodes is played in one round: fewer evaluations than --rounds, all played
         state = "finished"
     elif done > 0 and status in ("", "TERMINATED"):
         state = "stopped early"  # by ASHA, which decides only at a report
