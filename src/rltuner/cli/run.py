@@ -62,8 +62,8 @@ _PARAMS: dict[str, tuple[str, Any]] = {
 @click.option(
     "--quick",
     is_flag=True,
-    help="A smoke version (music on 2 cores: ~16 s with --jobs 1, ~23 s with 2 workers, whose start-up outweighs "
-    "stages this small): few tuning steps, few samples.",
+    help="A smoke version (music: 13-16 s on this project's 2-core Xeon when it is not busy): few tuning steps, "
+    "few samples.",
 )
 @click.option(
     "--algorithms",
