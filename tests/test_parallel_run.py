@@ -224,3 +224,42 @@ def test_workers_stop_and_exit_when_the_main_process_is_killed(tmp_path: Path, t
         os.kill(w, signal.SIGKILL)
     assert not left, "workers kept running after the main process was killed"
     assert started.stat().st_mtime_ns > saved  # the tuning run saved its state as it stopped
+
+
+SIGINT_WHILE_RECORDING = """
+import logging, os, signal, sys
+import rltuner.evaluation.parallel as parallel
+
+class Interrupting(logging.LoggerAdapter):
+    sent = False
+
+    def info(self, msg, *args, **kwargs):
+        super().info(msg, *args, **kwargs)
+        if "done in" in msg and not Interrupting.sent:  # a Ctrl-C while the main process records a finished task
+            Interrupting.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+parallel.log = Interrupting(parallel.log, {})
+from rltuner.cli.main import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_ctrl_c_while_a_finished_task_is_recorded_still_stops_the_workers(
+    tmp_path: Path, tiny_prior: Path
+) -> None:
+    """The interrupt lands between tasks, not in the wait: the job still stops and saves its tuning runs instead of
+    leaving the workers tuning with no one to tell them (it used to hang until they finished)."""
+    out = tmp_path / "run"
+    args = [a for a in _base(out, tiny_prior) if a != "-q"]
+    args[args.index("1024")] = "20000000"  # tune/q cannot finish; the Note RNN's evaluation, beside it, does
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", SIGINT_WHILE_RECORDING, *args, "--no-featured", "--jobs", "2"],
+        capture_output=True, text=True, env=env, timeout=180,
+    )  # fmt: skip
+    said = proc.stderr
+    assert proc.returncode == 130, said
+    assert "evaluate (note_rnn): done in" in said and "stopping:" in said, said
+    assert "tune/q: stopped (Ctrl-C); saved" in said, said
+    assert "Traceback" not in said, said

@@ -113,6 +113,10 @@ def _init_worker(setup: MusicSetup, threads: int, stop: Any) -> None:
     _PARENT = os.getppid()
     os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(
+        signal, "pthread_sigmask"
+    ):  # started with SIGINT blocked (_sigint_ignored): ignored from here on
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     from rltuner.threads import set_threads
 
     set_threads(threads)
@@ -267,8 +271,25 @@ def run_plans(
         jobs, mp_context=context, initializer=_init_worker, initargs=(setup, threads, stop)
     )
     started = False
+    interrupts = [0]
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        # The first Ctrl-C only asks: the loop below sees it between tasks, so no finished task's outcome is lost
+        # half-recorded. A second one aborts at once, as in one process.
+        interrupts[0] += 1
+        stop.set()
+        if interrupts[0] > 1:
+            _interrupt_workers(pool)
+            raise KeyboardInterrupt
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
     try:
         while queue or running or (waiting and not stopping):
+            if interrupts[0] and not stopping:
+                stopping = True
+                log.info("stopping: each tuning run saves at its next step (Ctrl-C again to abort)")
+                queue.clear()
             with _sigint_ignored(not started):  # the workers start (at the first submit) with SIGINT ignored
                 while queue and len(running) < jobs and not stopping:
                     task = queue.pop(0)
@@ -277,19 +298,7 @@ def run_plans(
             started = True
             if not running:
                 break
-            try:
-                ready, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            except KeyboardInterrupt:
-                if stopping:
-                    _interrupt_workers(
-                        pool
-                    )  # a second Ctrl-C: the tuning runs abort at once, as in one process
-                    raise
-                stopping = True
-                log.info("stopping: each tuning run saves at its next step (Ctrl-C again to abort)")
-                queue.clear()
-                stop.set()
-                continue
+            ready, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
             for future in ready:
                 task = running.pop(future)
                 try:
@@ -328,6 +337,9 @@ def run_plans(
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     pool.shutdown(wait=True)
     if failure is not None:
         name, error = failure
@@ -335,22 +347,31 @@ def run_plans(
             raise RLTunerError(f"stage {name} failed: {error}") from None
         log.error("stage %s failed: %s: %s", name, type(error).__name__, error)
         raise error
-    if stopping:
+    if stopping or interrupts[0]:
         raise KeyboardInterrupt
     return ran
 
 
 @contextlib.contextmanager
 def _sigint_ignored(active: bool) -> Iterator[None]:
-    """SIGINT ignored inside (when ``active`` and in the main thread): processes started here inherit that."""
+    """SIGINT held back inside (when ``active`` and in the main thread): processes started here inherit the
+    blocked signal until their initializer ignores it, and a Ctrl-C that comes meanwhile is delivered when the
+    block ends instead of being lost (starting a worker can block here for seconds while it imports torch)."""
     if not active or threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows: ignore instead
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _interrupt_workers(pool: ProcessPoolExecutor) -> None:
