@@ -14,18 +14,6 @@ from rltuner.cli.main import cli
 from rltuner.errors import ConfigError
 from rltuner.evaluation.pipeline import PipelineConfig
 
-
-@pytest.fixture(scope="module")
-def tiny_prior(tmp_path_factory):
-    from rltuner.models.checkpoint import save_prior
-    from rltuner.models.prior import build_prior
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("prior") / "tiny.safetensors"
-    save_prior(path, build_prior({"arch": "lstm", "hidden_size": 8}))
-    return path
-
-
 QUICK = [
     "--quick",
     "--steps",
@@ -41,9 +29,9 @@ QUICK = [
 
 
 @pytest.mark.slow
-def test_run_quick_end_to_end_then_resume(tmp_path, tiny_prior, caplog) -> None:
+def test_run_quick_end_to_end_then_resume(tmp_path, tiny_prior_file, caplog) -> None:
     out = tmp_path / "run"
-    args = ["run", "--out", str(out), "--prior", str(tiny_prior), "--algorithms", "q,g", *QUICK]
+    args = ["run", "--out", str(out), "--prior", str(tiny_prior_file), "--algorithms", "q,g", *QUICK]
     with caplog.at_level("INFO"):
         res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
@@ -140,9 +128,9 @@ def test_run_bad_algorithm_is_one_line_error(tmp_path) -> None:
     assert exc.value.code == 2
 
 
-def test_evaluate_command_writes_table_json_csv(tmp_path, tiny_prior) -> None:
+def test_evaluate_command_writes_table_json_csv(tmp_path, tiny_prior_file) -> None:
     out = tmp_path / "ev"
-    args = ["evaluate", f"mine={tiny_prior}", "--prior", str(tiny_prior), "-n", "50", "--muspy-samples", "5",
+    args = ["evaluate", f"mine={tiny_prior_file}", "--prior", str(tiny_prior_file), "-n", "50", "--muspy-samples", "5",
             "--no-corpus", "--out", str(out)]  # fmt: skip
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
@@ -183,9 +171,9 @@ def test_corpus_excerpts_start_on_bar_lines_and_come_from_distinct_melodies() ->
 
 
 @pytest.mark.slow
-def test_run_reruns_the_stages_whose_inputs_changed(tmp_path, tiny_prior) -> None:
+def test_run_reruns_the_stages_whose_inputs_changed(tmp_path, tiny_prior_file) -> None:
     out = tmp_path / "run"
-    base = ["run", "--out", str(out), "--prior", str(tiny_prior), "--algorithms", "q", "--no-featured", "-j", "1",
+    base = ["run", "--out", str(out), "--prior", str(tiny_prior_file), "--algorithms", "q", "--no-featured", "-j", "1",
             "--quick", "--samples", "32", "--muspy-samples", "0", "--no-copying"]  # fmt: skip
     assert CliRunner().invoke(cli, [*base, "--steps", "1024"]).exit_code == 0
     first = json.loads((out / "stages.json").read_text())
@@ -213,9 +201,9 @@ def test_run_reruns_the_stages_whose_inputs_changed(tmp_path, tiny_prior) -> Non
 
 
 @pytest.mark.slow
-def test_run_several_seeds_per_seed_folders_mean_sd_and_skips(tmp_path, tiny_prior) -> None:
+def test_run_several_seeds_per_seed_folders_mean_sd_and_skips(tmp_path, tiny_prior_file) -> None:
     out = tmp_path / "run"
-    base = ["run", "--out", str(out), "--prior", str(tiny_prior), "--algorithms", "q", "--quick", "--jobs", "1",
+    base = ["run", "--out", str(out), "--prior", str(tiny_prior_file), "--algorithms", "q", "--quick", "--jobs", "1",
             "--steps", "1024", "--samples", "32", "--muspy-samples", "0", "--no-copying"]  # fmt: skip
     res = CliRunner().invoke(cli, [*base, "--seeds", "2"])
     assert res.exit_code == 0, res.output

@@ -7,7 +7,6 @@ import shlex
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from rltuner.cli.main import cli, main
@@ -44,17 +43,6 @@ def _value(text: str) -> object:
         except ValueError:
             pass
     return text
-
-
-@pytest.fixture(scope="module")
-def tiny_prior(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from rltuner.models.checkpoint import save_prior
-    from rltuner.models.prior import build_prior
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("prior") / "tiny.safetensors"
-    save_prior(path, build_prior({"arch": "lstm", "hidden_size": 8}))
-    return path
 
 
 def test_the_shipped_file_holds_the_confirmed_configuration() -> None:
@@ -103,9 +91,9 @@ def test_report_rows_show_the_budget_the_run_tuned_with() -> None:
     )  # not changed by the budget: the file's value alone
 
 
-def test_tune_config_featured_is_the_confirmed_command(tmp_path: Path, tiny_prior: Path) -> None:
+def test_tune_config_featured_is_the_confirmed_command(tmp_path: Path, tiny_prior_file: Path) -> None:
     """`rltuner tune --config featured` tunes what the sweep's command line for the featured trial tunes."""
-    common = ["tune", "--prior", str(tiny_prior), "--steps", "1024", "--seed", "0", "-q"]
+    common = ["tune", "--prior", str(tiny_prior_file), "--steps", "1024", "--seed", "0", "-q"]
     by_file = CliRunner().invoke(cli, [*common, "--config", "featured", "--out", str(tmp_path / "file")])
     assert by_file.exit_code == 0, by_file.output
     # the command at another budget states its schedule scaled to it, as the sweep's best_command.txt writes it

@@ -13,23 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from rltuner.cli.main import cli
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-
-
-@pytest.fixture(scope="module")
-def tiny_prior(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from rltuner.models.checkpoint import save_prior
-    from rltuner.models.prior import build_prior
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("prior") / "tiny.safetensors"
-    save_prior(path, build_prior({"arch": "lstm", "hidden_size": 8}))
-    return path
 
 
 def _base(out: Path, prior: Path) -> list[str]:
@@ -45,12 +33,12 @@ def _evaluation(path: Path) -> dict[str, object]:
 
 
 @pytest.mark.slow
-def test_jobs_2_writes_what_jobs_1_writes_and_skips_alike(tmp_path: Path, tiny_prior: Path) -> None:
+def test_jobs_2_writes_what_jobs_1_writes_and_skips_alike(tmp_path: Path, tiny_prior_file: Path) -> None:
     from safetensors.numpy import load_file
 
     one, two = tmp_path / "one", tmp_path / "two"
     for out, jobs in ((one, "1"), (two, "2")):
-        res = CliRunner().invoke(cli, [*_base(out, tiny_prior), "--seeds", "2", "--jobs", jobs])
+        res = CliRunner().invoke(cli, [*_base(out, tiny_prior_file), "--seeds", "2", "--jobs", jobs])
         assert res.exit_code == 0, res.output
     first = json.loads((two / "stages.json").read_text())
     assert list(first) == list(json.loads((one / "stages.json").read_text()))  # the sequential job's order
@@ -70,13 +58,13 @@ def test_jobs_2_writes_what_jobs_1_writes_and_skips_alike(tmp_path: Path, tiny_p
     assert (one / "table.md").read_text().split("(")[0] == (two / "table.md").read_text().split("(")[0]
 
     # the same command again runs nothing but the report
-    res = CliRunner().invoke(cli, [*_base(two, tiny_prior), "--seeds", "2", "--jobs", "2"])
+    res = CliRunner().invoke(cli, [*_base(two, tiny_prior_file), "--seeds", "2", "--jobs", "2"])
     assert res.exit_code == 0 and json.loads((two / "stages.json").read_text()) == first
     # another featured file: only its tuning runs and the evaluations after them run again
     mine = tmp_path / "mine.toml"
     mine.write_text('algorithm = "g"\ngamma = 0.7\n[reward.music_theory.weights]\ntonic = 2.0\n')
     res = CliRunner().invoke(
-        cli, [*_base(two, tiny_prior), "--seeds", "2", "--jobs", "2", "--featured", str(mine)]
+        cli, [*_base(two, tiny_prior_file), "--seeds", "2", "--jobs", "2", "--featured", str(mine)]
     )
     assert res.exit_code == 0, res.output
     again = json.loads((two / "stages.json").read_text())
@@ -98,7 +86,7 @@ def boom(history, action, t, length):
 
 @pytest.mark.slow
 def test_a_failing_stage_is_reported_with_its_name(
-    tmp_path: Path, tiny_prior: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, tiny_prior_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from rltuner.rewards.music_theory import registered_rules, unregister_rule
 
@@ -108,7 +96,7 @@ def test_a_failing_stage_is_reported_with_its_name(
     try:
         with caplog.at_level("INFO"):
             res = CliRunner().invoke(
-                cli, [*_base(tmp_path / "run", tiny_prior), "--jobs", "2", "--rule", f"{rules}:boom"]
+                cli, [*_base(tmp_path / "run", tiny_prior_file), "--jobs", "2", "--rule", f"{rules}:boom"]
             )
     finally:
         for name in set(registered_rules()) - before:
@@ -121,9 +109,9 @@ def test_a_failing_stage_is_reported_with_its_name(
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_the_workers_and_keeps_what_finished(tmp_path: Path, tiny_prior: Path) -> None:
+def test_ctrl_c_stops_the_workers_and_keeps_what_finished(tmp_path: Path, tiny_prior_file: Path) -> None:
     out = tmp_path / "run"
-    args = [a for a in _base(out, tiny_prior) if a != "-q"]
+    args = [a for a in _base(out, tiny_prior_file) if a != "-q"]
     args[args.index("1024")] = "20000000"  # far too long to finish before the interrupt
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
@@ -199,9 +187,9 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
-def test_workers_stop_and_exit_when_the_main_process_is_killed(tmp_path: Path, tiny_prior: Path) -> None:
+def test_workers_stop_and_exit_when_the_main_process_is_killed(tmp_path: Path, tiny_prior_file: Path) -> None:
     out = tmp_path / "run"
-    args = [a for a in _base(out, tiny_prior) if a != "-q"]
+    args = [a for a in _base(out, tiny_prior_file) if a != "-q"]
     args[args.index("1024")] = "20000000"  # far too long to finish before the kill
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "rltuner", *args, "--jobs", "2"], env=env,
@@ -246,12 +234,12 @@ main(sys.argv[1:])
 
 
 def test_a_ctrl_c_while_a_finished_task_is_recorded_still_stops_the_workers(
-    tmp_path: Path, tiny_prior: Path
+    tmp_path: Path, tiny_prior_file: Path
 ) -> None:
     """The interrupt lands between tasks, not in the wait: the job still stops and saves its tuning runs instead of
     leaving the workers tuning with no one to tell them (it used to hang until they finished)."""
     out = tmp_path / "run"
-    args = [a for a in _base(out, tiny_prior) if a != "-q"]
+    args = [a for a in _base(out, tiny_prior_file) if a != "-q"]
     args[args.index("1024")] = "20000000"  # tune/q cannot finish; the Note RNN's evaluation, beside it, does
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(

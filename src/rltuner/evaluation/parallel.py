@@ -113,9 +113,8 @@ def _init_worker(setup: MusicSetup, threads: int, stop: Any) -> None:
     _PARENT = os.getppid()
     os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if hasattr(
-        signal, "pthread_sigmask"
-    ):  # started with SIGINT blocked (_sigint_ignored): ignored from here on
+    # started with SIGINT blocked (_sigint_held): ignored from here on
+    if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     from rltuner.threads import set_threads
 
@@ -290,7 +289,7 @@ def run_plans(
                 stopping = True
                 log.info("stopping: each tuning run saves at its next step (Ctrl-C again to abort)")
                 queue.clear()
-            with _sigint_ignored(not started):  # the workers start (at the first submit) with SIGINT ignored
+            with _sigint_held(not started):  # the workers start (at the first submit) with SIGINT blocked
                 while queue and len(running) < jobs and not stopping:
                     task = queue.pop(0)
                     running[pool.submit(_run_task, task)] = task
@@ -353,7 +352,7 @@ def run_plans(
 
 
 @contextlib.contextmanager
-def _sigint_ignored(active: bool) -> Iterator[None]:
+def _sigint_held(active: bool) -> Iterator[None]:
     """SIGINT held back inside (when ``active`` and in the main thread): processes started here inherit the
     blocked signal until their initializer ignores it, and a Ctrl-C that comes meanwhile is delivered when the
     block ends instead of being lost (starting a worker can block here for seconds while it imports torch)."""

@@ -198,11 +198,17 @@ class _Stages:
         record = self.done.get(name)
         return record is not None and record.get("inputs") == inputs and not self.changed
 
+    def skipped(self, name: str, inputs: str) -> bool:
+        """Whether ``name`` finished with these ``inputs``, so it need not run (said in the log)."""
+        if not self.is_current(name, inputs):
+            return False
+        log.info("stage %s: done already with the same inputs (%.1f s), skipped", name,
+                 self.done[name]["seconds"])  # fmt: skip
+        return True
+
     def run(self, name: str, fn: Callable[[], None], inputs: str = "") -> bool:
         """Run ``fn`` unless ``name`` finished with these ``inputs``; returns whether it ran."""
-        if self.is_current(name, inputs):
-            log.info("stage %s: done already with the same inputs (%.1f s), skipped", name,
-                     self.done[name]["seconds"])  # fmt: skip
+        if self.skipped(name, inputs):
             return False
         if name in self.done and not self.changed:
             log.info("stage %s: its inputs changed since it ran: running it again", name)
@@ -590,6 +596,18 @@ class SeedLayout:
         return {k + self.suffix(s): to_dict(c) for s, cfgs in configs.items() for k, c in cfgs.items()}
 
 
+def _seed_runs(
+    layout: SeedLayout,
+    make_config: dict[str, Callable[[int], Any]],
+    tune_fingerprint: Callable[[str, Any], str],
+    seed: int,
+) -> tuple[str, dict[str, Path], dict[str, Any], dict[str, str]]:
+    """One seed's tuning runs: its stage-name suffix, and model key -> folder, config and fingerprint."""
+    configs = {k: make(seed) for k, make in make_config.items()}
+    inputs = {k: tune_fingerprint(k, c) for k, c in configs.items()}
+    return layout.suffix(seed), layout.tune_dirs(make_config, seed), configs, inputs
+
+
 def run_seed_stages(
     stages: _Stages,
     layout: SeedLayout,
@@ -617,10 +635,7 @@ def run_seed_stages(
     configs: dict[int, dict[str, Any]] = {}
     first_inputs, first_ran = "", False
     for s in layout.seeds:
-        suffix = layout.suffix(s)
-        dirs = layout.tune_dirs(make_config, s)
-        configs[s] = {k: make(s) for k, make in make_config.items()}
-        inputs = {k: tune_fingerprint(k, c) for k, c in configs[s].items()}
+        suffix, dirs, configs[s], inputs = _seed_runs(layout, make_config, tune_fingerprint, s)
         run_tune_stages(stages, {k + suffix: d for k, d in dirs.items()},
                         {k + suffix: c for k, c in configs[s].items()},
                         {k + suffix: i for k, i in inputs.items()},
@@ -689,18 +704,13 @@ def run_seed_stages_parallel(
     first_inputs = ""
     stages.changed = False
     for s in layout.seeds:
-        suffix = layout.suffix(s)
-        dirs = layout.tune_dirs(make_config, s)
-        configs[s] = {k: make(s) for k, make in make_config.items()}
-        inputs = {k: tune_fingerprint(k, c) for k, c in configs[s].items()}
+        suffix, dirs, configs[s], inputs = _seed_runs(layout, make_config, tune_fingerprint, s)
         tasks = []
         for k, c in configs[s].items():
             name = f"tune/{k}{suffix}"
             tune_inputs[name] = inputs[k]
             order.append(name)
-            if stages.is_current(name, inputs[k]):
-                log.info("stage %s: done already with the same inputs (%.1f s), skipped", name,
-                         stages.done[name]["seconds"])  # fmt: skip
+            if stages.skipped(name, inputs[k]):
                 continue
             fresh = _starts_afresh(stages, name, inputs[k], config.force)
             tasks.append(TuneTask(name, k, quiet_config(c), dirs[k], fresh, inputs[k]))
@@ -709,12 +719,10 @@ def run_seed_stages_parallel(
         if s == layout.seeds[0]:
             first_inputs = evaluated
         parts: list[EvalTask] = []
-        if tasks or not stages.is_current(eval_name, evaluated):
+        if tasks or not stages.skipped(eval_name, evaluated):
             checkpoints = {k: d / "model.safetensors" for k, d in dirs.items()}
             parts = [EvalTask(s, m, checkpoints, config.n_samples, config.muspy_samples, config.copying)
                      for m in ["note_rnn", *dirs]]  # fmt: skip
-        else:
-            log.info("stage %s: done already with the same inputs, skipped", eval_name)
         if tasks or parts:
             plans.append(SeedPlan(s, tasks, parts, eval_name, evaluated, layout.eval_dir(s)))
     ran: set[int] = set()
