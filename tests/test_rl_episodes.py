@@ -164,3 +164,76 @@ def test_tuning_an_eos_domain_learns_to_end_early() -> None:
     assert last["mean_return"] > first["mean_return"] + 1.0
     assert last["mean_length"] < first["mean_length"]
     assert result.sample_updates < result.gradient_steps * cfg.batch_size  # padding is not counted
+
+
+def test_rollout_records_the_prior_logits_a_forward_pass_gives() -> None:
+    prior = tiny_prior()
+    env = BatchedEnv(prior, prior, StepReward(), random_note_primers, 6, 3, eos_token=EOS, pad_token=PAD,
+                     record_prior_logits=True)  # fmt: skip
+    script = [[5, EOS, 7, 7, 7, 7], [5, 6, 7, EOS, 9, 9], [5, 6, EOS, 8, 9, 9]]
+    batch = env.rollout(scripted_actor(script), np.random.default_rng(0))
+    assert batch.prior_logits is not None
+    # Every episode ended by step 4: the rollout stopped there; the state after it is recorded, the rest 0.
+    n = int(batch.mask.any(dim=0).sum())
+    assert n == 4 and batch.prior_logits.shape == (3, 7, VOCAB)
+    with torch.no_grad():
+        forward = prior(batch.tokens[:, : n + 1])[0]
+    torch.testing.assert_close(batch.prior_logits[:, : n + 1], forward, atol=1e-5, rtol=1e-5)
+    assert not batch.prior_logits[:, n + 1 :].any()
+    # log p(a|s) of the played actions is the recorded distribution's
+    log_softmax = torch.log_softmax(batch.prior_logits[:, :-1], -1)
+    taken = log_softmax.gather(-1, batch.tokens[:, 1:, None]).squeeze(-1)
+    torch.testing.assert_close(taken[batch.mask], batch.log_p[batch.mask])
+    trimmed = batch.trimmed()
+    assert trimmed.prior_logits is not None and trimmed.prior_logits.shape == (3, n + 1, VOCAB)
+    plain = BatchedEnv(prior, prior, StepReward(), random_note_primers, 6, 3, eos_token=EOS, pad_token=PAD)
+    assert plain.rollout(scripted_actor(script), np.random.default_rng(0)).prior_logits is None
+
+
+def test_replay_keeps_and_saves_the_prior_logits() -> None:
+    mask = torch.ones(3, 2, dtype=torch.bool)
+    logits = torch.randn(3, 3, VOCAB)
+    batch = EpisodeBatch(torch.arange(9).view(3, 3), torch.ones(3, 2), torch.ones(3, 2), mask, logits)
+    replay = EpisodeReplay(4, 2, prior_vocab=VOCAB)  # holds 2 episodes: the newest two are kept
+    replay.add(batch)
+    assert replay.prior_logits is not None and torch.equal(replay.prior_logits, logits[1:])
+    sample = replay.sample(5, torch.Generator().manual_seed(0))
+    assert sample.prior_logits is not None
+    for tokens, row in zip(sample.tokens, sample.prior_logits, strict=True):
+        assert torch.equal(row, logits[int(tokens[0]) // 3])
+    restored = EpisodeReplay(4, 2, prior_vocab=VOCAB)
+    restored.load_state_dict(replay.state_dict())
+    assert restored.prior_logits is not None and torch.equal(restored.prior_logits, replay.prior_logits)
+    with pytest.raises(ValueError, match="carry none"):
+        replay.add(batch._replace(prior_logits=None))
+    old_state = {k: v for k, v in replay.state_dict().items() if k != "prior_logits"}
+    assert restored.missing_prior_logits(old_state) and not EpisodeReplay(4, 2).missing_prior_logits(
+        old_state
+    )
+    with pytest.raises(ValueError, match="no prior logits"):
+        restored.load_state_dict(old_state)
+
+
+@pytest.mark.parametrize("offset", [False, True])
+def test_g_learns_from_recorded_prior_logits_as_from_a_forward_pass(offset: bool) -> None:
+    torch.manual_seed(0)
+    cfg = TuneConfig(algorithm="g", batch_size=8, progress=False, offset_by_prior=offset, learner_bf16="off")
+    domain = _eos_domain()
+    learner = ValueLearner(domain.prior, get_algorithm("g"), cfg, torch.device("cpu"), 12)
+    env = learner.make_env(domain, 4)
+    batch = env.rollout(learner.actor(torch.Generator().manual_seed(1), 0), np.random.default_rng(0))
+    assert batch.prior_logits is not None
+    twin = ValueLearner(domain.prior, get_algorithm("g"), cfg, torch.device("cpu"), 12)
+    recorded = learner.step(batch)
+    recomputed = twin.step(batch._replace(prior_logits=None))  # the forward-pass fallback
+    assert recorded == pytest.approx(recomputed, rel=1e-5)
+    # A run saved before the replay kept the logits resumes with them recomputed.
+    learner.replay.add(batch)
+    state = learner.state_dict()
+    del state["replay"]["prior_logits"]
+    resumed = ValueLearner(domain.prior, get_algorithm("g"), cfg, torch.device("cpu"), 12)
+    resumed.load_state_dict(state)
+    assert resumed.replay.prior_logits is not None and learner.replay.prior_logits is not None
+    n = int(batch.mask.any(dim=0).sum())  # the recorded states (a rollout whose episodes all ended stopped)
+    got, want = resumed.replay.prior_logits[:4, : n + 1], learner.replay.prior_logits[:4, : n + 1]
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -40,6 +40,8 @@ class BatchedEnv:
         eos_token: the action that ends an episode early, or None.
         pad_token: what an ended episode is fed.
         reward_hears_primer: ``reward.reset`` takes the primers (the domain's ``reward_hears_primer``).
+        record_prior_logits: also return the prior's logits at every state (``EpisodeBatch.prior_logits``),
+            for a learner that would otherwise run the prior over the episodes again (G-learning).
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class BatchedEnv:
         eos_token: int | None = None,
         pad_token: int = 0,
         reward_hears_primer: bool = False,
+        record_prior_logits: bool = False,
     ) -> None:
         self.q_net = q_net
         self.reward_rnn = reward_rnn
@@ -65,16 +68,23 @@ class BatchedEnv:
         self.eos_token = eos_token
         self.pad_token = pad_token
         self.reward_hears_primer = reward_hears_primer
+        self.record_prior_logits = record_prior_logits
 
     @classmethod
     def for_domain(
-        cls, q_net: Any, reward_rnn: Any, domain: Any, n_envs: int, device: Any = "cpu"
+        cls,
+        q_net: Any,
+        reward_rnn: Any,
+        domain: Any,
+        n_envs: int,
+        device: Any = "cpu",
+        record_prior_logits: bool = False,
     ) -> BatchedEnv:
         """An environment over a :class:`~rltuner.domains.base.Domain` (its reward, primers, length, end)."""
         return cls(
             q_net, reward_rnn, domain.make_reward(), domain.sample_primers, domain.episode_length, n_envs,
             device, eos_token=domain.eos_token, pad_token=domain.pad_token,
-            reward_hears_primer=domain.reward_hears_primer,
+            reward_hears_primer=domain.reward_hears_primer, record_prior_logits=record_prior_logits,
         )  # fmt: skip
 
     @torch.no_grad()
@@ -87,7 +97,9 @@ class BatchedEnv:
 
         Returns:
             The episodes (on the CPU): tokens (B, L+1) with the primer first, task_reward (B, L), log_p (B, L),
-            mask (B, L). Steps after an episode's end hold the pad token, zeros and ``mask`` false.
+            mask (B, L), and with ``record_prior_logits`` prior_logits (B, L+1, V). Steps after an episode's
+            end hold the pad token, zeros and ``mask`` false (the prior's logits there are those of the pad
+            inputs, up to the state after the last played step; zeros beyond).
         """
         B, L = self.n_envs, self.episode_length
         primers = torch.as_tensor(np.asarray(self.sample_primers(B, rng), dtype=np.int64))
@@ -104,10 +116,17 @@ class BatchedEnv:
         reward_state = reset_reward(self.reward, B, primers.numpy(), self.reward_hears_primer)
         prev = primers.to(self.device)
         pad = torch.full((B,), self.pad_token, dtype=torch.int64)
+        prior_logits: torch.Tensor | None = None
+        t = -1
         for t in range(L):
             # Both networks read the previous token: their outputs are the values at state s_t.
             outputs = q_step(prev)  # (B, V)
-            prior_log_p = torch.log_softmax(p_step(prev).float(), dim=-1)  # (B, V)
+            p_logits = p_step(prev).float()
+            if self.record_prior_logits:
+                if prior_logits is None:
+                    prior_logits = p_logits.new_zeros(B, L + 1, p_logits.shape[-1])
+                prior_logits[:, t] = p_logits
+            prior_log_p = torch.log_softmax(p_logits, dim=-1)  # (B, V)
             actions_cpu = torch.where(alive, act(outputs, prior_log_p).cpu(), pad)  # (B,)
             actions = actions_cpu.to(self.device)
             mask[:, t] = alive
@@ -119,7 +138,10 @@ class BatchedEnv:
                 alive &= actions_cpu != self.eos_token
                 if not bool(alive.any()):
                     break
-        return EpisodeBatch(tokens, torch.from_numpy(reward).float(), log_p.cpu(), mask)
+        if prior_logits is not None:  # the state after the last played step: the TD target's last s'
+            prior_logits[:, t + 1] = p_step(prev).float()
+            prior_logits = prior_logits.cpu()
+        return EpisodeBatch(tokens, torch.from_numpy(reward).float(), log_p.cpu(), mask, prior_logits)
 
 
 def stepper(net: Any, batch_size: int, device: torch.device) -> Stepper:

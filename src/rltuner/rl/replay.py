@@ -22,12 +22,16 @@ class EpisodeBatch(NamedTuple):
         log_p: (B, L) float32 ``log p(a_t|s_t)`` of each action under the frozen prior (Reward RNN); 0 after
             the end.
         mask: (B, L) bool, true for the steps the episode played (its end token included).
+        prior_logits: (B, L+1, V) float32, the frozen prior's logits at every state s_0 .. s_L (position t
+            has read token t), as the environment computed them while playing; None when not recorded
+            (only G-learning's target and ``offset_by_prior`` read them).
     """
 
     tokens: torch.Tensor
     task_reward: torch.Tensor
     log_p: torch.Tensor
     mask: torch.Tensor
+    prior_logits: torch.Tensor | None = None
 
     @property
     def n_transitions(self) -> int:
@@ -52,9 +56,15 @@ class EpisodeBatch(NamedTuple):
         n = int(played.max()) + 1 if played.numel() else 1
         if n == self.mask.shape[1]:
             return self
+        logits = self.prior_logits[:, : n + 1] if self.prior_logits is not None else None
         return EpisodeBatch(
-            self.tokens[:, : n + 1], self.task_reward[:, :n], self.log_p[:, :n], self.mask[:, :n]
+            self.tokens[:, : n + 1], self.task_reward[:, :n], self.log_p[:, :n], self.mask[:, :n], logits
         )
+
+    def newest(self, n: int) -> EpisodeBatch:
+        """The last ``n`` episodes."""
+        logits = self.prior_logits[-n:] if self.prior_logits is not None else None
+        return EpisodeBatch(self.tokens[-n:], self.task_reward[-n:], self.log_p[-n:], self.mask[-n:], logits)
 
 
 class EpisodeReplay:
@@ -63,15 +73,24 @@ class EpisodeReplay:
     Args:
         capacity_transitions: memory size in transitions; it keeps ``capacity // episode_length`` episodes.
         episode_length: L, the number of actions per episode.
+        prior_vocab: V when the memory keeps each episode's ``prior_logits`` ((L+1) x V floats per episode:
+            20 MB for the fast preset's 4,096 music episodes), None when it does not.
     """
 
-    def __init__(self, capacity_transitions: int, episode_length: int) -> None:
+    def __init__(
+        self, capacity_transitions: int, episode_length: int, prior_vocab: int | None = None
+    ) -> None:
         self.episode_length = episode_length
         self.capacity = max(1, capacity_transitions // episode_length)
         self.tokens = torch.zeros(self.capacity, episode_length + 1, dtype=torch.int64)
         self.task_reward = torch.zeros(self.capacity, episode_length, dtype=torch.float32)
         self.log_p = torch.zeros(self.capacity, episode_length, dtype=torch.float32)
         self.mask = torch.zeros(self.capacity, episode_length, dtype=torch.bool)
+        self.prior_logits: torch.Tensor | None = None
+        if prior_vocab is not None:
+            self.prior_logits = torch.zeros(
+                self.capacity, episode_length + 1, prior_vocab, dtype=torch.float32
+            )
         self.size = 0
         self.cursor = 0  # next slot to write
 
@@ -88,13 +107,17 @@ class EpisodeReplay:
         """Store episodes, overwriting the oldest when full."""
         n = batch.tokens.shape[0]
         if n > self.capacity:  # only the newest fit
-            batch = EpisodeBatch(*(t[n - self.capacity :] for t in batch))
+            batch = batch.newest(self.capacity)
             n = self.capacity
         slots = (self.cursor + torch.arange(n)) % self.capacity
         self.tokens[slots] = batch.tokens.cpu()
         self.task_reward[slots] = batch.task_reward.cpu().float()
         self.log_p[slots] = batch.log_p.cpu().float()
         self.mask[slots] = batch.mask.cpu()
+        if self.prior_logits is not None:
+            if batch.prior_logits is None:
+                raise ValueError("this replay memory keeps the prior's logits, but the episodes carry none")
+            self.prior_logits[slots] = batch.prior_logits.cpu().float()
         self.cursor = int((self.cursor + n) % self.capacity)
         self.size = min(self.capacity, self.size + n)
 
@@ -103,19 +126,25 @@ class EpisodeReplay:
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay memory")
         idx = torch.randint(self.size, (n_episodes,), generator=generator)
-        return EpisodeBatch(self.tokens[idx], self.task_reward[idx], self.log_p[idx], self.mask[idx])
+        logits = self.prior_logits[idx] if self.prior_logits is not None else None
+        return EpisodeBatch(self.tokens[idx], self.task_reward[idx], self.log_p[idx], self.mask[idx], logits)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors only (safe to load with ``torch.load(weights_only=True)``)."""
-        return {
+        state = {
             "tokens": self.tokens[: self.size].clone(),
             "task_reward": self.task_reward[: self.size].clone(),
             "log_p": self.log_p[: self.size].clone(),
             "mask": self.mask[: self.size].clone(),
             "cursor": torch.tensor(self.cursor),
         }
+        if self.prior_logits is not None:
+            state["prior_logits"] = self.prior_logits[: self.size].clone()
+        return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore :meth:`state_dict`. A memory that keeps the prior's logits needs them in ``state``
+        (:meth:`missing_prior_logits` tells whether a saved state lacks them)."""
         size = int(state["tokens"].shape[0])
         if size > self.capacity or state["tokens"].shape[1] != self.episode_length + 1:
             raise ValueError("replay state does not fit this memory's capacity or episode length")
@@ -123,5 +152,14 @@ class EpisodeReplay:
         self.task_reward[:size] = state["task_reward"]
         self.log_p[:size] = state["log_p"]
         self.mask[:size] = state["mask"]
+        if self.prior_logits is not None:
+            if "prior_logits" not in state:
+                raise ValueError("replay state holds no prior logits")
+            self.prior_logits[:size] = state["prior_logits"]
         self.size = size
         self.cursor = int(state["cursor"])
+
+    def missing_prior_logits(self, state: dict[str, torch.Tensor]) -> bool:
+        """Whether ``state`` (a saved :meth:`state_dict`) lacks the logits this memory keeps: a run saved
+        before they were recorded (2026-12-02)."""
+        return self.prior_logits is not None and "prior_logits" not in state

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -178,10 +178,22 @@ class ValueLearner:
         self.target_net = copy.deepcopy(self.reward_rnn)
         self.optimizer = make_adam(self.q_net, cfg.learning_rate, cfg.fused_adam)
         self.bf16 = bf16_enabled(cfg.learner_bf16, device, cfg.batch_size)
-        self.replay = EpisodeReplay(cfg.replay_size, episode_length)
+        # G's target and offset_by_prior read the frozen prior's logits at every state of a sampled episode:
+        # the environment computed them while playing, so the replay keeps them instead of the learner
+        # running the prior over each batch again (one LSTM forward less per gradient step).
+        self.needs_prior_logits = algo.needs_prior_values or cfg.offset_by_prior
+        vocab = int(cast(int, self.reward_rnn.vocab_size)) if self.needs_prior_logits else None
+        self.replay = EpisodeReplay(cfg.replay_size, episode_length, prior_vocab=vocab)
 
     def make_env(self, domain: Domain, n_envs: int) -> BatchedEnv:
-        return BatchedEnv.for_domain(self.q_net, self.reward_rnn, domain, n_envs, self.device)
+        return BatchedEnv.for_domain(
+            self.q_net,
+            self.reward_rnn,
+            domain,
+            n_envs,
+            self.device,
+            record_prior_logits=self.needs_prior_logits,
+        )
 
     def actor(self, generator: torch.Generator, env_step: int) -> ActFn:
         return make_actor(self.algo, self.cfg, generator, env_step, self.cfg.n_envs)
@@ -215,8 +227,9 @@ class ValueLearner:
             online = self.q_net(tokens)[0].float()  # (E, L+1, V)
             with torch.no_grad():
                 target_next = self.target_net(tokens)[0][:, 1:].float()  # (E, L, V): values at s_{t+1}
-                need_prior = algo.needs_prior_values or cfg.offset_by_prior
-                prior_logits = self.reward_rnn(tokens)[0].float() if need_prior else None  # (E, L+1, V)
+        prior_logits = None  # (E, L+1, V)
+        if self.needs_prior_logits:
+            prior_logits = self._prior_logits(batch, tokens)
         q_taken = online[:, :-1].gather(-1, actions[..., None]).squeeze(-1)  # (E, L)
         with torch.no_grad():
             prior_next = None
@@ -242,6 +255,14 @@ class ValueLearner:
         soft_update(self.target_net, self.q_net, cfg.target_update_rate)
         return float(loss.detach())
 
+    def _prior_logits(self, batch: EpisodeBatch, tokens: torch.Tensor) -> torch.Tensor:
+        """The frozen prior's logits at every state: those the environment recorded (the replay keeps them),
+        else (a batch made by hand) a forward pass over the episodes."""
+        if batch.prior_logits is not None:
+            return batch.prior_logits.to(self.device)
+        with torch.no_grad():
+            return self.reward_rnn(tokens)[0].float()
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "q_net": self.q_net.state_dict(),
@@ -254,7 +275,14 @@ class ValueLearner:
         self.q_net.load_state_dict(state["q_net"])
         self.target_net.load_state_dict(state["target_net"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.replay.load_state_dict(state["replay"])
+        replay = state["replay"]
+        if self.replay.missing_prior_logits(replay):
+            # A run saved before the replay kept them: the frozen prior's forward over the stored episodes
+            # gives them again (equal up to float rounding; the run continues, not bit for bit).
+            with torch.no_grad():
+                logits = self.reward_rnn(replay["tokens"].to(self.device))[0].float().cpu()
+            replay = {**replay, "prior_logits": logits}
+        self.replay.load_state_dict(replay)
 
 
 def make_learner(algo: Algorithm, cfg: TuneConfig, domain: Domain, device: torch.device) -> Learner:
