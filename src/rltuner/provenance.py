@@ -70,6 +70,22 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def machine_key(info: dict[str, Any] | None = None, accelerator: str | None = None) -> str:
+    """Which machine measured a figure, in a few words: CPU model and core count, and the accelerator when the
+    work ran on one (e.g. ``"AMD EPYC, 2 cores"``, ``"AMD EPYC, 16 cores, NVIDIA H200"``).
+
+    BENCHMARKS.md keeps one section per topic and key, so figures of different machines stand side by side
+    while a re-run on the same machine replaces its own.
+
+    Args:
+        info: :func:`machine_info`'s fields (read now when None; only ``cpu`` and ``cores`` are used).
+        accelerator: the GPU's name (``torch.cuda.get_device_name()``) when the figures were measured on it.
+    """
+    m = info if info is not None else {"cpu": cpu_model(), "cores": os.cpu_count()}
+    key = f"{m['cpu']}, {m['cores']} cores"
+    return f"{key}, {accelerator}" if accelerator else key
+
+
 def machine_description(info: dict[str, Any] | None = None) -> str:
     """:func:`machine_info` in one line (CPU model and speed flags, cores, memory, Python and torch versions,
     threads, the load average when the record was made)."""

@@ -1,13 +1,14 @@
 """Run every benchmark module in one process and write BENCHMARKS.md.
 
 Speeds are compared as ratios measured in the same run, on the same machine; the file records the machine,
-the date and the exact command.
+the date and the exact command, and keeps each machine's latest figures of every topic side by side.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import importlib
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from rltuner.benchmarks import BenchResult
 from rltuner.fileio import write_text_atomic
-from rltuner.provenance import machine_description
+from rltuner.provenance import machine_description, machine_info, machine_key
 
 # topic -> module; each module has measure(quick: bool = False) -> list[BenchResult]
 TOPICS: dict[str, str] = {
@@ -55,34 +56,40 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
+# topic -> machine key (provenance.machine_key) -> that machine's latest section of the topic: its provenance
+# line and table, the markdown below its "### key" heading.
+Sections = dict[str, dict[str, str]]
+
+
 def render_markdown(
     results: dict[str, list[BenchResult] | str],
     *,
     command: str,
     machine: str,
-    kept: dict[str, str] | None = None,
+    key: str | None = None,
+    kept: Sections | None = None,
 ) -> str:
-    """BENCHMARKS.md text: one table per topic with each figure beside its goal.
+    """BENCHMARKS.md text: per topic, one table per machine with each figure beside its goal.
 
-    Every topic section starts with the command, date and machine that measured it; ``kept`` holds the
-    sections (topic -> markdown) of topics not re-run this time, carried over unchanged from the old file.
+    Args:
+        results: the topics measured now (topic -> figures, or the error text of a topic that failed).
+        command: the command line that measured them.
+        machine: this machine in one line (:func:`~rltuner.provenance.machine_description`).
+        key: this machine's key (:func:`~rltuner.provenance.machine_key`); by default read off ``machine``.
+        kept: earlier sections (from :func:`read_sections`) written unchanged beside the new ones; a kept
+            section of this machine's key for a topic in ``results`` is replaced.
+
+    Returns:
+        The markdown: every machine section starts with the command, date and machine that measured it, and
+        in every topic this machine's section comes first.
     """
+    key = key or _key_from_provenance(f"machine: {machine}")
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [
-        "# Benchmarks",
-        "",
-        "Written by `rltuner bench`; do not edit by hand (re-run the command; `--only TOPIC` re-measures one",
-        "topic and keeps the others' sections as they were, each with its own command, date and machine).",
-        "",
-        "On a shared virtual machine the absolute figures vary between runs (up to 2x seen on the project's",
-        "2-core machine); compare figures measured in the same run, as ratios.",
-        "",
-    ]
-    sections: dict[str, list[str]] = {t: [text.rstrip("\n"), ""] for t, text in (kept or {}).items()}
+    sections: Sections = {topic: dict(by_machine) for topic, by_machine in (kept or {}).items()}
     for topic, items in results.items():
-        body = [f"## {topic}", "", f"Measured by `{command}` on {now}; machine: {machine}.", ""]
+        body = [f"Measured by `{command}` on {now}; machine: {machine}.", ""]
         if isinstance(items, str):
-            body += [f"Benchmark {items}", ""]
+            body += [f"Benchmark {items}"]
         else:
             body += ["| figure | value | goal | met | detail |", "| --- | --- | --- | --- | --- |"]
             for r in items:
@@ -91,47 +98,133 @@ def render_markdown(
                     f"| {r['name']} | {_fmt(float(r['value']))} {r['unit']} | {r['goal'] or '-'} | {met} "
                     f"| {r['detail']} |"
                 )
-            body.append("")
-        sections[topic] = body
+        sections.setdefault(topic, {})[key] = "\n".join(body)
+    for topic, by_machine in sections.items():
+        if key in by_machine:  # this machine first, the others in the order the file had them
+            sections[topic] = {key: by_machine[key], **{k: v for k, v in by_machine.items() if k != key}}
     order = [t for t in TOPICS if t in sections] + [t for t in sections if t not in TOPICS]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `rltuner bench`; do not edit by hand (re-run the command; `--only TOPIC` re-measures one",
+        "topic and keeps the others' sections). Each topic keeps the latest section of every machine (CPU model",
+        "and cores, and the GPU when one was used), each with its own command, date and machine line (CPU flags,",
+        "torch threads, load average); the last run's machine comes first, and a re-run replaces only its",
+        "machine's section.",
+        "",
+        _machines_line(sections, order),
+        "",
+        "On a shared virtual machine the absolute figures vary between runs (up to 2x seen on the project's",
+        "2-core machine); compare figures measured in the same run, as ratios.",
+        "",
+    ]
     for topic in order:
-        lines += sections[topic]
+        lines += [f"## {topic}", ""]
+        for machine_key_, text in sections[topic].items():
+            lines += [f"### {machine_key_}", "", text.strip("\n"), ""]
     return "\n".join(lines)
+
+
+def _machines_line(sections: Sections, order: Sequence[str]) -> str:
+    """``Figures from 2 machines: **A** (corpus, rewards); **B** (rl).``, the first topic's first machine first."""
+    topics_of: dict[str, list[str]] = {}
+    for topic in order:
+        for key in sections[topic]:
+            topics_of.setdefault(key, []).append(topic)
+    if not topics_of:
+        return "No figures yet."
+    listed = "; ".join(f"**{key}** ({', '.join(topics)})" for key, topics in topics_of.items())
+    count = f"{len(topics_of)} machine{'' if len(topics_of) == 1 else 's'}"
+    return f"Figures from {count}: {listed}."
 
 
 # Sections from here on are measured by other commands (the large fuzz run) and kept when bench rewrites the file.
 KEPT_MARKER = "<!-- kept by rltuner bench: sections below are written by other commands -->"
 
 
-def read_sections(path: str | Path) -> dict[str, str]:
-    """The ``## topic`` sections of an existing BENCHMARKS.md (topic -> its markdown); {} when absent.
+# "Machine: AMD EPYC (flags: ...), 2 cores, 24 GiB RAM; ..." -> the CPU model and the core count
+_MACHINE_IN_LINE = re.compile(r"machine: (?P<cpu>[^;\n]+?)(?: \(flags:[^)]*\))?, (?P<cores>\d+) cores", re.I)
+_MACHINE_TEXT = re.compile(r"machine: (?P<text>[^;\n]*)", re.I)
+# One-line provenance of files written before "Measured by ..." (2026-11): rewritten as the current line.
+_LEGACY_PROVENANCE = re.compile(
+    r"^- Command: (?P<command>.+?); - Date: (?P<date>.+?); - Machine: (?P<machine>.+?)\.?$", re.M
+)
+UNNAMED_MACHINE = "unnamed machine"
 
-    Only the part above :data:`KEPT_MARKER` is read (what follows it is carried over whole). A section from a
-    file written before per-section provenance gets the file's own command/date/machine.
+
+def _key_from_provenance(text: str) -> str:
+    """The machine key of a section without a ``### key`` heading, read off its provenance line."""
+    found = _MACHINE_IN_LINE.search(text)
+    if found:
+        return machine_key({"cpu": found["cpu"].strip(), "cores": int(found["cores"])})
+    named = _MACHINE_TEXT.search(text)
+    return (named["text"].strip().rstrip(".") if named else "") or UNNAMED_MACHINE
+
+
+def read_sections(path: str | Path) -> Sections:
+    """The sections of an existing BENCHMARKS.md (topic -> machine key -> markdown); {} when absent.
+
+    Only the part above :data:`KEPT_MARKER` is read (what follows it is carried over whole). Files written
+    before per-machine sections are read too: a ``## topic`` section without ``### machine`` headings belongs
+    to the machine its provenance line names; a section from a file written before per-section provenance
+    gets the file's own command/date/machine. Where a topic names one machine twice, the first is kept.
     """
     p = Path(path)
     if not p.is_file():
         return {}
     text = p.read_text(encoding="utf-8").split(KEPT_MARKER, 1)[0]
     header = "; ".join(line[2:] for line in text.split("## ", 1)[0].splitlines() if line.startswith("- "))
-    out: dict[str, str] = {}
+    out: Sections = {}
     for chunk in text.split("\n## ")[1:]:
         topic, _, body = chunk.partition("\n")
-        if "measured" not in body.split("|", 1)[0].lower() and header:  # no provenance of its own
-            body = f"\nMeasured with the file's earlier run: {header}.\n" + body
-        out[topic.strip()] = f"## {topic.strip()}\n{body}"
+        # [text before the first "### key", key, its section, key, its section, ...]
+        parts = re.split(r"^### (.*)$", body, flags=re.M)
+        found = list(zip(parts[1::2], parts[2::2], strict=True))
+        legacy = parts[0]
+        if legacy.strip():  # one section, from before per-machine sections
+            if "measured" not in legacy.split("|", 1)[0].lower() and header:  # no provenance of its own
+                legacy = f"Measured with the file's earlier run: {header}.\n\n" + legacy
+            legacy = _LEGACY_PROVENANCE.sub(
+                r"Measured by \g<command> on \g<date>; machine: \g<machine>.", legacy
+            )
+            found.insert(0, (_key_from_provenance(legacy.split("|", 1)[0]), legacy))
+        by_machine = out.setdefault(topic.strip(), {})
+        for key, section in found:
+            by_machine.setdefault(key.strip(), section.strip("\n"))
     return out
 
 
 def write_benchmarks(
-    path: str | Path, results: dict[str, list[BenchResult] | str], *, command: str, keep_others: bool = False
+    path: str | Path,
+    results: dict[str, list[BenchResult] | str],
+    *,
+    command: str,
+    keep_others: bool = False,
+    accelerator: str | None = None,
 ) -> Path:
-    """Write BENCHMARKS.md; with ``keep_others``, the sections of topics not in ``results`` are kept.
+    """Write BENCHMARKS.md: this machine's sections of the topics in ``results`` replace its earlier ones.
 
-    Whatever follows :data:`KEPT_MARKER` in the old file (sections written by other commands) is kept too.
+    Other machines' sections are always kept (each is that machine's latest); with ``keep_others``, so are
+    this machine's sections of topics not in ``results``. Whatever follows :data:`KEPT_MARKER` in the old file
+    (sections written by other commands) is kept too.
+
+    Args:
+        path: the markdown file, read first when it exists.
+        results: the topics measured now (:func:`run_topics`).
+        command: the command line that measured them.
+        keep_others: keep this machine's sections of the topics not measured now.
+        accelerator: the GPU's name when the figures were measured on one; part of the machine's key.
     """
-    kept = {t: s for t, s in read_sections(path).items() if t not in results} if keep_others else None
-    text = render_markdown(results, command=command, machine=machine_description(), kept=kept)
+    info = machine_info()
+    key = machine_key(info, accelerator)
+    machine = machine_description(info) + (f"; accelerator: {accelerator}" if accelerator else "")
+    kept = {
+        topic: {k: section for k, section in by_machine.items() if k != key or keep_others}
+        for topic, by_machine in read_sections(path).items()
+    }
+    text = render_markdown(
+        results, command=command, machine=machine, key=key, kept={t: s for t, s in kept.items() if s}
+    )
     try:
         old = Path(path).read_text(encoding="utf-8")
     except OSError:

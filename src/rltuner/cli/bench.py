@@ -1,4 +1,4 @@
-"""``rltuner bench``: measure every speed figure named in the issues and rewrite BENCHMARKS.md."""
+"""``rltuner bench``: measure every speed figure named in the issues and rewrite this machine's part of BENCHMARKS.md."""
 
 from __future__ import annotations
 
@@ -33,11 +33,15 @@ Examples:
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("BENCHMARKS.md"),
     show_default=True,
-    help="Markdown file to (re)write.",
+    help="Markdown file to (re)write. Each topic keeps the latest section of every machine (CPU model and cores); "
+    "this run replaces only this machine's sections of the topics it measures.",
 )
 @threads_option()
 def bench(only: tuple[str, ...], quick: bool, out: Path) -> None:
     """Run the benchmark suite in one process and write the results with machine, date and command.
+
+    The file keeps figures from several machines: per topic, each machine's latest section (its key is the CPU
+    model and core count), this machine's first; a top line lists the machines and their topics.
 
     Torch runs with --threads (the default policy, as every command); the threads topic measures the policies
     themselves, each in a fresh process, quiet and beside a CPU burner.
