@@ -1,4 +1,5 @@
-"""The learner's speed settings: fused Adam, bf16 autocast (auto / on / off), the foreach soft update."""
+"""The learner's speed settings: fused Adam, bf16 autocast (auto / on / off), the overlapped target forward,
+the foreach soft update."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from rltuner.domains import tune_preset
 from rltuner.errors import ConfigError
 from rltuner.rl import learner
 from rltuner.rl.config import preset
-from rltuner.rl.learner import bf16_enabled, learner_autocast, make_adam
+from rltuner.rl.learner import bf16_enabled, learner_autocast, make_adam, overlap_enabled
 from rltuner.rl.tuner import soft_update, tune
 from test_rl_support import tiny_prior, toy_domain
 
@@ -101,3 +102,28 @@ def test_soft_update_is_the_lerp_of_every_tensor() -> None:
     for got, want, o in zip(target.parameters(), expected, online.parameters(), strict=True):
         assert torch.equal(got, want)  # the same values as the per-tensor loop it replaced
         assert not torch.equal(got, o)
+
+
+def test_overlap_setting_resolves(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert preset("fast").learner_overlap == preset("paper").learner_overlap == "auto"
+    assert overlap_enabled("on", cpu) and not overlap_enabled("off", cpu)
+    monkeypatch.setattr(learner, "usable_cpus", lambda: 2)
+    assert overlap_enabled("auto", cpu) and not overlap_enabled("auto", gpu)
+    monkeypatch.setattr(learner, "usable_cpus", lambda: 1)  # one core (or taskset to one): nothing to gain
+    assert not overlap_enabled("auto", cpu)
+    with pytest.raises(ConfigError, match="learner_overlap must be one of auto, on, off"):
+        preset("fast", learner_overlap="2")
+
+
+@pytest.mark.parametrize("algorithm", ["q", "g"])
+def test_overlapped_target_forward_gives_the_same_run_to_the_bit(algorithm: str) -> None:
+    domain = toy_domain(tiny_prior(2))
+    on, off = (
+        tune(preset("fast", **SMALL, algorithm=algorithm, learner_bf16="on", learner_overlap=o), domain)
+        for o in ("on", "off")
+    )
+    for a, b in zip(on.policy.q_net.parameters(), off.policy.q_net.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert [{**r, "wall_s": 0} for r in on.metrics] == [{**r, "wall_s": 0} for r in off.metrics]
+    assert on.gradient_steps == off.gradient_steps > 0

@@ -73,6 +73,11 @@ class TuneConfig:
         "auto", "bf16 autocast of the value learner's forwards and backward: auto (on where the CPU has AMX or "
         "AVX512-BF16 and batch_size >= 256) | on | off (docs/tuning.md, Performance)"
     )  # fmt: skip
+    learner_overlap: str = field(
+        "auto", "the value learner runs the target network's forward on a second CPU core while the online "
+        "network's runs: auto (on where the process may use >= 2 CPUs and the device is the CPU) | on | off; "
+        "the same numbers either way (docs/tuning.md, Performance)", result=False,
+    )  # fmt: skip
     tensorboard: bool = field(True, "also write TensorBoard event files to RUN_DIR/tb")
     progress: bool = field(True, "show a progress bar on stderr")
     # On-policy KL control (reinforce-kl, rloo, dap; docs/onpolicy.md).
@@ -116,6 +121,10 @@ class TuneConfig:
         if self.learner_bf16 not in BF16_CHOICES:
             raise ConfigError(
                 f"learner_bf16 must be one of {', '.join(BF16_CHOICES)}, not {self.learner_bf16!r}"
+            )
+        if self.learner_overlap not in BF16_CHOICES:
+            raise ConfigError(
+                f"learner_overlap must be one of {', '.join(BF16_CHOICES)}, not {self.learner_overlap!r}"
             )
         if self.device not in DEVICES:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")

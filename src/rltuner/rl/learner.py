@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -135,6 +137,33 @@ def bf16_enabled(setting: str, device: torch.device, batch_size: int) -> bool:
     if setting == "auto":
         return device.type == "cpu" and batch_size >= BF16_MIN_BATCH and cpu_has_bf16()
     return setting == "on"
+
+
+def overlap_enabled(setting: str, device: torch.device) -> bool:
+    """Resolve ``learner_overlap``: ``on``, ``off``, or ``auto`` = on for the CPU when this process may run
+    on two or more CPUs (its affinity mask, so a container's or ``taskset``'s limit counts)."""
+    if setting == "auto":
+        return device.type == "cpu" and usable_cpus() >= 2
+    return setting == "on"
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+@functools.cache
+def overlap_pool() -> ThreadPoolExecutor:
+    """The one worker thread of the process that runs the target network's forward beside the learner's.
+
+    A thread, not a process: torch releases the GIL inside its kernels, so the two forwards run on two cores
+    at once. Each runs with torch's intra-op thread count (1 by default): nothing spins while it waits, so a
+    busy machine only time-shares the two (``docs/tuning.md``, Threads).
+    """
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="rltuner-target")
 
 
 def learner_autocast(enabled: bool, device: torch.device) -> contextlib.AbstractContextManager[Any]:

@@ -41,6 +41,8 @@ from rltuner.rl.learner import (
     gradient_step,
     learner_autocast,
     make_adam,
+    overlap_enabled,
+    overlap_pool,
     prior_copies,
 )
 from rltuner.rl.onpolicy import PolicyLearner
@@ -178,6 +180,7 @@ class ValueLearner:
         self.target_net = copy.deepcopy(self.reward_rnn)
         self.optimizer = make_adam(self.q_net, cfg.learning_rate, cfg.fused_adam)
         self.bf16 = bf16_enabled(cfg.learner_bf16, device, cfg.batch_size)
+        self.overlap = overlap_enabled(cfg.learner_overlap, device)
         # G's target and offset_by_prior read the frozen prior's logits at every state of a sampled episode:
         # the environment computed them while playing, so the replay keeps them instead of the learner
         # running the prior over each batch again (one LSTM forward less per gradient step).
@@ -223,10 +226,12 @@ class ValueLearner:
         tokens = batch.tokens.to(self.device)  # (E, L+1): primer, a_0 .. a_{L-1}
         actions = tokens[:, 1:]  # (E, L)
         # One forward over the whole sequence gives Q(s_t, .) for t = 0..L (position t has read token t).
+        # The target network's forward does not depend on the online one's: with overlap it runs on the
+        # worker thread meanwhile (the same kernels on the same operands, so the same numbers).
+        pending = overlap_pool().submit(self._target_values, tokens) if self.overlap else None
         with learner_autocast(self.bf16, self.device):  # the networks only: targets and loss in fp32
             online = self.q_net(tokens)[0].float()  # (E, L+1, V)
-            with torch.no_grad():
-                target_next = self.target_net(tokens)[0][:, 1:].float()  # (E, L, V): values at s_{t+1}
+        target_next = pending.result() if pending is not None else self._target_values(tokens)
         prior_logits = None  # (E, L+1, V)
         if self.needs_prior_logits:
             prior_logits = self._prior_logits(batch, tokens)
@@ -254,6 +259,14 @@ class ValueLearner:
         gradient_step(loss, self.q_net, self.optimizer, cfg.grad_clip)
         soft_update(self.target_net, self.q_net, cfg.target_update_rate)
         return float(loss.detach())
+
+    def _target_values(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The target network's outputs at the next states s_1 .. s_L, (E, L, V) fp32 (no gradient).
+
+        Sets its own no-grad and autocast modes: both are per thread, and this may run on the worker.
+        """
+        with torch.no_grad(), learner_autocast(self.bf16, self.device):
+            return self.target_net(tokens)[0][:, 1:].float()
 
     def _prior_logits(self, batch: EpisodeBatch, tokens: torch.Tensor) -> torch.Tensor:
         """The frozen prior's logits at every state: those the environment recorded (the replay keeps them),
