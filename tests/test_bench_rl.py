@@ -81,6 +81,15 @@ def test_a_value_row_meets_its_goal_only_in_time_and_in_ratio(wall, reference, m
     assert short["met"] is False  # the budget's work not done
 
 
+def test_a_value_row_gives_the_cpu_time_beside_the_wall_time() -> None:
+    row = bench.budget_row("q", True, _result(1_007_616, 6_448_128), 40.0, 80.0, False, "p", cpu_s=60.0)
+    assert (
+        "CPU time 60.0 s, 0.75x the reference's one-core wall time (1.50 cores busy on average)"
+        in row["detail"]
+    )
+    assert row["met"] is True  # the goal is the wall time's
+
+
 def test_an_on_policy_row_keeps_its_own_goal() -> None:
     row = bench.budget_row("rloo", False, _result(1_001_472, 1_001_472), 100.0, 10.0, False, "p")
     assert row["goal"].startswith("<= 120 s") and row["met"] is True and "eager" not in row["detail"]
@@ -103,3 +112,4 @@ def test_quick_rl_bench_reports_the_reference_and_the_ratio_to_it(monkeypatch, p
     assert float(found[1]) == pytest.approx(q["value"] / reference["value"], abs=0.006)
     assert float(found[3]) == pytest.approx(reference["value"], abs=0.06)
     assert q["goal"].startswith("<= 60 s and <= 0.65x plain eager torch") and q["met"] is None
+    assert re.search(r"CPU time [\d.]+ s, [\d.]+x the reference's one-core wall time", q["detail"])
