@@ -15,7 +15,8 @@ in fp32 with the networks of the prior handed in (the shipped Note RNN's sizes a
   no ``fused``/``foreach``), and the soft target update parameter by parameter.
 
 Not included (the tuning run does them, they are ~2% of it): evaluations, progress, TensorBoard, checkpoints.
-Psi and RL-only differ from Q only in the target's reduction; G also runs the Reward RNN's forward in learning.
+Psi and RL-only differ from Q only in the target's reduction; G's target also reads the prior's log-probabilities at
+the next states, which the tuner records while acting (the replay keeps them), so it runs no extra forward.
 
 To keep the benchmark short, a fraction of the acting rounds and of the gradient steps is timed (after one
 untimed warm-up of each) and scaled linearly to the full budget (:class:`EagerTiming`).
