@@ -75,7 +75,8 @@ def test_every_help_ends_with_examples_that_parse(
         target.make_context(args[0], list(rest))  # raises on an unknown option or a bad value
 
 
-LONG_RUNNING = ["run", "tune", "pretrain", "evaluate", "compare", "data build", "render"]
+LONG_RUNNING = ["run", "tune", "pretrain", "evaluate", "compare", "data build", "render", "generate", "sweep",
+                "bench"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", LONG_RUNNING)

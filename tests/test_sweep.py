@@ -419,9 +419,9 @@ def test_local_sweep_end_to_end_writes_table_best_config_and_plot(tmp_path: Path
     space = _write(tmp_path, TINY_SPACE)
     args = ["sweep", "--space", str(space), "--samples", "2", "--steps", "512", "--melodies", "100",
             "--rounds", "2", "--workers", "2", "--out", str(out)]  # fmt: skip
-    result = CliRunner().invoke(cli, args)
+    result = CliRunner().invoke(cli, [*args, "-q"])
     assert result.exit_code == 0, result.output
-    assert "2 trials" in result.output
+    assert result.stdout.startswith("2 trials") and result.stdout.count("\n") == 3  # -q: only the results
     trials = json.loads((out / "trials.json").read_text())["trials"]
     assert sorted(t["trial"] for t in trials) == ["t000", "t001"]
     for t in trials:
@@ -434,6 +434,10 @@ def test_local_sweep_end_to_end_writes_table_best_config_and_plot(tmp_path: Path
     assert (out / "trials.md").read_text().count("\n") == 4
     again = CliRunner().invoke(cli, args)  # the folder holds a sweep: one clear error
     assert again.exit_code != 0 and "already holds a sweep" in str(again.exception or again.output)
+    resumed = CliRunner().invoke(cli, [*args, "--resume"])  # without -q: Ray's status table, not the saved -q
+    assert resumed.exit_code == 0, resumed.output
+    assert "Trial status: 2 TERMINATED" in resumed.stdout and "2 trials" in resumed.stdout
+    assert json.loads((out / "trials.json").read_text())["trials"] == trials
 
 
 def test_drawn_schedules_scale_with_the_trial_budget() -> None:
