@@ -58,6 +58,20 @@ def test_bench_cli_writes_file_and_rejects_unknown_topic(monkeypatch, tmp_path):
     assert result.exit_code != 0 and "unknown topic" in result.output
 
 
+def test_bench_quiet_prints_only_the_results(monkeypatch, tmp_path):
+    _fake_module(monkeypatch)
+    args = ["bench", "--only", "fake", "--only", "broken"]
+    loud = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "loud.md")])
+    assert loud.exit_code == 0, loud.output
+    assert "[bench] fake ..." in loud.stderr and "[bench] broken done in" in loud.stderr
+    quiet = CliRunner().invoke(cli, [*args, "-q", "--out", str(tmp_path / "quiet.md")])
+    assert quiet.exit_code == 0, quiet.output
+    assert "[bench]" not in quiet.output  # no progress lines
+    assert "fake: speed: 1.235e+06 steps/s (goal >= 1) [met]" in quiet.stdout
+    assert "broken: failed: RuntimeError: boom" in quiet.stderr  # a failed topic is a result: still said
+    assert "| speed | 1,234,567 steps/s |" in (tmp_path / "quiet.md").read_text()
+
+
 def test_bench_only_keeps_the_other_topics_sections(monkeypatch, tmp_path):
     _fake_module(monkeypatch)
     out = tmp_path / "B.md"

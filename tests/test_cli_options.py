@@ -75,7 +75,8 @@ def test_every_help_ends_with_examples_that_parse(
         target.make_context(args[0], list(rest))  # raises on an unknown option or a bad value
 
 
-LONG_RUNNING = ["run", "tune", "pretrain", "evaluate", "compare", "data build", "render"]
+LONG_RUNNING = ["run", "tune", "pretrain", "evaluate", "compare", "data build", "render", "generate", "sweep",
+                "bench"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", LONG_RUNNING)
@@ -407,6 +408,32 @@ def test_resume_needs_the_same_rules(
         cli, [*args, "--resume", str(run), "--set", "total_steps=1024", "--rule", f"{rule_file}:always_one"]
     )
     assert again.exit_code == 0, again.output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_run_records_its_rules_in_each_tuning_folder_as_tune_does(
+    tmp_path: Path, rule_file: Path, tiny_prior_file: Path, capsys: pytest.CaptureFixture[str], jobs: str
+) -> None:
+    rule = ["--rule", f"bonus={rule_file}:always_one@2"]
+    tuned = tmp_path / "tuned"
+    alone = CliRunner().invoke(
+        cli, ["tune", "-a", "q", "--prior", str(tiny_prior_file), *FAST, *rule, "--out", str(tuned)]
+    )
+    assert alone.exit_code == 0, alone.output
+    recorded = json.loads((tuned / "reward.json").read_text())
+    assert [r["name"] for r in recorded["rules"]] == ["bonus"] and recorded["rules"][0]["weight"] == 2.0
+    out = tmp_path / "run"
+    args = ["run", "--out", str(out), "--prior", str(tiny_prior_file), "--algorithms", "q", "--quick",
+            "--steps", "1024", "--samples", "32", "--muspy-samples", "0", "--no-copying", "-q", "--jobs", jobs]  # fmt: skip
+    result = CliRunner().invoke(cli, [*args, *rule])
+    assert result.exit_code == 0, result.output
+    for key in ("q", "featured"):  # every tuning run of the job, the featured model's too
+        assert json.loads((out / "tune" / key / "reward.json").read_text()) == recorded
+    # the record is the one tune checks: resuming the run's folder without the rule is refused
+    with pytest.raises(SystemExit) as exc:
+        main(["tune", "--resume", str(out / "tune" / "q"), "--prior", str(tiny_prior_file), "-q"])
+    assert exc.value.code == 2 and "tuned with --rule bonus" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", [["tune", "--steps", "512"], ["generate", "-n", "2"]])

@@ -106,6 +106,22 @@ def test_generate_with_random_primers_never_opens_with_silence(trained: Path, tm
     assert len(set(mel[:, 0].tolist())) > 20  # the primers are random notes
 
 
+def test_generate_quiet_hides_the_progress_bar_not_the_results(trained: Path, tmp_path: Path) -> None:
+    args = ["generate", "--model", str(trained), "-n", "3000", "--length", "4", "--seed", "5", "--no-wav",
+            "--no-midi", "--no-png"]  # fmt: skip
+    loud = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "loud")], catch_exceptions=False)
+    assert loud.exit_code == 0, loud.output
+    assert "generate:" in loud.stderr and "/3000 " in loud.stderr  # tqdm's bar, on stderr
+    quiet = CliRunner().invoke(cli, [*args, "-q", "--out", str(tmp_path / "quiet")], catch_exceptions=False)
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stderr == "" and quiet.stdout == loud.stdout.replace(
+        "loud", "quiet"
+    )  # the same result lines
+    assert "wrote 1 file(s)" in quiet.stdout and quiet.stdout.count("melody ") == 3
+    mel = np.load(tmp_path / "quiet" / "melodies.npy")
+    assert mel.shape == (3000, 5) and np.array_equal(mel, np.load(tmp_path / "loud" / "melodies.npy"))
+
+
 @pytest.mark.parametrize(
     "args, words",
     [

@@ -183,13 +183,15 @@ def test_cli_generate_and_tune_molecules(tmp_path: Path) -> None:
     res = runner.invoke(cli, ["generate", "--domain", "molecules", "--model", str(prior), "-n", "20",
                               "--seed", "1", "--out", str(tmp_path / "gen")])  # fmt: skip
     assert res.exit_code == 0, res.output
+    assert "generate:" in res.stderr and "/20 " in res.stderr  # the sampling bar
     lines = (tmp_path / "gen" / "molecules.smi").read_text().split("\n")[:-1]
     assert len(lines) == 20 and all(set(tokenize(s)) <= set(vocab.tokens) for s in lines)
     again = runner.invoke(cli, ["generate", "--domain", "molecules", "--model", str(prior), "-n", "20",
-                                "--seed", "1", "--out", str(tmp_path / "gen2")])  # fmt: skip
+                                "--seed", "1", "-q", "--out", str(tmp_path / "gen2")])  # fmt: skip
     assert (
         again.exit_code == 0 and (tmp_path / "gen2" / "molecules.smi").read_text() == "\n".join(lines) + "\n"
     )
+    assert again.stderr == "" and "wrote 20 strings" in again.stdout  # -q: no bar, the same result lines
     res = runner.invoke(cli, ["tune", "--domain", "molecules", "--prior", str(prior), "-a", "g", "--steps", "300",
                               "--n-envs", "8", "--batch-size", "200", "--train-every", "30", "--quiet",
                               "--set", "tensorboard=false", "--set", "eval_episodes=16",

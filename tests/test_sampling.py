@@ -58,6 +58,14 @@ def test_shape_and_dtype(model: Prior, n: int, length: int, batch: int) -> None:
     assert out.min() >= 0 and out.max() < 38
 
 
+def test_progress_is_told_each_batch_and_changes_no_result(model: Prior) -> None:
+    told: list[int] = []
+    drawn = sample_scored(model, 7, 5, seed=2, batch_size=3, reference=model, progress=told.append)
+    assert told == [3, 3, 1]  # one call per batch, once it is drawn
+    plain = sample_scored(model, 7, 5, seed=2, batch_size=3, reference=model)
+    assert np.array_equal(drawn.melodies, plain.melodies) and np.array_equal(drawn.ref_log_p, plain.ref_log_p)
+
+
 def test_seeding(model: Prior) -> None:
     a = sample(model, 50, 16, seed=3)
     assert np.array_equal(a, sample(model, 50, 16, seed=3))

@@ -349,7 +349,15 @@ def test_results_table_best_config_and_plot(tmp_path: Path) -> None:
     assert len(csv_lines) == 1 + len(rows) and "reward.tonic" in csv_lines[0]
     assert json.loads(paths["json"].read_text())["trials"][0]["trial"] == "t001"
     best = tomllib.loads(paths["best_toml"].read_text())
-    assert best == {"tune": {"algorithm": "g", "n_envs": 8, "batch_size": 256}, "reward": {"tonic": 1.5}}
+    assert best == {
+        "tune": {
+            "algorithm": "g",
+            "total_steps": 1_000_000,
+            "n_envs": 8,
+            "batch_size": 256,
+        },  # the schedules' budget
+        "reward": {"tonic": 1.5},
+    }
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     command = paths["command"].read_text().strip()
     assert command == tune_command(best, 512)
@@ -377,6 +385,50 @@ def test_the_best_command_is_one_that_rltuner_tune_runs(
     assert (cfg.algorithm, cfg.n_envs, cfg.gamma, cfg.total_steps) == ("g", 8, 0.7, 512)
     assert seen["reward"]["music_theory"]["weights"]["tonic"] == 1.5
     assert seen["reward"]["music_theory"]["weights"]["key"] == 1.0
+
+
+@pytest.mark.parametrize("steps", [100_000, 1_000_000, 2_000_000])
+def test_tune_config_best_toml_at_other_steps_plays_the_best_commands_schedules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, steps: int
+) -> None:
+    """best.toml states the schedules for the space's budget and says so (total_steps): --steps N scales them
+    to N, so the file and best_command.txt of a sweep at N steps tune alike."""
+    seen: list[Any] = []
+
+    def fake_tune(cfg: Any, task: Any, out_dir: Any, resume: bool = False) -> Any:
+        seen.append(cfg)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("rltuner.rl.tuner.tune", fake_tune)
+    names = ("algorithm", "epsilon_steps", "learning_starts", "n_envs", "reward.tonic")
+    row = _row("t000", 1.0, 0.1, 0.9, algorithm="q", epsilon_steps=500_000, learning_starts=20_000, n_envs=8,
+               **{"reward.tonic": 1.5})  # fmt: skip
+    paths = write_results(tmp_path / "out", [row], names, {"steps": steps})
+    from_file = CliRunner().invoke(
+        cli,
+        [
+            "tune",
+            "--config",
+            str(paths["best_toml"]),
+            "--steps",
+            str(steps),
+            "-q",
+            "--out",
+            str(tmp_path / "a"),
+        ],
+    )
+    assert from_file.exit_code == 0, from_file.output
+    command = shlex.split(paths["command"].read_text())[1:]
+    from_command = CliRunner().invoke(cli, [*command, "-q", "--out", str(tmp_path / "b")])
+    assert from_command.exit_code == 0, from_command.output
+    by_file, by_command = seen
+    scale = steps / 1_000_000
+    assert (by_file.total_steps, by_file.epsilon_steps, by_file.learning_starts) == (
+        steps,
+        round(500_000 * scale),
+        round(20_000 * scale),
+    )
+    assert by_file == by_command  # every setting, eval_every included
 
 
 def test_one_trial_reports_each_evaluation_round() -> None:
@@ -419,9 +471,9 @@ def test_local_sweep_end_to_end_writes_table_best_config_and_plot(tmp_path: Path
     space = _write(tmp_path, TINY_SPACE)
     args = ["sweep", "--space", str(space), "--samples", "2", "--steps", "512", "--melodies", "100",
             "--rounds", "2", "--workers", "2", "--out", str(out)]  # fmt: skip
-    result = CliRunner().invoke(cli, args)
+    result = CliRunner().invoke(cli, [*args, "-q"])
     assert result.exit_code == 0, result.output
-    assert "2 trials" in result.output
+    assert result.stdout.startswith("2 trials") and result.stdout.count("\n") == 3  # -q: only the results
     trials = json.loads((out / "trials.json").read_text())["trials"]
     assert sorted(t["trial"] for t in trials) == ["t000", "t001"]
     for t in trials:
@@ -434,6 +486,10 @@ def test_local_sweep_end_to_end_writes_table_best_config_and_plot(tmp_path: Path
     assert (out / "trials.md").read_text().count("\n") == 4
     again = CliRunner().invoke(cli, args)  # the folder holds a sweep: one clear error
     assert again.exit_code != 0 and "already holds a sweep" in str(again.exception or again.output)
+    resumed = CliRunner().invoke(cli, [*args, "--resume"])  # without -q: Ray's status table, not the saved -q
+    assert resumed.exit_code == 0, resumed.output
+    assert "Trial status: 2 TERMINATED" in resumed.stdout and "2 trials" in resumed.stdout
+    assert json.loads((out / "trials.json").read_text())["trials"] == trials
 
 
 def test_drawn_schedules_scale_with_the_trial_budget() -> None:

@@ -30,19 +30,26 @@ TOPICS: dict[str, str] = {
 }
 
 
-def run_topics(topics: Sequence[str], *, quick: bool = False) -> dict[str, list[BenchResult] | str]:
-    """Run the named topics; a topic that fails records its error instead of stopping the suite."""
+def run_topics(
+    topics: Sequence[str], *, quick: bool = False, progress: bool = True
+) -> dict[str, list[BenchResult] | str]:
+    """Run the named topics; a topic that fails records its error instead of stopping the suite.
+
+    With ``progress`` a line on stderr when each topic starts and when it is done (and its time).
+    """
     results: dict[str, list[BenchResult] | str] = {}
     for topic in topics:
         module_name = TOPICS[topic]
         start = time.perf_counter()
-        print(f"[bench] {topic} ...", file=sys.stderr, flush=True)
+        if progress:
+            print(f"[bench] {topic} ...", file=sys.stderr, flush=True)
         try:
             module = importlib.import_module(module_name)
             results[topic] = list(module.measure(quick=quick))
         except Exception as exc:  # a broken benchmark must not hide the others' figures
             results[topic] = f"failed: {type(exc).__name__}: {exc}"
-        print(f"[bench] {topic} done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+        if progress:
+            print(f"[bench] {topic} done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     return results
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from rltuner.benchmarks import suite
-from rltuner.cli.options import threads_option
+from rltuner.cli.options import quiet_option, threads_option
 
 
 @click.command(
@@ -37,7 +37,8 @@ Examples:
     "this run replaces only this machine's sections of the topics it measures.",
 )
 @threads_option()
-def bench(only: tuple[str, ...], quick: bool, out: Path) -> None:
+@quiet_option()
+def bench(only: tuple[str, ...], quick: bool, out: Path, quiet: bool) -> None:
     """Run the benchmark suite in one process and write the results with machine, date and command.
 
     The file keeps figures from several machines: per topic, each machine's latest section (its key is the CPU
@@ -52,7 +53,7 @@ def bench(only: tuple[str, ...], quick: bool, out: Path) -> None:
     if unknown:
         raise click.BadParameter(f"unknown topic(s) {', '.join(unknown)}; choose from {', '.join(TOPICS)}")
     topics = list(only) or list(TOPICS)
-    results = run_topics(topics, quick=quick)
+    results = run_topics(topics, quick=quick, progress=not quiet)
     command = "rltuner " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "rltuner bench"
     write_benchmarks(out, results, command=command, keep_others=bool(only))
     click.echo(f"wrote {out}")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
-from rltuner.cli.options import SEED, device_option, domain_option, threads_option
+from rltuner.cli.options import SEED, device_option, domain_option, quiet_option, threads_option
 from rltuner.errors import InvalidMelodyError
 
 EXAMPLES = """
@@ -64,6 +66,7 @@ Examples:
 )  # fmt: skip
 @device_option()
 @threads_option()
+@quiet_option()
 @domain_option()
 def generate(
     domain: str,
@@ -81,6 +84,7 @@ def generate(
     png: bool,
     render_max: int,
     device: str,
+    quiet: bool,
 ) -> None:
     """Sample melodies and write melodies.npy plus MIDI, WAV and a piano roll.
 
@@ -94,7 +98,7 @@ def generate(
     import numpy as np
 
     if domain == "molecules":
-        _generate_molecules(model_path, n, temperature, seed, out, device)
+        _generate_molecules(model_path, n, temperature, seed, out, device, quiet)
         return
 
     from rltuner.devices import resolve_device
@@ -110,9 +114,11 @@ def generate(
     model = load_model(path, resolve_device(device))
     primer_value = _parse_primer(primer, primer_steps)
     folder = ensure_writable_dir(out)
-    drawn = sample_scored(
-        model, n, length, temperature=temperature, greedy=greedy, primer=primer_value, seed=seed
-    )
+    with _sampling_bar(n, "melody", quiet) as update:
+        drawn = sample_scored(
+            model, n, length, temperature=temperature, greedy=greedy, primer=primer_value, seed=seed,
+            progress=update,
+        )  # fmt: skip
     # what is heard: the primer first (a .mid primer's last steps, or the one priming note), then the model
     melodies = with_primers(drawn.primers, drawn.melodies)
     with atomic_path(folder / "melodies.npy") as tmp, open(tmp, "wb") as fh:
@@ -167,8 +173,33 @@ def _parse_primer(text: str, steps: int) -> Any:
     return melody[-steps:]
 
 
+@contextlib.contextmanager
+def _sampling_bar(n: int, unit: str, quiet: bool) -> Iterator[Callable[[int], None]]:
+    """The sampler's progress callback: a bar over the ``n`` sequences on stderr (none with -q).
+
+    The bar opens when the first batch is drawn, so an argument the sampler refuses (a temperature out of
+    range, too many steps) is one error line with no bar before it.
+    """
+    from tqdm import tqdm
+
+    bars: list[Any] = []
+
+    def update(count: int) -> None:
+        if not bars:
+            bars.append(
+                tqdm(total=n, unit=unit, desc="generate", disable=quiet, leave=False, dynamic_ncols=True)
+            )
+        bars[0].update(count)
+
+    try:
+        yield update
+    finally:
+        for bar in bars:
+            bar.close()
+
+
 def _generate_molecules(
-    model_path: Path | None, n: int, temperature: float, seed: int | None, out: Path, device: str
+    model_path: Path | None, n: int, temperature: float, seed: int | None, out: Path, device: str, quiet: bool
 ) -> None:
     from rltuner.devices import resolve_device
     from rltuner.domains import get_domain
@@ -185,7 +216,8 @@ def _generate_molecules(
         raise click.BadParameter("must be positive", param_hint="--temperature")
     model, vocab = load_smiles_model(model_path, str(resolve_device(device)))
     folder = ensure_writable_dir(out)
-    drawn = sample_smiles(model, vocab, n, seed=seed, temperature=temperature)
+    with _sampling_bar(n, "mol", quiet) as update:
+        drawn = sample_smiles(model, vocab, n, seed=seed, temperature=temperature, progress=update)
     path = write_text_atomic(folder / "molecules.smi", "".join(s + "\n" for s in drawn["smiles"]))
     canon = canonical([s if not b else "" for s, b in zip(drawn["smiles"], drawn["broken"], strict=True)])
     valid = [c for c in canon if c]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from rltuner.cli.options import SEED
+from rltuner.cli.options import SEED, quiet_option
 from rltuner.sweep.runner import SEARCHERS
 from rltuner.sweep.trial import DEFAULT_MELODIES, DEFAULT_ROUNDS, DEFAULT_STEPS
 
@@ -88,6 +88,7 @@ Examples:
     show_default=True,
     help="Output folder: trials.md/.csv/.json, best.toml/.json, best_command.txt, pareto.png, ray/.",
 )
+@quiet_option()
 def sweep(
     space_path: Path | None,
     samples: int,
@@ -103,6 +104,7 @@ def sweep(
     dry_run: bool,
     show_space: bool,
     out_dir: Path,
+    quiet: bool,
 ) -> None:
     """Search tuning settings (algorithm, c, gamma, learning rate, eta, batches, exploration, reward weights)
     for the goal rows of issue #13: each trial tunes at --steps and scores --melodies melodies per round.
@@ -151,7 +153,7 @@ def sweep(
     trial = TrialSettings(steps=steps, rounds=rounds, melodies=melodies, seed=seed)
     options = SweepOptions(
         samples=samples, workers=workers, address=address, early_stop=not no_early_stop, resume=resume,
-        searcher=searcher,
+        searcher=searcher, quiet=quiet,
     )  # fmt: skip
     rows = run_sweep(space, trial, options, out_dir)
     info = {

@@ -269,8 +269,9 @@ def tune(
     task = entry.build(prior_path, **kwargs)
     if reward_desc:  # a record of the reward beside config.json (checked on --resume)
         from rltuner.fileio import ensure_writable_dir, write_json_atomic
+        from rltuner.rl.tuner import REWARD_FILE
 
-        write_json_atomic(ensure_writable_dir(out_dir) / "reward.json", reward_desc)
+        write_json_atomic(ensure_writable_dir(out_dir) / REWARD_FILE, reward_desc)
     result = run_tune(cfg, task, out_dir, resume=resume_dir is not None)
     click.echo(summary_line(result, entry.item, out_dir / "model.safetensors"))
     if result.interrupted:
@@ -312,7 +313,9 @@ def _check_same_reward(run_dir: Path, reward_desc: dict[str, Any]) -> None:
 
     The terms are not stored in the run (a rule is the user's code): they must be given again, and the same.
     """
-    path = run_dir / "reward.json"
+    from rltuner.rl.tuner import REWARD_FILE
+
+    path = run_dir / REWARD_FILE
     try:
         saved = json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, ValueError):

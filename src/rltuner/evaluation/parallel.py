@@ -62,8 +62,9 @@ class MusicSetup:
 
 @dataclass(frozen=True)
 class TuneTask:
-    """One ``tune/<key>`` stage: its name, key, config, folder, whether it starts afresh, and its inputs'
-    fingerprint (an interrupted run started with others is not resumed)."""
+    """One ``tune/<key>`` stage: its name, key, config, folder, whether it starts afresh, its inputs'
+    fingerprint (an interrupted run started with others is not resumed), and the record of the reward terms
+    added to the task's (its ``reward.json``; None: none)."""
 
     name: str
     key: str
@@ -71,6 +72,7 @@ class TuneTask:
     folder: Path
     fresh: bool
     inputs: str | None = None
+    reward: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,7 @@ def _run_tune(task: TuneTask) -> _Outcome:
     domain = music_domain(setup.prior, length=setup.length, reward_config=setup.rewards.get(task.key),
                           device=setup.device)  # fmt: skip
     try:  # the tuner acts on Ctrl-C at its next step boundary (it saves, then _tune raises)
-        _tune(task.config, domain, task.folder, task.fresh, task.inputs)
+        _tune(task.config, domain, task.folder, task.fresh, task.inputs, task.reward)
     except KeyboardInterrupt:
         return _Outcome(time.perf_counter() - start, interrupted=True)
     return _Outcome(time.perf_counter() - start)

@@ -30,7 +30,7 @@ import logging
 import platform
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -347,6 +347,8 @@ def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
         from rltuner.rewards.user_rules import register_rule_specs
 
         rules = register_rule_specs(config.rules)
+    # each tuning folder records them as `rltuner tune --rule` does (its reward.json)
+    reward = {"rules": rules} if rules else None
     device = str(resolve_device(config.device))
     prior = load_default_prior(device) if config.prior is None else load_prior(config.prior, device)[0]
     prior.eval()
@@ -392,7 +394,7 @@ def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
         setup = MusicSetup(config.prior, config.length, device, config.rules,
                            {FEATURED_NAME: featured.reward} if featured is not None else {})  # fmt: skip
         tune_cfgs_by_seed, later = run_seed_stages_parallel(
-            stages, layout, make_config, tune_fingerprint, evaluation_inputs, config, setup, jobs
+            stages, layout, make_config, tune_fingerprint, evaluation_inputs, config, setup, jobs, reward
         )
     else:
         tune_cfgs_by_seed, later = run_seed_stages(
@@ -404,6 +406,7 @@ def _run_pipeline(config: PipelineConfig, command: str | None) -> Path:
             lambda dirs, s, out_dir: _bind_evaluate(config, dirs, prior, s, out_dir, device),
             domains.__getitem__,
             config.force,
+            reward=reward,
         )
     # media and figures show the first seed's models and samples: they rerun only when those changed
     tune_dirs = layout.tune_dirs(keys, seeds[0])
@@ -617,6 +620,7 @@ def run_seed_stages(
     make_evaluate: Callable[[dict[str, Path], int, Path], Callable[[], None]],
     domain_of: Callable[[str], Any],
     force: bool,
+    reward: Mapping[str, Any] | None = None,
 ) -> tuple[dict[int, dict[str, Any]], str]:
     """Per seed, the ``tune/<key>`` stages, then that seed's ``evaluate`` stage (both main jobs share this).
 
@@ -626,6 +630,8 @@ def run_seed_stages(
         evaluation_inputs: (seed, key -> tuning fingerprint) -> the fingerprint of that seed's evaluation.
         make_evaluate: (key -> tuning folder, seed, evaluation folder) -> the evaluation stage.
         domain_of: model key -> the domain it is tuned in (its reward).
+        reward: the record of the reward terms added to every run's (user rules), written in each tuning
+            folder as ``reward.json`` (:data:`rltuner.rl.tuner.REWARD_FILE`); None: no record.
 
     Returns:
         seed -> key -> tuning config, and the first seed's evaluation fingerprint (what the later stages, which
@@ -639,7 +645,7 @@ def run_seed_stages(
         run_tune_stages(stages, {k + suffix: d for k, d in dirs.items()},
                         {k + suffix: c for k, c in configs[s].items()},
                         {k + suffix: i for k, i in inputs.items()},
-                        {k + suffix: domain_of(k) for k in dirs}, force)  # fmt: skip
+                        {k + suffix: domain_of(k) for k in dirs}, force, reward)  # fmt: skip
         evaluated = evaluation_inputs(s, inputs)
         stages.run("evaluate" + suffix, make_evaluate(dirs, s, layout.eval_dir(s)), evaluated)
         if s == layout.seeds[0]:
@@ -655,10 +661,11 @@ def run_tune_stages(
     tune_inputs: dict[str, str],
     domains: dict[str, Any],
     force: bool,
+    reward: Mapping[str, Any] | None = None,
 ) -> None:
     """The ``tune/<key>`` stages: each runs unless it finished with the same inputs; a run whose inputs changed
     starts afresh (its old folder is removed), an interrupted one resumes. Later stages run when any did.
-    ``domains``: key -> the domain the run tunes in."""
+    ``domains``: key -> the domain the run tunes in; ``reward``: see :func:`run_seed_stages`."""
     ran = []
     for key, folder in tune_dirs.items():
         name = f"tune/{key}"
@@ -667,7 +674,7 @@ def run_tune_stages(
         ran.append(
             stages.run(
                 name,
-                _bind_tune(tune_cfgs[key], domains[key], folder, fresh, tune_inputs[key]),
+                _bind_tune(tune_cfgs[key], domains[key], folder, fresh, tune_inputs[key], reward),
                 tune_inputs[key],
             )
         )
@@ -688,6 +695,7 @@ def run_seed_stages_parallel(
     config: PipelineConfig,
     setup: Any,
     jobs: int,
+    reward: Mapping[str, Any] | None = None,
 ) -> tuple[dict[int, dict[str, Any]], str]:
     """:func:`run_seed_stages` of the music job with the tuning runs and model evaluations in ``jobs`` worker
     processes (:mod:`rltuner.evaluation.parallel`): the same stages, inputs, seeds and results.
@@ -713,7 +721,7 @@ def run_seed_stages_parallel(
             if stages.skipped(name, inputs[k]):
                 continue
             fresh = _starts_afresh(stages, name, inputs[k], config.force)
-            tasks.append(TuneTask(name, k, quiet_config(c), dirs[k], fresh, inputs[k]))
+            tasks.append(TuneTask(name, k, quiet_config(c), dirs[k], fresh, inputs[k], reward))
         eval_name, evaluated = "evaluate" + suffix, evaluation_inputs(s, inputs)
         order.append(eval_name)
         if s == layout.seeds[0]:
@@ -825,9 +833,11 @@ def validate_run_settings(
     check_seed(seed + seeds - 1, "the last seed (seed + seeds - 1)")
 
 
-def _bind_tune(tune_config: Any, domain: Any, folder: Path, force: bool, inputs: str) -> Callable[[], None]:
+def _bind_tune(
+    tune_config: Any, domain: Any, folder: Path, force: bool, inputs: str, reward: Mapping[str, Any] | None
+) -> Callable[[], None]:
     def stage() -> None:
-        _tune(tune_config, domain, folder, force, inputs)
+        _tune(tune_config, domain, folder, force, inputs, reward)
 
     return stage
 
@@ -837,17 +847,25 @@ TUNE_INPUTS_FILE = "stage-inputs.txt"
 with the same inputs)."""
 
 
-def _tune(tune_config: Any, domain: Any, folder: Path, force: bool, inputs: str | None = None) -> None:
+def _tune(
+    tune_config: Any,
+    domain: Any,
+    folder: Path,
+    force: bool,
+    inputs: str | None = None,
+    reward: Mapping[str, Any] | None = None,
+) -> None:
     """One tuning run; an earlier interrupted run in ``folder`` is resumed (or discarded with ``force``).
 
     ``inputs``: the stage's fingerprint. An interrupted run started with other inputs (another seed, budget,
     featured file, code version, or a folder from before this was recorded) is discarded, not resumed: resuming
-    it would go on from the other run's state under this run's settings.
+    it would go on from the other run's state under this run's settings. ``reward``: the record of the reward
+    terms added to the task's, written as the folder's ``reward.json`` before tuning (as ``rltuner tune`` does).
     """
     import shutil
 
     from rltuner.fileio import write_text_atomic
-    from rltuner.rl.tuner import RESUME_FILE, tune
+    from rltuner.rl.tuner import RESUME_FILE, REWARD_FILE, tune
 
     marker = folder / TUNE_INPUTS_FILE
     if not force and inputs is not None and (folder / RESUME_FILE).is_file():
@@ -864,6 +882,8 @@ def _tune(tune_config: Any, domain: Any, folder: Path, force: bool, inputs: str 
     if inputs is not None:
         ensure_writable_dir(folder)
         write_text_atomic(marker, inputs)
+    if reward:
+        write_json_atomic(ensure_writable_dir(folder) / REWARD_FILE, dict(reward))
     result = tune(tune_config, domain, out_dir=folder, resume=resume)
     if result.interrupted:
         # the tuner saved what it did; stop here so the stage is not recorded as finished

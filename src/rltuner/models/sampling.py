@@ -17,7 +17,7 @@ Primers are fed as input and are not part of the output:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,6 +174,7 @@ def sample_scored(
     batch_size: int = DEFAULT_BATCH,
     stop_token: int | None = None,
     pad_token: int = 0,
+    progress: Callable[[int], None] | None = None,
 ) -> ScoredSamples:
     """:func:`sample`, and the reference model's log-probability of every sampled class and the KL divergence
     of the sampling distribution from the reference's (what evaluation reports).
@@ -182,6 +183,8 @@ def sample_scored(
     reads the sampled tokens in one forward pass (teacher forcing: the same maths as stepping it beside the
     model, equal up to float rounding). ``reference=model`` (or the model itself) gives KL = 0 and takes
     log p from the sampling logits, at no extra pass. Same seed, same melodies as :func:`sample`.
+    ``progress`` (e.g. a tqdm bar's ``update``) is called with the size of each batch once it is drawn; it
+    changes no result.
     """
     _check_args(n, length, temperature, batch_size)
     device = next(model.parameters()).device
@@ -207,6 +210,8 @@ def sample_scored(
             if ref_log_p is not None and kl is not None and batch_log_p is not None and batch_kl is not None:
                 ref_log_p[lo:hi] = batch_log_p.cpu()
                 kl[lo:hi] = batch_kl.cpu()
+            if progress is not None:
+                progress(hi - lo)
     finally:
         for m, mode in zip(models, was_training, strict=True):
             m.train(mode)

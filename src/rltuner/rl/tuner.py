@@ -58,6 +58,9 @@ METRIC_COLUMNS = (
 RESUME_FILE = "resume.pt"
 MODEL_FILE = "model.safetensors"
 SUMMARY_FILE = "summary.json"
+REWARD_FILE = "reward.json"
+"""A run's record of the reward terms added to its task's (user rules, preference models): written before
+tuning by the command that adds them (``tune``, ``run``), checked when ``tune --resume`` goes on with the run."""
 
 log = logging.getLogger(__name__)
 

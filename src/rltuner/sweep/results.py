@@ -60,16 +60,29 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], cols: Sequence[str]) -> st
 
 
 def best_settings(params: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"tune": TuneConfig overrides, "reward": rule weights}`` of a configuration (applicable ones only)."""
+    """``{"tune": TuneConfig overrides, "reward": rule weights}`` of a configuration (applicable ones only).
+
+    ``tune`` also holds ``total_steps``: the budget the space states the step-count schedules for
+    (:func:`rltuner.sweep.space.schedules_budget`), so that ``rltuner tune --config best.toml --steps N`` scales
+    them to N as each trial's were scaled to the sweep's ``--steps`` (without it they would be taken as given
+    for any N).
+    """
+    from rltuner.sweep.space import schedules_budget
+
     changes, weights = split_params(params)
-    return {"tune": dict(changes), "reward": weights}
+    first = {"algorithm": changes["algorithm"]} if "algorithm" in changes else {}
+    return {"tune": {**first, "total_steps": schedules_budget(), **changes}, "reward": weights}
 
 
 def tune_command(settings: Mapping[str, Any], steps: int) -> str:
     """The ``rltuner tune`` command line of :func:`best_settings`, at ``steps`` environment steps."""
     from rltuner.sweep.space import scaled_schedules
 
-    tune_part = scaled_schedules(settings["tune"], steps)  # as the trial ran them
+    tune_part = dict(settings["tune"])
+    budget = tune_part.pop("total_steps", None)  # the schedules' budget; the command's is --steps
+    tune_part = scaled_schedules(
+        tune_part, steps, None if budget is None else int(budget)
+    )  # as the trial ran
     args = ["rltuner", "tune", "--algorithm", str(tune_part.pop("algorithm", "q")), "--steps", str(steps)]
     for key, value in tune_part.items():
         args += ["--set", f"{key}={str(value).lower() if isinstance(value, bool) else value}"]
@@ -159,7 +172,9 @@ def write_results(
         comment = (
             f"rltuner sweep: best of {len(scored)} trials ({best['trial']}), goal deficit "
             f"{best['goal_deficit']:.4g}, {best['goals_met']} of {best['goals_scored']} goals met.\n"
-            f"Run it with: {command}"
+            f"Run it with: {command}\n"
+            "Step-count schedules (epsilon_steps, learning_starts, eval_every) are stated for total_steps;\n"
+            "rltuner tune --config best.toml --steps N scales them to N (as the command above does)."
         )
         paths["best_toml"] = write_text_atomic(out / "best.toml", settings_toml(settings, comment))
         paths["best_json"] = write_json_atomic(

@@ -9,6 +9,7 @@ trials whose scalar goal deficit trails at an evaluation round. The only module 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Mapping
@@ -90,6 +91,7 @@ class SweepOptions:
         early_stop: ASHA stops trials that trail at an evaluation round.
         resume: continue the sweep in the output folder (finished trials are kept).
         searcher: ``random`` (drawn beforehand), ``nsga2`` or ``tpe`` (Optuna, multi-objective).
+        quiet: no progress from Ray Tune (its trial status table on the console); the results are the same.
     """
 
     samples: int = 32
@@ -98,6 +100,7 @@ class SweepOptions:
     early_stop: bool = True
     resume: bool = False
     searcher: str = "random"
+    quiet: bool = False
 
 
 def _params(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -191,6 +194,7 @@ def run_sweep(
         raise RLTunerError(
             f"cannot start Ray{'' if local else ' at ' + str(options.address)}: {exc}"
         ) from None
+    verbosity = 0 if options.quiet else 1  # Ray Tune's: 0 silent, 1 the trial status table
     try:
         trainable = tune.with_resources(
             tune.with_parameters(_trainable, settings=dataclasses.asdict(trial)), {"cpu": trial.threads}
@@ -199,6 +203,7 @@ def run_sweep(
             tuner = tune.Tuner.restore(
                 str(experiment), trainable, resume_unfinished=True, restart_errored=True
             )
+            _set_verbosity(tuner, verbosity)
         else:
             # ASHA decides on the scalar goal deficit; its metric is its own, apart from the searcher's
             scheduler: Any = (
@@ -208,7 +213,7 @@ def run_sweep(
                 if options.early_stop and trial.rounds > 1
                 else FIFOScheduler()
             )
-            run_config = tune.RunConfig(name=EXPERIMENT, storage_path=str(out), verbose=1)
+            run_config = tune.RunConfig(name=EXPERIMENT, storage_path=str(out), verbose=verbosity)
             if model_based:
                 # at most as many configurations asked for as can run: --workers, else the local or cluster CPUs
                 concurrent = options.workers or workers or int(ray.cluster_resources().get("CPU", 1))
@@ -225,10 +230,27 @@ def run_sweep(
             tuner = tune.Tuner(
                 trainable, param_space=param_space, tune_config=tune_config, run_config=run_config
             )
-        grid = tuner.fit()
+        # Ray prints the experiment's header box and results path to stdout at every verbosity: -q drops
+        # the driver's stdout while it runs (the trials run in workers; errors are logged on stderr)
+        with contextlib.ExitStack() as stack:
+            if options.quiet:
+                stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
+            grid = tuner.fit()
     finally:
         ray.shutdown()
     return _rows(grid, trial.rounds, trial.steps)
+
+
+def _set_verbosity(tuner: Any, verbose: int) -> None:
+    """A restored Tuner keeps the verbosity its sweep started with; ``--resume`` sets this run's instead.
+
+    Ray has no public way to do that: it is the local tuner's run config (none through Ray Client, which
+    then keeps the saved one).
+    """
+    local: Any = getattr(tuner, "_local_tuner", None)
+    run_config = local.get_run_config() if hasattr(local, "get_run_config") else None
+    if run_config is not None:
+        run_config.verbose = verbose
 
 
 def _search_config(

@@ -239,13 +239,23 @@ def split_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, f
     return tune_changes, weights
 
 
-def scaled_schedules(tune_changes: Mapping[str, Any], steps: int) -> dict[str, Any]:
-    """The drawn tuning settings with their step-count schedules scaled from the fast preset's budget (what the
-    space states them for) to ``steps``, as the presets scale theirs (:func:`rltuner.rl.config.scaled_to_budget`).
-    """
-    from rltuner.rl.config import PRESETS, SCHEDULE_FIELDS
+def schedules_budget() -> int:
+    """The environment steps a space states its step-count schedules for: the fast preset's budget."""
+    from rltuner.rl.config import PRESETS
 
-    budget = PRESETS["fast"].total_steps
+    return PRESETS["fast"].total_steps
+
+
+def scaled_schedules(
+    tune_changes: Mapping[str, Any], steps: int, budget: int | None = None
+) -> dict[str, Any]:
+    """The drawn tuning settings with their step-count schedules scaled from ``budget`` (default
+    :func:`schedules_budget`, what the space states them for) to ``steps``, as the presets scale theirs
+    (:func:`rltuner.rl.config.scaled_to_budget`).
+    """
+    from rltuner.rl.config import SCHEDULE_FIELDS
+
+    budget = schedules_budget() if budget is None else budget
     out = dict(tune_changes)
     for name in SCHEDULE_FIELDS:
         if name in out and int(out[name]) > 0 and steps != budget:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ def sample_smiles(
     temperature: float = 1.0,
     max_length: int = MAX_LENGTH,
     reference: Any = None,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Sample ``n`` molecules, each from ``<bos>`` to ``<eos>`` (at most ``max_length`` tokens).
 
@@ -31,6 +33,7 @@ def sample_smiles(
         temperature: divides the logits.
         max_length: tokens per string, ``<eos>`` included; a string that reaches it is truncated (invalid).
         reference: a model (the prior) whose log p and KL to score each sampled token with.
+        progress: called with the number of strings of each sampled batch (a progress bar's ``update``).
 
     Returns:
         ``smiles`` (n strings in sampling order, broken ones as generated), ``broken`` (n,) bool (truncated, or a
@@ -46,6 +49,7 @@ def sample_smiles(
     drawn = sample_scored(
         model, n, max_length, reference=reference, temperature=temperature,
         primer=np.full((n, 1), BOS_ID, dtype=np.int64), seed=seed, stop_token=EOS_ID, pad_token=PAD_ID,
+        progress=progress,
     )  # fmt: skip
     smiles, broken = decode_batch(drawn.melodies, vocab)
     out: dict[str, Any] = {"smiles": smiles, "broken": broken, "tokens": drawn.melodies, "mask": drawn.mask}
