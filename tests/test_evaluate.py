@@ -130,6 +130,23 @@ def test_copying_needs_four_note_ons_in_the_matched_run() -> None:
     assert copying_share(melodies, index, window=4, min_notes=0) == 1.0
 
 
+@pytest.mark.parametrize("size", [1, 2, 7, 1000, 5000])
+def test_sorted_contains_is_membership(size: int) -> None:
+    """The bucketed look-up answers exactly what np.isin does: hits, misses, crowded buckets, the extremes."""
+    from rltuner.evaluation.evaluate import sorted_contains
+
+    rng = np.random.default_rng(size)
+    index = sorted_unique(rng.integers(0, 2**64 - 1, size=size, dtype=np.uint64, endpoint=True))
+    crowded = np.uint64(0xFFFF_0000_0000_0000) + np.arange(5, dtype=np.uint64)  # one bucket, five entries
+    index = sorted_unique(np.concatenate([index, crowded, np.array([0, 2**64 - 1], dtype=np.uint64)]))
+    values = np.concatenate([index[rng.integers(0, index.size, size=300)], index + np.uint64(1),
+                             rng.integers(0, 2**64 - 1, size=300, dtype=np.uint64, endpoint=True)])  # fmt: skip
+    got = sorted_contains(index, values)
+    assert np.array_equal(got, np.isin(values, index))
+    assert got[:300].all() and got.dtype == bool
+    assert not sorted_contains(np.zeros(0, np.uint64), values).any()
+
+
 def test_sorted_unique_is_np_unique() -> None:
     h = np.random.default_rng(3).integers(0, 50, size=1000).astype(np.uint64)
     assert sorted_unique(h).tolist() == np.unique(h).tolist()

@@ -108,6 +108,34 @@ def sorted_unique(values: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
     return s[np.concatenate([[True], s[1:] != s[:-1]])]
 
 
+def sorted_contains(index: npt.NDArray[np.uint64], values: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+    """Whether each of ``values`` (1-D uint64 hashes) is in ``index`` (sorted, distinct): exact.
+
+    The same answer as a binary search (``np.searchsorted``), but the index is cut into about one bucket per
+    entry by the hashes' top bits (a sorted index holds each bucket as one run), and each value is compared
+    only with the few entries of its own bucket: 1.8M look-ups into 150,000 entries in ~0.05 s instead of
+    ~0.22 s, most of the copying measure's time.
+    """
+    vals = np.asarray(values, dtype=np.uint64).ravel()
+    found = np.zeros(vals.size, dtype=bool)
+    if index.size == 0 or vals.size == 0:
+        return found
+    bits = int(index.size).bit_length()  # 2**bits buckets: at most one entry per bucket on average
+    shift = np.uint64(64 - bits)
+    counts = np.bincount((index >> shift).astype(np.int64), minlength=1 << bits)
+    starts = np.concatenate([[0], np.cumsum(counts)])  # bucket b holds index[starts[b] : starts[b + 1]]
+    bucket = (vals >> shift).astype(np.int64)
+    todo = np.nonzero(counts[bucket])[0]  # values whose bucket has entries left to compare with
+    pos = starts[bucket[todo]]
+    end = starts[bucket[todo] + 1]
+    while todo.size:
+        found[todo] |= index[pos] == vals[todo]
+        pos += 1
+        more = pos < end
+        todo, pos, end = todo[more], pos[more], end[more]
+    return found
+
+
 def corpus_window_index(
     corpus: Sequence[npt.ArrayLike] | npt.NDArray[np.int64], window: int = COPY_WINDOW
 ) -> npt.NDArray[np.uint64]:
@@ -146,9 +174,7 @@ def copying_flags(
     h = window_hashes(arr, window)
     if h.size == 0 or index.size == 0:
         return np.zeros(len(arr), dtype=bool)
-    pos = np.searchsorted(index, h.ravel())
-    pos = np.minimum(pos, index.size - 1)
-    found = (index[pos] == h.ravel()).reshape(h.shape)
+    found = sorted_contains(index, h.ravel()).reshape(h.shape)
     # note-ons in each window: a cumulative sum over steps, differenced at the window's ends -> (N, T-w+1)
     ons: npt.NDArray[np.int64] = np.cumsum(arr >= FIRST_NOTE_CLASS, axis=1, dtype=np.int64)
     ons = np.concatenate([np.zeros((len(arr), 1), dtype=np.int64), ons], axis=1)
