@@ -354,3 +354,17 @@ def test_side_by_side_passes_a_models_error_on(model: Prior) -> None:
 def test_bad_worker_counts(model: Prior, workers: object) -> None:
     with pytest.raises(ConfigError, match="workers"):
         sample_scored(model, 4, 3, seed=0, workers=workers)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("arch", ["gru", "transformer"])
+def test_side_by_side_equals_one_after_another_for_other_architectures(arch: str) -> None:
+    torch.manual_seed(2)
+    policy = build_prior({"arch": arch, "hidden_size": 16}).eval()
+    reference = build_prior({"arch": "lstm", "hidden_size": 16}).eval()
+    one = sample_scored(policy, 30, 7, reference=reference, seed=4, batch_size=8, workers=1)
+    two = sample_scored(policy, 30, 7, reference=reference, seed=4, batch_size=8, workers=2)
+    assert one.melodies.tobytes() == two.melodies.tobytes()
+    assert (
+        one.ref_log_p is not None and two.ref_log_p is not None and one.kl is not None and two.kl is not None
+    )
+    assert one.ref_log_p.tobytes() == two.ref_log_p.tobytes() and one.kl.tobytes() == two.kl.tobytes()
