@@ -139,8 +139,8 @@ def test_sorted_contains_is_membership(size: int) -> None:
     index = sorted_unique(rng.integers(0, 2**64 - 1, size=size, dtype=np.uint64, endpoint=True))
     crowded = np.uint64(0xFFFF_0000_0000_0000) + np.arange(5, dtype=np.uint64)  # one bucket, five entries
     index = sorted_unique(np.concatenate([index, crowded, np.array([0, 2**64 - 1], dtype=np.uint64)]))
-    values = np.concatenate([index[rng.integers(0, index.size, size=300)], index + np.uint64(1),
-                             rng.integers(0, 2**64 - 1, size=300, dtype=np.uint64, endpoint=True)])  # fmt: skip
+    others = rng.integers(0, 2**64 - 1, size=300, dtype=np.uint64, endpoint=True)
+    values = np.concatenate([index[rng.integers(0, index.size, size=300)], index + np.uint64(1), others])
     got = sorted_contains(index, values)
     assert np.array_equal(got, np.isin(values, index))
     assert got[:300].all() and got.dtype == bool
@@ -448,6 +448,8 @@ def test_evaluation_with_workers_equals_one_worker_bit_for_bit() -> None:
     assert one.models["m"].mean_kl > 0 and one.models["m"].copying >= 0  # figures the check can see
     with pytest.raises(ConfigError, match="workers"):
         evaluate_models({"m": model}, workers=0, **kwargs)
+    with pytest.raises(ConfigError, match="workers"):
+        measure_samples("m", one.samples["m"], one.primers["m"], model, prior, workers=True)  # type: ignore[arg-type]
 
 
 def test_measure_parts_side_by_side_keep_results_and_raise_a_parts_error() -> None:

@@ -8,11 +8,12 @@ the Gumbel-max trick on the CPU). Randomness comes from one ``torch.Generator`` 
 gives the same melodies for the same model, batch size and device.
 
 ``workers`` > 1 (:func:`sample_scored`, CPU, no stop token) runs that many batches side by side in Python
-threads: torch's kernels release the GIL, so on 2 cores two batches (each stepped and scored with single-thread
-kernels) take about the time of one. The main thread draws each batch's uniform numbers from the generator in
-batch order before handing the batch out, the numbers the sequential loop draws step by step (one ``rand`` of
-(length, B, 1) is the same stream as ``length`` draws of (B, 1) from a CPU generator), so the melodies are the
-same as with one worker, bit for bit, and so are log p and the KL (each batch is the same computation).
+threads: torch's kernels release the GIL, so on 2 cores two batches (each stepped and scored with
+single-thread kernels) take about the time of one. The main thread draws each batch's uniform numbers from the
+generator in batch order before handing the batch out, the numbers the sequential loop draws step by step (one
+``rand`` of (length, B, 1) is the same stream as ``length`` draws of (B, 1) from a CPU generator), so the
+melodies are the same as with one worker, bit for bit, and so are log p and the KL (each batch is the same
+computation).
 
 Primers are fed as input and are not part of the output:
 
@@ -86,8 +87,9 @@ def primer_tokens(
 
 
 def _check_args(n: int, length: int, temperature: float, batch_size: int, workers: int = 1) -> None:
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"workers must be a whole number >= 1, got {workers!r}")
+    from rltuner.threads import check_workers
+
+    check_workers(workers)
     if n < 0:
         raise ConfigError(f"the number of melodies must not be negative, got {n}")
     if length < 1:
@@ -262,9 +264,9 @@ def _run_side_by_side(
 ) -> None:
     """``store(lo, hi, run(lo, hi, uniforms))`` for each batch, ``workers`` batches at a time in threads.
 
-    ``draws`` = (generator, length): each batch's (length, B, 1) uniforms are drawn here, in batch order, before
-    the batch is handed out (None: greedy, no draws). At most ``2 * workers`` batches are in flight, so the
-    numbers drawn ahead stay small; the results are stored in batch order, here in the calling thread.
+    ``draws`` = (generator, length): each batch's (length, B, 1) uniforms are drawn here, in batch order,
+    before the batch is handed out (None: greedy, no draws). At most ``2 * workers`` batches are in flight, so
+    the numbers drawn ahead stay small; the results are stored in batch order, here in the calling thread.
     """
 
     def job(lo: int, hi: int, uniforms: torch.Tensor | None) -> _Batch:
