@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from rltuner.encoding import NUM_CLASSES
+from rltuner.errors import ConfigError
 from rltuner.evaluation.evaluate import (
     EvaluationResult,
     ModelEvaluation,
@@ -129,6 +130,23 @@ def test_copying_needs_four_note_ons_in_the_matched_run() -> None:
     assert copying_share(melodies, index, window=4, min_notes=0) == 1.0
 
 
+@pytest.mark.parametrize("size", [1, 2, 7, 1000, 5000])
+def test_sorted_contains_is_membership(size: int) -> None:
+    """The bucketed look-up answers exactly what np.isin does: hits, misses, crowded buckets, the extremes."""
+    from rltuner.evaluation.evaluate import sorted_contains
+
+    rng = np.random.default_rng(size)
+    index = sorted_unique(rng.integers(0, 2**64 - 1, size=size, dtype=np.uint64, endpoint=True))
+    crowded = np.uint64(0xFFFF_0000_0000_0000) + np.arange(5, dtype=np.uint64)  # one bucket, five entries
+    index = sorted_unique(np.concatenate([index, crowded, np.array([0, 2**64 - 1], dtype=np.uint64)]))
+    others = rng.integers(0, 2**64 - 1, size=300, dtype=np.uint64, endpoint=True)
+    values = np.concatenate([index[rng.integers(0, index.size, size=300)], index + np.uint64(1), others])
+    got = sorted_contains(index, values)
+    assert np.array_equal(got, np.isin(values, index))
+    assert got[:300].all() and got.dtype == bool
+    assert not sorted_contains(np.zeros(0, np.uint64), values).any()
+
+
 def test_sorted_unique_is_np_unique() -> None:
     h = np.random.default_rng(3).integers(0, 50, size=1000).astype(np.uint64)
     assert sorted_unique(h).tolist() == np.unique(h).tolist()
@@ -141,6 +159,23 @@ def test_distinct_ngrams_hand_built() -> None:
     assert distinct_ngrams(mel, 2) == pytest.approx(3 / 8)
     assert distinct_ngrams(mel, 5) == 1.0  # the two whole melodies differ
     assert math.isnan(distinct_ngrams(mel, 6))  # no 6-step run in a 5-step melody
+
+
+def test_short_runs_each_have_their_own_hash_so_counting_them_in_a_table_is_exact() -> None:
+    """distinct_ngrams counts runs of n <= 4 classes in a table of all 38**n runs instead of sorting their
+    hashes: the same count because no two of those runs share a hash (all 2.1M 4-step runs checked)."""
+    for n in (1, 2, 3, 4):
+        every = np.stack(
+            np.unravel_index(np.arange(NUM_CLASSES**n), (NUM_CLASSES,) * n), axis=1
+        )  # (38**n, n)
+        assert sorted_unique(window_hashes(every, n)).size == NUM_CLASSES**n
+    rng = np.random.default_rng(5)
+    for mel in (rng.integers(0, NUM_CLASSES, size=(300, 20)), rng.integers(0, 3, size=(50, 12))):
+        for n in (1, 2, 4):
+            h = window_hashes(mel, n)
+            assert distinct_ngrams(mel, n) == sorted_unique(h).size / h.size
+    assert distinct_ngrams(np.array([[1, 1, 1, 1, 1]]), 4) == 0.5  # two runs, one distinct
+    assert distinct_ngrams(np.array([[40, 41, 40, 41, 40]]), 2) == 0.5  # beyond the classes: hashed
 
 
 def test_top_opening_share_and_names() -> None:
@@ -381,3 +416,55 @@ def test_evaluating_models_one_by_one_and_merging_equals_one_evaluation(tmp_path
         evaluate_models(paths, only=["c"], **kwargs)
     with pytest.raises(ConfigError, match="no part measured b"):
         merge_evaluations(parts[:2], ["note_rnn", "a", "b"])
+
+
+def test_evaluation_with_workers_equals_one_worker_bit_for_bit() -> None:
+    """Batches sampled and scored in threads and the measures computed side by side: the same samples and
+    every figure (Table 1, counts, log p, KL, r_MT, diversity, copying, muspy) to the bit, as one worker."""
+    from rltuner.evaluation.evaluate import evaluate_models
+    from rltuner.models.prior import build_prior
+
+    torch.manual_seed(0)
+    prior = build_prior({"arch": "lstm", "hidden_size": 8}).eval()
+    model = build_prior({"arch": "lstm", "hidden_size": 8}).eval()
+    corpus = list(np.random.default_rng(1).integers(0, NUM_CLASSES, size=(40, 48)))
+    kwargs = {
+        "n": 2_500,
+        "seed": 4,
+        "prior": prior,
+        "muspy_samples": 30,
+        "show_progress": False,
+        "corpus": corpus,
+    }
+    one = evaluate_models({"m": model}, workers=1, **kwargs)  # 2,500 melodies: three batches of the sampler
+    two = evaluate_models({"m": model}, workers=2, **kwargs)
+    for name in ("note_rnn", "m"):
+        a = {k: v for k, v in one.models[name].flat().items() if not k.startswith("seconds.")}
+        b = {k: v for k, v in two.models[name].flat().items() if not k.startswith("seconds.")}
+        assert a.keys() == b.keys()
+        assert [repr(a[k]) for k in a] == [repr(b[k]) for k in a], name  # repr: NaN equals NaN, -0.0 is seen
+        assert one.models[name].top_opening == two.models[name].top_opening
+        assert one.samples[name].tobytes() == two.samples[name].tobytes()
+    assert one.models["m"].mean_kl > 0 and one.models["m"].copying >= 0  # figures the check can see
+    with pytest.raises(ConfigError, match="workers"):
+        evaluate_models({"m": model}, workers=0, **kwargs)
+    with pytest.raises(ConfigError, match="workers"):
+        measure_samples("m", one.samples["m"], one.primers["m"], model, prior, workers=True)  # type: ignore[arg-type]
+
+
+def test_measure_parts_side_by_side_keep_results_and_raise_a_parts_error() -> None:
+    """The measures' runner: each part's own result whatever the worker count, and an error in one part,
+    computed in a worker thread, reaches the caller as itself."""
+    from rltuner.errors import InvalidMelodyError
+    from rltuner.evaluation.evaluate import _run_parts
+
+    parts = {"a": lambda: 1, "b": lambda: "two", "c": lambda: [3]}
+    for workers in (1, 2, 3):
+        done, took = _run_parts(parts, workers)
+        assert done == {"a": 1, "b": "two", "c": [3]} and took.keys() == parts.keys()
+
+    def broken() -> None:
+        raise InvalidMelodyError("part b is broken")
+
+    with pytest.raises(InvalidMelodyError, match="part b"):
+        _run_parts({"a": lambda: 1, "b": broken}, 2)

@@ -292,3 +292,87 @@ def test_kl_divergence_of_distributions_with_impossible_classes() -> None:
     y = torch.log_softmax(torch.randn(7, 5, 38, generator=torch.Generator().manual_seed(1)), -1)
     expected = (z.double().exp() * (z.double() - y.double())).sum(-1)
     torch.testing.assert_close(kl_divergence(z, y).double(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["separate reference", "reference is the model", "no reference", "greedy", "temperature, 3-step primer"],
+)
+@pytest.mark.parametrize("workers", [2, 3])
+def test_batches_side_by_side_equal_one_after_another(model: Prior, case: str, workers: int) -> None:
+    """Several workers sample and score batches in threads from uniforms drawn ahead in batch order: the same
+    melodies, log p and KL, bit for bit, as one worker (a ragged last batch and a random primer included)."""
+    torch.manual_seed(1)
+    reference = {"separate reference": build_prior({"arch": "lstm", "hidden_size": 16}).eval(),
+                 "reference is the model": model}.get(case)  # fmt: skip
+    k = 3 if case.startswith("temperature") else 1
+    primer = np.random.default_rng(0).integers(2, 38, size=(45, k)) if k > 1 else None
+    kwargs: dict[str, Any] = dict(
+        reference=reference, primer=primer, seed=11, batch_size=8, greedy=case == "greedy",
+        temperature=1.7 if case.startswith("temperature") else 1.0,
+    )  # fmt: skip
+    one = sample_scored(model, 45, 13, workers=1, **kwargs)
+    many = sample_scored(model, 45, 13, workers=workers, **kwargs)
+    for name in ("melodies", "primers", "ref_log_p", "kl", "mask"):
+        a, b = getattr(one, name), getattr(many, name)
+        assert (a is None) == (b is None), name
+        if a is not None:
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), name
+    if case != "greedy":  # the seed matters (so the test would see draws taken out of order)
+        other = sample_scored(model, 45, 13, workers=workers, **{**kwargs, "seed": 12})
+        assert not np.array_equal(other.melodies, many.melodies)
+
+
+def test_side_by_side_ignores_workers_with_a_stop_token(model: Prior) -> None:
+    """With a stop token a batch's draws depend on its tokens (it stops early): the batches run in order."""
+    kwargs: dict[str, Any] = dict(seed=5, batch_size=4, stop_token=5)
+    one = sample_scored(model, 17, 20, workers=1, **kwargs)
+    assert (one.melodies == 5).any()
+    many = sample_scored(model, 17, 20, workers=2, **kwargs)
+    assert np.array_equal(one.melodies, many.melodies) and np.array_equal(one.mask, many.mask)
+
+
+def test_side_by_side_passes_a_models_error_on(model: Prior) -> None:
+    """A batch that fails in a worker thread raises its error in the caller (not a hang, not a lost error)."""
+
+    class _Broken(Prior):
+        def __init__(self) -> None:
+            super().__init__()
+            self.vocab_size = 38
+            self.w = torch.nn.Parameter(torch.zeros(38))
+            self.calls = 0
+
+        def initial_state(self, batch_size, device=None):
+            return (torch.zeros(1, batch_size, 1),)
+
+        def forward(self, tokens, state=None):
+            self.calls += 1
+            if self.calls == 3:
+                raise InvalidMelodyError("batch three is broken")
+            return self.w.expand(tokens.shape[0], tokens.shape[1], -1), state
+
+        def step(self, tokens, state):
+            return self.w.expand(tokens.shape[0], -1), state
+
+    with pytest.raises(InvalidMelodyError, match="batch three"):
+        sample_scored(_Broken(), 40, 6, seed=0, batch_size=4, workers=2)
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True, "2"])
+def test_bad_worker_counts(model: Prior, workers: object) -> None:
+    with pytest.raises(ConfigError, match="workers"):
+        sample_scored(model, 4, 3, seed=0, workers=workers)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("arch", ["gru", "transformer"])
+def test_side_by_side_equals_one_after_another_for_other_architectures(arch: str) -> None:
+    torch.manual_seed(2)
+    policy = build_prior({"arch": arch, "hidden_size": 16}).eval()
+    reference = build_prior({"arch": "lstm", "hidden_size": 16}).eval()
+    one = sample_scored(policy, 30, 7, reference=reference, seed=4, batch_size=8, workers=1)
+    two = sample_scored(policy, 30, 7, reference=reference, seed=4, batch_size=8, workers=2)
+    assert one.melodies.tobytes() == two.melodies.tobytes()
+    assert (
+        one.ref_log_p is not None and two.ref_log_p is not None and one.kl is not None and two.kl is not None
+    )
+    assert one.ref_log_p.tobytes() == two.ref_log_p.tobytes() and one.kl.tobytes() == two.kl.tobytes()

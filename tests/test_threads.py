@@ -69,6 +69,33 @@ def test_threads_zero_is_torchs_default(monkeypatch: pytest.MonkeyPatch) -> None
         assert torch.get_num_threads() == 1
 
 
+@pytest.mark.parametrize(
+    "cores, threads, processes, expected",
+    [
+        (2, 1, 1, 2),
+        (2, 2, 1, 1),
+        (2, 0, 1, 1),
+        (2, 1, 2, 1),
+        (8, 2, 1, 4),
+        (8, 1, 3, 2),
+        (1, 1, 1, 1),
+        (2, 4, 1, 1),
+    ],
+)
+def test_batch_workers_fill_the_cores_left_to_each_op(
+    monkeypatch: pytest.MonkeyPatch, cores: int, threads: int, processes: int, expected: int
+) -> None:
+    """One batch worker per core that the op's torch threads (0: torch's default, here 2) and the other
+    processes of ``run --jobs`` leave; never 0."""
+    from rltuner import threads as policy
+
+    monkeypatch.setattr(policy, "available_cores", lambda: cores)
+    monkeypatch.setattr(policy, "_torch_default", 2)
+    assert policy.batch_workers(threads, processes) == expected
+    with pytest.raises(ConfigError, match="threads"):
+        policy.batch_workers(-1)
+
+
 @pytest.mark.parametrize("args", [["--threads", "-1"], ["--threads", "two"]])
 def test_bad_thread_counts_give_one_clear_error(args: list[str]) -> None:
     result = CliRunner().invoke(cli, ["generate", *args])
@@ -187,7 +214,7 @@ def test_threads_benchmark_rows_are_ratios_of_the_same_run(monkeypatch: pytest.M
 
     monkeypatch.setattr(bench, "run_slice", fake_slice)
     monkeypatch.setattr(bench, "cpu_burner", fake_burner)
-    monkeypatch.setattr(bench, "_cores", lambda: 2)
+    monkeypatch.setattr(bench, "available_cores", lambda: 2)
     rows = bench.measure()
     assert calls == [(1, "PASSIVE", False), (1, "PASSIVE", True), (2, None, False), (2, None, True),
                      (2, "PASSIVE", False), (2, "PASSIVE", True)]  # fmt: skip

@@ -10,6 +10,13 @@ spin against it and a 30-second tuning run took 14 minutes (issue 15). So:
 * the command line sets ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep) before torch is first imported,
   unless the user set the variable: :func:`set_passive_wait_policy`, called by ``rltuner.cli.main``.
 
+Evaluation splits into independent batches, and runs :func:`batch_workers` of them side by side in Python
+threads (``rltuner evaluate``, ``rltuner run``): at the default 1 thread on 2 cores, two batches at a time,
+each op on one thread. That is not the spinning above: a Python thread that waits for its turn sleeps (it
+blocks on the GIL or a queue), and single-thread torch ops start no OpenMP team. With more torch threads per
+op there are fewer workers (``--threads 2`` on 2 cores: one, the sequential path). The results do not depend
+on the count.
+
 The count is a setting of the machine, not of the result: it is recorded in each run's ``config.json`` /
 ``run.json`` but left out of the fingerprints that decide whether a finished stage is redone. The float
 results of one thread count are bit-identical run to run; another count may change the last digits (the
@@ -60,6 +67,35 @@ def check_threads(threads: object) -> int:
             f"threads must be a whole number in 0..{MAX_THREADS} (0 = torch's default), got {threads!r}"
         )
     return threads
+
+
+def check_workers(workers: object) -> int:
+    """``workers`` as a count of batch workers (an int >= 1); anything else is a :class:`ConfigError`."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be a whole number >= 1, got {workers!r}")
+    return workers
+
+
+def available_cores() -> int:
+    """The CPU cores this process may use (its affinity mask where the OS has one, else the CPU count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def batch_workers(threads: int, processes: int = 1) -> int:
+    """How many batches to run side by side in Python threads (evaluation's sampling and measures).
+
+    One per core left to each op's ``threads`` torch threads (0: torch's default) when ``processes``
+    processes share the cores (``rltuner run --jobs``): ``cores // (threads * processes)``, at least 1. So
+    each core runs one single-thread op at a time, and no worker waits on another's OpenMP team.
+
+    Raises:
+        ConfigError: a thread count out of range.
+    """
+    per_op = check_threads(threads) or torch_default_threads()
+    return max(1, available_cores() // (per_op * max(1, processes)))
 
 
 def torch_default_threads() -> int:

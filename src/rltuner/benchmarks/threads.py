@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rltuner.benchmarks import BenchResult
-from rltuner.threads import DEFAULT_THREADS, WAIT_POLICY_VAR
+from rltuner.threads import DEFAULT_THREADS, WAIT_POLICY_VAR, available_cores
 
 SLICE_STEPS = 16_384  # two rounds of the fast preset's 256 environments: ~3 s on one quiet Xeon core
 QUICK_STEPS = 1_024
@@ -32,13 +32,6 @@ COLLAPSE = (
     10.0  # slower than this many times the default policy's quiet slice: a collapse; it is stopped there
 )
 BURNERS = 1
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 @contextmanager
@@ -110,7 +103,7 @@ def _slice_in_this_process(threads: int, quick: bool) -> dict[str, object]:
 
 def measure(quick: bool = False) -> list[BenchResult]:
     """Quiet and busy seconds of the same slice under three policies; each busy/quiet ratio a row."""
-    cores = max(_cores(), 2)
+    cores = max(available_cores(), 2)
     policies = [
         (f"default policy ({DEFAULT_THREADS} thread, {WAIT_POLICY_VAR}=PASSIVE)", DEFAULT_THREADS, "PASSIVE"),
         (f"old default ({cores} threads, one per core; {WAIT_POLICY_VAR} unset)", cores, None),

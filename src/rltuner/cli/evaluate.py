@@ -49,6 +49,12 @@ Examples:
 """
 
 
+EVAL_WORKERS_HELP = (
+    "Music: the batches of melodies and the measures run side by side, one per CPU core left (cores // N; at "
+    "N = 1 on 2 cores: two at a time); the results do not depend on it."
+)
+
+
 @click.command("evaluate", epilog=EXAMPLES)
 @click.argument("models", nargs=-1)
 @click.option(
@@ -77,7 +83,7 @@ Examples:
     help="Measure copying against the default training corpus.",
 )
 @device_option()
-@threads_option()
+@threads_option(pass_value=True, more_help=EVAL_WORKERS_HELP)
 @click.option(
     "-o",
     "--out",
@@ -102,6 +108,7 @@ def evaluate(
     corpus: bool,
     device: str,
     out: str | None,
+    threads: int,
 ) -> None:
     """Evaluate the Note RNN and MODELS (checkpoints or run folders, as PATH or NAME=PATH).
 
@@ -148,6 +155,7 @@ def evaluate(
         return
     from rltuner.evaluation.evaluate import evaluate_models
     from rltuner.evaluation.pipeline import _load_corpus, _save_samples
+    from rltuner.threads import batch_workers
 
     result = evaluate_models(
         parsed,
@@ -159,6 +167,7 @@ def evaluate(
         muspy_samples=muspy_samples,
         device=str(resolve_device(device)),
         show_progress=not quiet,
+        workers=batch_workers(threads),
     )
     click.echo(result.format_table())
     if out:

@@ -44,12 +44,13 @@ def domain_option(help: str = "Sequence domain") -> Callable[[Any], Any]:
     )
 
 
-def threads_option(pass_value: bool = False) -> Callable[[Any], Any]:
+def threads_option(pass_value: bool = False, more_help: str = "") -> Callable[[Any], Any]:
     """``--threads N`` on a command that runs torch work: torch uses N CPU threads while the command runs.
 
     The count is applied (:func:`rltuner.threads.using_threads`) when the command starts, after its options
     parsed, and restored when it returns. With ``pass_value`` the command also receives it as ``threads`` (to
-    put it in its config, which records it). Place it below ``@click.command``, among the options.
+    put it in its config, which records it). ``more_help`` follows the shared help text (what else the count
+    decides in this command). Place it below ``@click.command``, among the options.
     """
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -64,7 +65,7 @@ def threads_option(pass_value: bool = False) -> Callable[[Any], Any]:
 
         option = click.option(
             "--threads", type=click.IntRange(0, MAX_THREADS), default=DEFAULT_THREADS, show_default=False,
-            metavar="N", help=THREADS_HELP,
+            metavar="N", help=f"{THREADS_HELP} {more_help}".strip(),
         )  # fmt: skip
         return option(run_with_threads)
 

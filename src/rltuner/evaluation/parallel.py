@@ -35,10 +35,9 @@ log = logging.getLogger(__name__)
 
 def default_jobs() -> int:
     """The default worker count: the CPU cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+    from rltuner.threads import available_cores
+
+    return available_cores()
 
 
 @dataclass(frozen=True)
@@ -106,13 +105,16 @@ class _Outcome:
 _SETUP: MusicSetup | None = None
 _STOP: Any = None  # the main process's stop event (a multiprocessing Event): set on Ctrl-C or a failed task
 _PARENT: int | None = None  # the main process's pid: a worker whose main process died stops as on Ctrl-C
+_EVAL_WORKERS = 1  # batch workers of an evaluation here: the cores left by the other worker processes
 
 
-def _init_worker(setup: MusicSetup, threads: int, stop: Any) -> None:
+def _init_worker(setup: MusicSetup, threads: int, stop: Any, eval_workers: int = 1) -> None:
     """Runs once in each worker: its own process group (a terminal's Ctrl-C reaches only the main process, which
-    sets ``stop``), SIGINT ignored outside a task's own handling, the run's thread count, the user rules."""
-    global _SETUP, _STOP, _PARENT
+    sets ``stop``), SIGINT ignored outside a task's own handling, the run's thread count, the user rules, and
+    the evaluation's batch workers (``rltuner.threads.batch_workers`` for this many processes)."""
+    global _SETUP, _STOP, _PARENT, _EVAL_WORKERS
     _PARENT = os.getppid()
+    _EVAL_WORKERS = eval_workers
     os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # started with SIGINT blocked (_sigint_held): ignored from here on
@@ -190,7 +192,7 @@ def _run_evaluation(task: EvalTask) -> _Outcome:
         result = evaluate_models(
             dict(task.checkpoints), n=task.n, length=setup.length, seed=task.seed,
             corpus=_load_corpus() if task.copying else None, prior=setup.prior, muspy_samples=task.muspy_samples,
-            device=setup.device, show_progress=False, only=[task.model],
+            device=setup.device, show_progress=False, only=[task.model], workers=_EVAL_WORKERS,
         )  # fmt: skip
     except KeyboardInterrupt:
         return _Outcome(time.perf_counter() - start, interrupted=True)
@@ -268,9 +270,12 @@ def run_plans(
     release()
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
+    from rltuner.threads import batch_workers
+
     pool = ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_init_worker, initargs=(setup, threads, stop)
-    )
+        jobs, mp_context=context, initializer=_init_worker,
+        initargs=(setup, threads, stop, batch_workers(threads, processes=jobs)),
+    )  # fmt: skip
     started = False
     interrupts = [0]
 

@@ -47,7 +47,7 @@ from rltuner.fileio import atomic_path, ensure_writable_dir, write_json_atomic
 from rltuner.limits import check_seed
 from rltuner.provenance import machine_description, machine_info
 from rltuner.rl.targets import ALGORITHMS as _TABLE
-from rltuner.threads import DEFAULT_THREADS, check_threads, using_threads
+from rltuner.threads import DEFAULT_THREADS, batch_workers, check_threads, using_threads
 
 log = logging.getLogger(__name__)
 
@@ -537,6 +537,7 @@ def _bind_evaluate(
             muspy_samples=config.muspy_samples,
             device=device,
             show_progress=config.progress,
+            workers=batch_workers(config.threads),
         )
         write_evaluation(result, out_dir)
 

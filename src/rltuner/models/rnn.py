@@ -48,12 +48,14 @@ class _RNNPrior(Prior):
 
         Rebuilt on every call (one small kernel, V x G*H): caching it would go stale when a caller updates
         the weights in place through ``.data`` (which bypasses the version counters), e.g. a soft target update.
+        Row-major: ``w_ih.t() + bias`` keeps the transposed (column-major) layout, and gathering 1,024 rows
+        from that took ~0.45 ms a step in the sampler against ~0.04 ms from a row-major table (the same values).
         """
         w_ih = cast(Tensor, self.rnn.weight_ih_l0)
         bias = cast(Tensor, self.rnn.bias_ih_l0)
         if with_hh_bias:
             bias = bias + cast(Tensor, self.rnn.bias_hh_l0)
-        return w_ih.t() + bias
+        return (w_ih.t() + bias).contiguous()
 
     def _check_tokens(self, tokens: Tensor, ndim: int) -> None:
         if tokens.dim() != ndim:

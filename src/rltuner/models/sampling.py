@@ -7,6 +7,14 @@ with one uniform number per melody (a softmax, a cumsum and a comparison: cheape
 the Gumbel-max trick on the CPU). Randomness comes from one ``torch.Generator`` seeded by ``seed``, so a seed
 gives the same melodies for the same model, batch size and device.
 
+``workers`` > 1 (:func:`sample_scored`, CPU, no stop token) runs that many batches side by side in Python
+threads: torch's kernels release the GIL, so on 2 cores two batches (each stepped and scored with
+single-thread kernels) take about the time of one. The main thread draws each batch's uniform numbers from the
+generator in batch order before handing the batch out, the numbers the sequential loop draws step by step (one
+``rand`` of (length, B, 1) is the same stream as ``length`` draws of (B, 1) from a CPU generator), so the
+melodies are the same as with one worker, bit for bit, and so are log p and the KL (each batch is the same
+computation).
+
 Primers are fed as input and are not part of the output:
 
 * ``None`` or ``"random"``: one uniformly random note-on class (2..37) per melody (the paper's setting);
@@ -17,7 +25,9 @@ Primers are fed as input and are not part of the output:
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,7 +86,10 @@ def primer_tokens(
     return torch.from_numpy(np.array(arr, dtype=np.int64))  # a writable copy (broadcast views are read-only)
 
 
-def _check_args(n: int, length: int, temperature: float, batch_size: int) -> None:
+def _check_args(n: int, length: int, temperature: float, batch_size: int, workers: int = 1) -> None:
+    from rltuner.threads import check_workers
+
+    check_workers(workers)
     if n < 0:
         raise ConfigError(f"the number of melodies must not be negative, got {n}")
     if length < 1:
@@ -175,6 +188,7 @@ def sample_scored(
     stop_token: int | None = None,
     pad_token: int = 0,
     progress: Callable[[int], None] | None = None,
+    workers: int = 1,
 ) -> ScoredSamples:
     """:func:`sample`, and the reference model's log-probability of every sampled class and the KL divergence
     of the sampling distribution from the reference's (what evaluation reports).
@@ -185,8 +199,16 @@ def sample_scored(
     log p from the sampling logits, at no extra pass. Same seed, same melodies as :func:`sample`.
     ``progress`` (e.g. a tqdm bar's ``update``) is called with the size of each batch once it is drawn; it
     changes no result.
+
+    ``workers``: batches sampled and scored side by side in Python threads (see the module docstring); the
+    results equal one worker's bit for bit. Give at most one per CPU core, each with one torch thread
+    (``rltuner.threads.batch_workers``). Used on the CPU without a stop token (where a batch's draws do not
+    depend on its tokens); otherwise the batches run one after another.
+
+    Raises:
+        ConfigError: n, length, temperature, batch_size or workers out of range.
     """
-    _check_args(n, length, temperature, batch_size)
+    _check_args(n, length, temperature, batch_size, workers)
     device = next(model.parameters()).device
     gen = _generator(device, seed)
     primers = primer_tokens(primer, n, model.vocab_size, gen)  # (n, k)
@@ -198,20 +220,30 @@ def sample_scored(
     mask = torch.ones((n, length), dtype=torch.bool)
     ref_log_p = torch.empty((n, length), dtype=torch.float64) if reference is not None else None
     kl = torch.empty((n, length), dtype=torch.float64) if reference is not None else None
+
+    def store(lo: int, hi: int, drawn: _Batch) -> None:
+        tokens, batch_log_p, batch_kl, batch_mask = drawn
+        out[lo:hi] = tokens.cpu()
+        mask[lo:hi] = batch_mask.cpu()
+        if ref_log_p is not None and kl is not None and batch_log_p is not None and batch_kl is not None:
+            ref_log_p[lo:hi] = batch_log_p.cpu()
+            kl[lo:hi] = batch_kl.cpu()
+        if progress is not None:
+            progress(hi - lo)
+
+    def run(lo: int, hi: int, uniforms: torch.Tensor | None) -> _Batch:
+        return _sample_batch(
+            model, primers[lo:hi].to(device), length, temperature, greedy, gen, reference, stop_token,
+            pad_token, uniforms,
+        )  # fmt: skip
+
+    bounds = [(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
     try:
-        for lo in range(0, n, batch_size):
-            hi = min(lo + batch_size, n)
-            tokens, batch_log_p, batch_kl, batch_mask = _sample_batch(
-                model, primers[lo:hi].to(device), length, temperature, greedy, gen, reference,
-                stop_token, pad_token,
-            )  # fmt: skip
-            out[lo:hi] = tokens.cpu()
-            mask[lo:hi] = batch_mask.cpu()
-            if ref_log_p is not None and kl is not None and batch_log_p is not None and batch_kl is not None:
-                ref_log_p[lo:hi] = batch_log_p.cpu()
-                kl[lo:hi] = batch_kl.cpu()
-            if progress is not None:
-                progress(hi - lo)
+        if workers > 1 and len(bounds) > 1 and stop_token is None and device.type == "cpu":
+            _run_side_by_side(bounds, workers, run, store, None if greedy else (gen, length))
+        else:
+            for lo, hi in bounds:
+                store(lo, hi, run(lo, hi, None))
     finally:
         for m, mode in zip(models, was_training, strict=True):
             m.train(mode)
@@ -222,6 +254,49 @@ def sample_scored(
         kl=None if kl is None else kl.numpy(),
         mask=mask.numpy(),
     )
+
+
+_Batch = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]
+"""What :func:`_sample_batch` returns: tokens, log p and KL (or None), mask."""
+
+
+def _run_side_by_side(
+    bounds: Sequence[tuple[int, int]],
+    workers: int,
+    run: Callable[[int, int, torch.Tensor | None], _Batch],
+    store: Callable[[int, int, _Batch], None],
+    draws: tuple[torch.Generator, int] | None,
+) -> None:
+    """``store(lo, hi, run(lo, hi, uniforms))`` for each batch, ``workers`` batches at a time in threads.
+
+    ``draws`` = (generator, length): each batch's (length, B, 1) uniforms are drawn here, in batch order,
+    before the batch is handed out (None: greedy, no draws). At most ``2 * workers`` batches are in flight, so
+    the numbers drawn ahead stay small; the results are stored in batch order, here in the calling thread.
+    """
+
+    def job(lo: int, hi: int, uniforms: torch.Tensor | None) -> _Batch:
+        with torch.inference_mode():  # thread-local: the caller's mode does not reach a worker thread
+            return run(lo, hi, uniforms)
+
+    pending: deque[tuple[int, int, Future[_Batch]]] = deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="rltuner-sample") as pool:
+        try:
+            for lo, hi in bounds:
+                uniforms = None
+                if draws is not None:
+                    gen, length = draws
+                    uniforms = torch.rand((length, hi - lo, 1), generator=gen, device=gen.device)
+                pending.append((lo, hi, pool.submit(job, lo, hi, uniforms)))
+                if len(pending) >= 2 * workers:
+                    first, last, future = pending.popleft()
+                    store(first, last, future.result())
+            while pending:
+                first, last, future = pending.popleft()
+                store(first, last, future.result())
+        except BaseException:  # an error or Ctrl-C: drop the batches not started, wait for the running ones
+            for _, _, future in pending:
+                future.cancel()
+            raise
 
 
 def kl_divergence(log_pi: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
@@ -263,9 +338,13 @@ def _sample_batch(
     reference: Any = None,
     stop_token: int | None = None,
     pad_token: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+    uniforms: torch.Tensor | None = None,
+) -> _Batch:
     """primer (B, k) -> sampled tokens (B, length), with a reference its log p and the KL (B, length), and
     the mask of sampled positions (B, length); log p and KL are 0 after a stop token.
+
+    ``uniforms``: (length, B, 1) the uniform numbers of every step, drawn beforehand from ``gen`` (the
+    side-by-side path); None: each step draws its own from ``gen``. The same numbers either way.
 
     Only the model runs step by step. With a reference, the sampling logits of every step are kept (B, length,
     V) and scored once the batch is drawn (:func:`_score_batch`): the reference reads the sampled tokens in
@@ -288,7 +367,12 @@ def _sample_batch(
         else:
             # Inverse-CDF draw: the first class whose cumulative probability reaches u ~ U(0, total).
             cdf = torch.softmax(logits * inv_t if inv_t != 1.0 else logits, dim=-1).cumsum_(-1)  # (B, V)
-            u = torch.rand((b, 1), generator=gen, device=logits.device).mul_(cdf[:, -1:])
+            u = (
+                uniforms[t]
+                if uniforms is not None
+                else torch.rand((b, 1), generator=gen, device=logits.device)
+            )
+            u = u.mul(cdf[:, -1:])
             # how many classes' cumulative probability is below u: a binary search in the (non-decreasing)
             # cdf, the same count as comparing every class and summing
             token = torch.searchsorted(cdf, u).squeeze_(-1).clamp_(max=logits.shape[-1] - 1)
@@ -328,25 +412,30 @@ def _score_batch(
         reference: the reference model, or None when it is the sampling model itself (log p_ref = log pi at
             the sampling temperature, KL = 0).
     """
-    log_pi = torch.log_softmax(logits.float() * inv_t, dim=-1)  # (B, T, V) the sampling distribution
-    if reference is None:
-        log_ref = log_pi
-    else:
-        k = primer.shape[1]
-        inputs = torch.cat([primer, tokens[:, :-1]], dim=1)  # (B, k + T - 1): what each step read
-        # in slices of _SCORE_BATCH sequences: the LSTM kernel's state then stays in cache (~6% faster)
-        log_ref = torch.cat(
-            [
-                torch.log_softmax(reference(x, reference.initial_state(x.shape[0], x.device))[0].float(), -1)
-                for x in inputs.split(_SCORE_BATCH)
-            ]
-        )[:, k - 1 :]  # (B, T, V)
-    picked = log_ref.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, T)
-    # where(), not a product: positions after a stop token may hold anything
-    ref_log_p = torch.where(mask, picked, 0.0).double()
-    if reference is None:
-        return ref_log_p, torch.zeros_like(ref_log_p)
-    return ref_log_p, torch.where(mask, kl_divergence(log_pi, log_ref), 0.0).double()
+    b, length = tokens.shape
+    ref_log_p = torch.zeros((b, length), dtype=torch.float64, device=tokens.device)
+    kl = torch.zeros_like(ref_log_p)
+    k = primer.shape[1]
+    inputs = torch.cat([primer, tokens[:, :-1]], dim=1)  # (B, k + T - 1): what each step read
+    # In slices of _SCORE_BATCH sequences, each scored to the end before the next: the LSTM kernel's state and
+    # the (slice, T, V) distributions then stay in cache. Every operation is row by row, so the slices give
+    # the numbers of the whole batch at once.
+    for lo in range(0, b, _SCORE_BATCH):
+        hi = min(lo + _SCORE_BATCH, b)
+        scaled = logits[lo:hi].float()
+        log_pi = torch.log_softmax(scaled * inv_t if inv_t != 1.0 else scaled, dim=-1)  # the sampling policy
+        if reference is None:
+            log_ref = log_pi
+        else:
+            x = inputs[lo:hi]
+            ref_logits = reference(x, reference.initial_state(hi - lo, x.device))[0]
+            log_ref = torch.log_softmax(ref_logits.float(), -1)[:, k - 1 :]  # (slice, T, V)
+        picked = log_ref.gather(-1, tokens[lo:hi].unsqueeze(-1)).squeeze(-1)  # (slice, T)
+        # where(), not a product: positions after a stop token may hold anything
+        ref_log_p[lo:hi] = torch.where(mask[lo:hi], picked, 0.0)
+        if reference is not None:
+            kl[lo:hi] = torch.where(mask[lo:hi], kl_divergence(log_pi, log_ref), 0.0)
+    return ref_log_p, kl
 
 
 @torch.inference_mode()

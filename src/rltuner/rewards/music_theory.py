@@ -596,8 +596,8 @@ class MusicTheoryReward:
             if t < lag:
                 continue  # n <= lag: rho = 0
             s.lag_products[:, k] += a * s.history[:, t - lag]
-            head = s.history[:, :lag].sum(axis=1)
-            tail = s.history[:, n_len - lag : n_len].sum(axis=1)
+            head = _column_sum(s.history, 0, lag)
+            tail = _column_sum(s.history, n_len - lag, n_len)
             num, den = autocorrelation_terms(n_len, s.sum_x, s.sum_x2, s.lag_products[:, k], head, tail, lag)
             over = self._thr_den * np.abs(num) > self._thr_num * den  # den == 0 (NaN rho) never passes
             rho = num / np.maximum(den, 1)
@@ -613,7 +613,7 @@ class MusicTheoryReward:
             v_motif = self._motif_values[u]
             if t >= 2 * w - 1:
                 earlier = s.window_codes[:, w - 1 : t - w + 1]  # windows ending at w-1 .. t-w
-                found = (earlier == code[:, None]).any(axis=1) & (u >= cfg.motif_min_notes)
+                found = _matches_a_column(earlier, code) & (u >= cfg.motif_min_notes)
                 v_repeat = np.where(found, self._repeat_values[u], 0.0)
             else:
                 v_repeat = np.zeros(a.shape[0])
@@ -717,8 +717,10 @@ class MusicTheoryReward:
             raise InvalidMelodyError(
                 f"melodies have {steps} steps, longer than the melody length L = {self.config.length}"
             )
-        per_rule = {name: np.zeros((n, steps)) for name in self.rule_names}
-        total = np.zeros((n, steps))
+        # (T, N) while filling: each step writes one contiguous row (the caller gets the (N, T) transpose);
+        # the rules one by one only when asked for (writing nine (N, T) arrays was a third of the time)
+        per_rule = {name: np.zeros((steps, n)) for name in self.rule_names} if by_rule else {}
+        total = np.zeros((steps, n))
         for lo in range(0, n, _CHUNK_ROWS):
             block = np.ascontiguousarray(
                 arr[lo : lo + _CHUNK_ROWS].T
@@ -727,14 +729,32 @@ class MusicTheoryReward:
             for t in range(steps):
                 values = self._advance(state, block[t])
                 acc = values[0]
-                for name, v in zip(self.rule_names, values, strict=True):
-                    per_rule[name][lo : lo + len(v), t] = v
+                if by_rule:
+                    for name, v in zip(self.rule_names, values, strict=True):
+                        per_rule[name][t, lo : lo + len(v)] = v
                 for v in values[1:]:
                     acc = acc + v
-                total[lo : lo + len(acc), t] = acc
+                total[t, lo : lo + len(acc)] = acc
         if by_rule:
-            return {k: v[0] if single else v for k, v in per_rule.items()}
-        return total[0] if single else total
+            return {k: v[:, 0] if single else np.ascontiguousarray(v.T) for k, v in per_rule.items()}
+        return total[:, 0] if single else np.ascontiguousarray(total.T)
+
+
+def _column_sum(block: IntArray, lo: int, hi: int) -> IntArray:
+    """``block[:, lo:hi].sum(axis=1)`` (integers: exact in any order), as ``hi - lo`` column additions: a
+    reduction over a few columns of a C-order block walks it row by row, ~6x slower at 4,096 rows."""
+    out = block[:, lo].copy()
+    for j in range(lo + 1, hi):
+        out += block[:, j]
+    return out
+
+
+def _matches_a_column(block: IntArray, values: IntArray) -> BoolArray:
+    """``(block == values[:, None]).any(axis=1)`` column by column (~2x faster on a few columns)."""
+    found = np.zeros(block.shape[0], dtype=bool)
+    for j in range(block.shape[1]):
+        found |= block[:, j] == values
+    return found
 
 
 def sum_in_order(values: list[float]) -> float:

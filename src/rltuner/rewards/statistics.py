@@ -156,8 +156,9 @@ def _excessive_repeats(melodies: IntArray) -> int:
     rests = np.zeros(n_mel, dtype=np.int64)  # note-offs since the last real note
     holds = np.zeros(n_mel, dtype=np.int64)  # holds since the last real note
     total = 0
+    by_step = np.ascontiguousarray(melodies.T)  # (L, N): each step one contiguous row, not a strided column
     for t in range(length):
-        a = melodies[:, t]
+        a = by_step[t]
         real = a >= FIRST_NOTE_CLASS
         is_off, is_hold = a == NOTE_OFF, a == NO_EVENT
         same = real & (a == last)
@@ -194,10 +195,12 @@ def _motif_counts(melodies: IntArray, width: int = 8, min_notes: int = 3) -> tup
     distinct = popcount(bits & ~np.int64(3))  # real notes are the classes >= 2
     motif = distinct >= min_notes
     repeated = 0
+    by_window = np.ascontiguousarray(codes.T)  # (L - W + 1, N): one contiguous row per window start
     for j in range(width, n_win):  # window j starts at step j; earlier ones must end before step j
-        earlier = codes[:, : j - width + 1]
-        found = (earlier == codes[:, j : j + 1]).any(axis=1) & motif[:, j]
-        repeated += int(found.sum())
+        found = np.zeros(n_mel, dtype=bool)
+        for i in range(j - width + 1):  # window by window: an any() over a few columns walks row by row
+            found |= by_window[i] == by_window[j]
+        repeated += int((found & motif[:, j]).sum())
     return int(motif.sum()), repeated
 
 
@@ -270,8 +273,9 @@ def melody_statistics(
     since = np.zeros(n_mel, dtype=np.int64)
     interval_tally = np.zeros(NUM_INTERVAL_CLASSES, dtype=np.int64)
     resolved = doubled = 0
+    by_step = np.ascontiguousarray(arr.T)  # (L, N): each step one contiguous row, not a strided column
     for t in range(length):
-        a = arr[:, t]
+        a = by_step[t]
         interval_tally += np.bincount(interval_class(prev, a, tables), minlength=NUM_INTERVAL_CLASSES)
         if t:
             outcome, direction, leapt_from, since = leap_transition(direction, leapt_from, since, prev, a)
