@@ -160,3 +160,15 @@ def test_pretrain_option_defaults_are_the_config_defaults() -> None:
     assert DOMAINS["music"].pretrain_defaults == {}  # music: the paper's recipe, PretrainConfig's defaults
     mol = DOMAINS["molecules"].pretrain_defaults
     assert mol["skip_first"] == 0 and mol["window"] >= 55  # whole molecules, every prediction counted
+
+
+def test_generate_gives_the_same_melodies_at_any_thread_count(trained: Path, tmp_path: Path) -> None:
+    # --threads 1 on this 2-core class of machine samples two batches side by side; --threads 2 one at a time
+    args = ["generate", "--model", str(trained), "-n", "2500", "--length", "6", "--seed", "9", "-q", "--no-wav",
+            "--no-midi", "--no-png"]  # fmt: skip
+    runs = {}
+    for threads in ("1", "2"):
+        result = CliRunner().invoke(cli, [*args, "--threads", threads, "--out", str(tmp_path / threads)])
+        assert result.exit_code == 0, result.output
+        runs[threads] = np.load(tmp_path / threads / "melodies.npy")
+    assert runs["1"].shape == (2500, 7) and np.array_equal(runs["1"], runs["2"])

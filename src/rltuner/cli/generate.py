@@ -65,7 +65,11 @@ Examples:
     help="Write MIDI/WAV for at most this many melodies (all of them are in melodies.npy).",
 )  # fmt: skip
 @device_option()
-@threads_option()
+@threads_option(
+    pass_value=True,
+    more_help="Music: batches of melodies are sampled side by side, one per CPU core left "
+    "(cores // N; at N = 1 on 2 cores: two at a time); the melodies do not depend on it.",
+)
 @quiet_option()
 @domain_option()
 def generate(
@@ -85,6 +89,7 @@ def generate(
     render_max: int,
     device: str,
     quiet: bool,
+    threads: int,
 ) -> None:
     """Sample melodies and write melodies.npy plus MIDI, WAV and a piano roll.
 
@@ -107,6 +112,7 @@ def generate(
     from rltuner.loading import load_model, resolve_model_path
     from rltuner.models.checkpoint import default_prior_path
     from rltuner.models.sampling import sample_scored
+    from rltuner.threads import batch_workers
 
     if n < 1:
         raise click.BadParameter("must be at least 1", param_hint="-n")
@@ -117,7 +123,7 @@ def generate(
     with _sampling_bar(n, "melody", quiet) as update:
         drawn = sample_scored(
             model, n, length, temperature=temperature, greedy=greedy, primer=primer_value, seed=seed,
-            progress=update,
+            progress=update, workers=batch_workers(threads),
         )  # fmt: skip
     # what is heard: the primer first (a .mid primer's last steps, or the one priming note), then the model
     melodies = with_primers(drawn.primers, drawn.melodies)
