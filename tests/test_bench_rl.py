@@ -111,5 +111,9 @@ def test_quick_rl_bench_reports_the_reference_and_the_ratio_to_it(monkeypatch, p
     assert found is not None
     assert float(found[1]) == pytest.approx(q["value"] / reference["value"], abs=0.006)
     assert float(found[3]) == pytest.approx(reference["value"], abs=0.06)
+    timings = re.search(r"mean of two timings, before the tuning rows \(([\d.]+) s\) and after them \(([\d.]+) s\)",
+                        reference["detail"])  # fmt: skip
+    assert timings is not None
+    assert reference["value"] == pytest.approx((float(timings[1]) + float(timings[2])) / 2, abs=0.06)
     assert q["goal"].startswith("<= 60 s and <= 0.65x plain eager torch") and q["met"] is None
     assert re.search(r"CPU time [\d.]+ s, [\d.]+x the reference's one-core wall time", q["detail"])

@@ -11,6 +11,7 @@ import pstats
 import resource
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from rltuner.benchmarks import BenchResult
@@ -314,29 +315,35 @@ def budget_row(
     )
 
 
-def _full_budget(
-    quick: bool, prior: Any, prior_name: str, reference_s: float
-) -> tuple[list[BenchResult], float]:
-    """One fast-preset run per algorithm; the value family's rows beside the plain eager-torch reference."""
+@dataclass(frozen=True)
+class BudgetRun:
+    """One algorithm's fast-preset run: its result (a TuneResult), wall and process CPU seconds."""
+
+    name: str
+    value_family: bool
+    result: Any
+    wall_s: float
+    cpu_s: float
+
+
+def _full_budget(quick: bool, prior: Any) -> list[BudgetRun]:
+    """One fast-preset run per algorithm (the rows are made once the reference's second timing is in)."""
     from rltuner.domains.music import music_domain
     from rltuner.rl.config import preset
     from rltuner.rl.targets import ALGORITHMS
     from rltuner.rl.tuner import tune
 
     domain = music_domain(prior)
-    results: list[BenchResult] = []
+    runs: list[BudgetRun] = []
     overrides = _budget_overrides(quick)
-    last_r_mt = 0.0
     names = list(ALGORITHMS)
     for name in names[:1] if quick else names:
         cfg = preset("fast", algorithm=name, **overrides)
         t0, c0 = time.perf_counter(), time.process_time()
         result = tune(cfg, domain)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        last_r_mt = result.metrics[-1]["mean_task_reward"]
-        value_family = ALGORITHMS[name].family == "value"
-        results.append(budget_row(name, value_family, result, wall, reference_s, quick, prior_name, cpu))
-    return results, last_r_mt
+        runs.append(BudgetRun(name, ALGORITHMS[name].family == "value", result, wall, cpu))
+    return runs
 
 
 def _profile(quick: bool, prior: Any) -> BenchResult:
@@ -391,10 +398,26 @@ def measure(quick: bool = False) -> list[BenchResult]:
     results += _one_melody_paths(quick, prior, prior_name)
     results.append(_paper_preset(quick, prior, prior_name))
     results += _learner_settings(quick, prior)
-    reference, reference_s = _eager_reference(quick, prior, prior_name)
-    results.append(reference)
-    budget, _ = _full_budget(quick, prior, prior_name, reference_s)
-    results += budget
+    # The reference is timed before and after the tuning runs (minutes apart on a shared machine, whose speed
+    # drifts): the ratios use the mean of the two, and the reference's row gives both.
+    before, before_s = _eager_reference(quick, prior, prior_name)
+    runs = _full_budget(quick, prior)
+    _, after_s = _eager_reference(quick, prior, prior_name)
+    reference_s = (before_s + after_s) / 2
+    results.append(
+        {
+            **before,
+            "value": reference_s,
+            "detail": f"mean of two timings, before the tuning rows ({before_s:.1f} s) and after them "
+            f"({after_s:.1f} s); before: {before['detail']}",
+        }
+    )
+    for run in runs:
+        results.append(
+            budget_row(
+                run.name, run.value_family, run.result, run.wall_s, reference_s, quick, prior_name, run.cpu_s
+            )
+        )
     results.append(_profile(quick, prior))
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     peak_mb = peak_kb / 1024 if sys.platform != "darwin" else peak_kb / 1024 / 1024
