@@ -105,22 +105,31 @@ def test_soft_update_is_the_lerp_of_every_tensor() -> None:
 
 
 def test_overlap_setting_resolves(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rltuner import threads
+
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert preset("fast").learner_overlap == preset("paper").learner_overlap == "auto"
-    assert overlap_enabled("on", cpu) and not overlap_enabled("off", cpu)
-    monkeypatch.setattr(learner, "usable_cpus", lambda: 2)
-    assert overlap_enabled("auto", cpu) and not overlap_enabled("auto", gpu)
-    monkeypatch.setattr(learner, "usable_cpus", lambda: 1)  # one core (or taskset to one): nothing to gain
-    assert not overlap_enabled("auto", cpu)
-    with pytest.raises(ConfigError, match="learner_overlap must be one of auto, on, off"):
-        preset("fast", learner_overlap="2")
+    assert preset("fast").overlap == preset("paper").overlap == "auto"
+    assert overlap_enabled("on", cpu, 1, 1, 256) and not overlap_enabled("off", cpu, 1, 4096, 256)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    assert overlap_enabled("auto", cpu, 1, 1024, 256) and not overlap_enabled("auto", gpu, 1, 1024, 256)
+    assert not overlap_enabled("auto", cpu, 1, 32, 256)  # the paper's one-episode steps: not worth a handoff
+    assert not overlap_enabled("auto", cpu, 2, 1024, 256)  # two torch threads per op fill both cores
+    threads.share_cores(2)  # a run --jobs 2 worker: the other worker has the other core
+    try:
+        assert not overlap_enabled("auto", cpu, 1, 1024, 256)
+    finally:
+        threads.share_cores(1)
+    monkeypatch.setattr(threads, "available_cores", lambda: 1)  # one core (or taskset to one)
+    assert not overlap_enabled("auto", cpu, 1, 1024, 256)
+    with pytest.raises(ConfigError, match="overlap must be one of auto, on, off"):
+        preset("fast", overlap="2")
 
 
 @pytest.mark.parametrize("algorithm", ["q", "g"])
-def test_overlapped_target_forward_gives_the_same_run_to_the_bit(algorithm: str) -> None:
+def test_overlapped_network_passes_give_the_same_run_to_the_bit(algorithm: str) -> None:
     domain = toy_domain(tiny_prior(2))
     on, off = (
-        tune(preset("fast", **SMALL, algorithm=algorithm, learner_bf16="on", learner_overlap=o), domain)
+        tune(preset("fast", **SMALL, algorithm=algorithm, learner_bf16="on", overlap=o), domain)
         for o in ("on", "off")
     )
     for a, b in zip(on.policy.q_net.parameters(), off.policy.q_net.parameters(), strict=True):

@@ -25,8 +25,10 @@ kernels split their sums differently), as another CPU does.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from rltuner.errors import ConfigError
@@ -84,18 +86,42 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def batch_workers(threads: int, processes: int = 1) -> int:
-    """How many batches to run side by side in Python threads (evaluation's sampling and measures).
+_sharing_processes = 1  # processes of one command that share the cores (a ``run --jobs`` worker's count)
+
+
+def share_cores(processes: int) -> None:
+    """Tell this process that ``processes`` processes (itself included) share the cores: what
+    :func:`batch_workers` assumes when not told (called in each ``rltuner run --jobs`` worker)."""
+    global _sharing_processes
+    _sharing_processes = max(1, processes)
+
+
+def batch_workers(threads: int, processes: int | None = None) -> int:
+    """How many pieces of work to run side by side in Python threads (evaluation's batches and measures,
+    tuning's overlapped network passes).
 
     One per core left to each op's ``threads`` torch threads (0: torch's default) when ``processes``
-    processes share the cores (``rltuner run --jobs``): ``cores // (threads * processes)``, at least 1. So
-    each core runs one single-thread op at a time, and no worker waits on another's OpenMP team.
+    processes share the cores (``rltuner run --jobs``; default: :func:`share_cores`'s count, 1 unless set):
+    ``cores // (threads * processes)``, at least 1. So each core runs one single-thread op at a time, and no
+    worker waits on another's OpenMP team.
 
     Raises:
         ConfigError: a thread count out of range.
     """
     per_op = check_threads(threads) or torch_default_threads()
-    return max(1, available_cores() // (per_op * max(1, processes)))
+    procs = _sharing_processes if processes is None else processes
+    return max(1, available_cores() // (per_op * max(1, procs)))
+
+
+@functools.cache
+def overlap_pool() -> ThreadPoolExecutor:
+    """The one worker thread of the process that runs a network pass beside the main thread's (``overlap``).
+
+    A thread, not a process: torch releases the GIL inside its kernels, so the two forwards run on two cores
+    at once. Each runs with torch's intra-op thread count (1 by default): nothing spins while it waits, so a
+    busy machine only time-shares the two (``docs/tuning.md``, Threads).
+    """
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="rltuner-overlap")
 
 
 def torch_default_threads() -> int:

@@ -154,17 +154,17 @@ def _learner_settings(quick: bool, prior: Any) -> list[BenchResult]:
     shapes = (("paper", 32), ("fast", 1024))
     for name, batch_size in shapes:
         variants: dict[str, dict[str, Any]] = {
-            "per-tensor Adam": {"fused_adam": False, "learner_bf16": "off", "learner_overlap": "off"},
-            "fused Adam": {"fused_adam": True, "learner_bf16": "off", "learner_overlap": "off"},
+            "per-tensor Adam": {"fused_adam": False, "learner_bf16": "off", "overlap": "off"},
+            "fused Adam": {"fused_adam": True, "learner_bf16": "off", "overlap": "off"},
         }
         if name == "fast":
             variants["fused Adam + bf16 autocast"] = {
                 "fused_adam": True,
                 "learner_bf16": "on",
-                "learner_overlap": "off",
+                "overlap": "off",
             }
             variants["fused Adam + bf16 + overlapped target forward"] = {
-                "fused_adam": True, "learner_bf16": "on", "learner_overlap": "on",
+                "fused_adam": True, "learner_bf16": "on", "overlap": "on",
             }  # fmt: skip
         times: dict[str, float] = {}
         for label, settings in variants.items():
@@ -282,7 +282,7 @@ def budget_row(
     A value-family row's goal is issue #15's: <= 60 s and <= 0.65x the plain eager-torch reference's
     ``reference_s`` measured in the same run, with the budget's work done; ``met`` is None for ``--quick``.
     ``cpu_s``, the run's process CPU time (every thread), is reported beside the wall time: the learner's
-    overlapped target forward (``learner_overlap``) uses a second core, the reference one.
+    overlapped target forward (``overlap``) uses a second core, the reference one.
     """
     # On-policy rows learn once from each sampled episode: ~1,000,000 sample-updates, not 6,400,000.
     updates_goal = 6_400_000 if value_family else 1_000_000

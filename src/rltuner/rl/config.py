@@ -73,10 +73,12 @@ class TuneConfig:
         "auto", "bf16 autocast of the value learner's forwards and backward: auto (on where the CPU has AMX or "
         "AVX512-BF16 and batch_size >= 256) | on | off (docs/tuning.md, Performance)"
     )  # fmt: skip
-    learner_overlap: str = field(
-        "auto", "the value learner runs the target network's forward on a second CPU core while the online "
-        "network's runs: auto (on where the process may use >= 2 CPUs and the device is the CPU) | on | off; "
-        "the same numbers either way (docs/tuning.md, Performance)", result=False,
+    overlap: str = field(
+        "auto", "value family: independent network passes run side by side on a second CPU core (the target "
+        "network's forward beside the online one's when learning, the prior's step beside the Q-network's "
+        "when acting): auto (on for the CPU where the process may use >= 2 CPUs, for batches of >= 256 "
+        "transitions and >= 64 environments) | on | off; the same numbers either way (docs/tuning.md, "
+        "Performance)", result=False,
     )  # fmt: skip
     tensorboard: bool = field(True, "also write TensorBoard event files to RUN_DIR/tb")
     progress: bool = field(True, "show a progress bar on stderr")
@@ -122,10 +124,8 @@ class TuneConfig:
             raise ConfigError(
                 f"learner_bf16 must be one of {', '.join(BF16_CHOICES)}, not {self.learner_bf16!r}"
             )
-        if self.learner_overlap not in BF16_CHOICES:
-            raise ConfigError(
-                f"learner_overlap must be one of {', '.join(BF16_CHOICES)}, not {self.learner_overlap!r}"
-            )
+        if self.overlap not in BF16_CHOICES:
+            raise ConfigError(f"overlap must be one of {', '.join(BF16_CHOICES)}, not {self.overlap!r}")
         if self.device not in DEVICES:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
         check_threads(self.threads)

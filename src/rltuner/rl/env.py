@@ -20,6 +20,7 @@ import torch
 from rltuner.domains.base import PrimerSampler, SequenceReward, reset_reward
 from rltuner.models.prior import Stepper
 from rltuner.rl.replay import EpisodeBatch
+from rltuner.threads import overlap_pool
 
 ActFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``act(outputs (B, V), prior_log_p (B, V)) -> actions (B,) int64``: the network's outputs at the current
@@ -42,6 +43,8 @@ class BatchedEnv:
         reward_hears_primer: ``reward.reset`` takes the primers (the domain's ``reward_hears_primer``).
         record_prior_logits: also return the prior's logits at every state (``EpisodeBatch.prior_logits``),
             for a learner that would otherwise run the prior over the episodes again (G-learning).
+        overlap: step the prior on the worker thread (:func:`rltuner.threads.overlap_pool`) while the
+            acting network steps: the two are independent, so the numbers are the same.
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class BatchedEnv:
         pad_token: int = 0,
         reward_hears_primer: bool = False,
         record_prior_logits: bool = False,
+        overlap: bool = False,
     ) -> None:
         self.q_net = q_net
         self.reward_rnn = reward_rnn
@@ -69,6 +73,7 @@ class BatchedEnv:
         self.pad_token = pad_token
         self.reward_hears_primer = reward_hears_primer
         self.record_prior_logits = record_prior_logits
+        self.overlap = overlap
 
     @classmethod
     def for_domain(
@@ -79,12 +84,14 @@ class BatchedEnv:
         n_envs: int,
         device: Any = "cpu",
         record_prior_logits: bool = False,
+        overlap: bool = False,
     ) -> BatchedEnv:
         """An environment over a :class:`~rltuner.domains.base.Domain` (its reward, primers, length, end)."""
         return cls(
             q_net, reward_rnn, domain.make_reward(), domain.sample_primers, domain.episode_length, n_envs,
             device, eos_token=domain.eos_token, pad_token=domain.pad_token,
             reward_hears_primer=domain.reward_hears_primer, record_prior_logits=record_prior_logits,
+            overlap=overlap,
         )  # fmt: skip
 
     @torch.no_grad()
@@ -117,11 +124,13 @@ class BatchedEnv:
         prev = primers.to(self.device)
         pad = torch.full((B,), self.pad_token, dtype=torch.int64)
         prior_logits: torch.Tensor | None = None
+        pool = overlap_pool() if self.overlap else None
         t = -1
         for t in range(L):
             # Both networks read the previous token: their outputs are the values at state s_t.
+            pending = pool.submit(p_step, prev) if pool is not None else None
             outputs = q_step(prev)  # (B, V)
-            p_logits = p_step(prev).float()
+            p_logits = (pending.result() if pending is not None else p_step(prev)).float()
             if self.record_prior_logits:
                 if prior_logits is None:
                     prior_logits = p_logits.new_zeros(B, L + 1, p_logits.shape[-1])

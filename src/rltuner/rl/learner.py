@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -139,31 +137,24 @@ def bf16_enabled(setting: str, device: torch.device, batch_size: int) -> bool:
     return setting == "on"
 
 
-def overlap_enabled(setting: str, device: torch.device) -> bool:
-    """Resolve ``learner_overlap``: ``on``, ``off``, or ``auto`` = on for the CPU when this process may run
-    on two or more CPUs (its affinity mask, so a container's or ``taskset``'s limit counts)."""
-    if setting == "auto":
-        return device.type == "cpu" and usable_cpus() >= 2
-    return setting == "on"
+OVERLAP_MIN_BATCH = 256  # transitions per gradient step below which ``auto`` learns on one thread
+OVERLAP_MIN_ENVS = 64  # environments below which ``auto`` acts on one thread
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
+def overlap_enabled(setting: str, device: torch.device, threads: int, size: int, min_size: int) -> bool:
+    """Resolve ``overlap`` for work of ``size`` (transitions per gradient step, or environments): ``on``,
+    ``off``, or ``auto`` = on for the CPU when a core is left beside each op's ``threads`` torch threads
+    (:func:`rltuner.threads.batch_workers` >= 2: the process's affinity mask, ``taskset`` and the other
+    ``run --jobs`` workers count) and ``size >= min_size``.
 
-
-@functools.cache
-def overlap_pool() -> ThreadPoolExecutor:
-    """The one worker thread of the process that runs the target network's forward beside the learner's.
-
-    A thread, not a process: torch releases the GIL inside its kernels, so the two forwards run on two cores
-    at once. Each runs with torch's intra-op thread count (1 by default): nothing spins while it waits, so a
-    busy machine only time-shares the two (``docs/tuning.md``, Threads).
+    Below the sizes (the paper preset's one episode, one environment) a pass takes tens of microseconds,
+    about what handing it to the worker thread costs.
     """
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="rltuner-target")
+    if setting == "auto":
+        from rltuner.threads import batch_workers
+
+        return device.type == "cpu" and size >= min_size and batch_workers(threads) >= 2
+    return setting == "on"
 
 
 def learner_autocast(enabled: bool, device: torch.device) -> contextlib.AbstractContextManager[Any]:

@@ -36,20 +36,21 @@ from rltuner.rl.actors import epsilon_at, make_actor, sampling_actor
 from rltuner.rl.config import PRESETS, TuneConfig
 from rltuner.rl.env import ActFn, BatchedEnv
 from rltuner.rl.learner import (
+    OVERLAP_MIN_BATCH,
+    OVERLAP_MIN_ENVS,
     Learner,
     bf16_enabled,
     gradient_step,
     learner_autocast,
     make_adam,
     overlap_enabled,
-    overlap_pool,
     prior_copies,
 )
 from rltuner.rl.onpolicy import PolicyLearner
 from rltuner.rl.policy import TunedPolicy, policy_checkpoint
 from rltuner.rl.replay import EpisodeBatch, EpisodeReplay
 from rltuner.rl.targets import Algorithm, get_algorithm, td_target
-from rltuner.threads import using_threads
+from rltuner.threads import overlap_pool, using_threads
 
 METRIC_COLUMNS = (
     "env_step", "sample_updates", "wall_s", "mean_log_p", "mean_task_reward", "mean_return", "mean_length",
@@ -183,7 +184,7 @@ class ValueLearner:
         self.target_net = copy.deepcopy(self.reward_rnn)
         self.optimizer = make_adam(self.q_net, cfg.learning_rate, cfg.fused_adam)
         self.bf16 = bf16_enabled(cfg.learner_bf16, device, cfg.batch_size)
-        self.overlap = overlap_enabled(cfg.learner_overlap, device)
+        self.overlap = overlap_enabled(cfg.overlap, device, cfg.threads, cfg.batch_size, OVERLAP_MIN_BATCH)
         # G's target and offset_by_prior read the frozen prior's logits at every state of a sampled episode:
         # the environment computed them while playing, so the replay keeps them instead of the learner
         # running the prior over each batch again (one LSTM forward less per gradient step).
@@ -193,13 +194,9 @@ class ValueLearner:
 
     def make_env(self, domain: Domain, n_envs: int) -> BatchedEnv:
         return BatchedEnv.for_domain(
-            self.q_net,
-            self.reward_rnn,
-            domain,
-            n_envs,
-            self.device,
-            record_prior_logits=self.needs_prior_logits,
-        )
+            self.q_net, self.reward_rnn, domain, n_envs, self.device, record_prior_logits=self.needs_prior_logits,
+            overlap=overlap_enabled(self.cfg.overlap, self.device, self.cfg.threads, n_envs, OVERLAP_MIN_ENVS),
+        )  # fmt: skip
 
     def actor(self, generator: torch.Generator, env_step: int) -> ActFn:
         return make_actor(self.algo, self.cfg, generator, env_step, self.cfg.n_envs)
