@@ -76,8 +76,9 @@ class TuneConfig:
     overlap: str = field(
         "auto", "value family: independent network passes run side by side on a second CPU core (the target "
         "network's forward beside the online one's when learning, the prior's step beside the Q-network's "
-        "when acting): auto (on for the CPU where the process may use >= 2 CPUs, for batches of >= 256 "
-        "transitions and >= 64 environments) | on | off; the same numbers either way (docs/tuning.md, "
+        "when acting): auto (on for the CPU where a core is left beside each pass's torch threads: the cores "
+        "this process may use // (threads x run --jobs workers) >= 2; for batches of >= 256 transitions and "
+        ">= 64 environments) | on | off; value family only; the same numbers either way (docs/tuning.md, "
         "Performance)", result=False,
     )  # fmt: skip
     tensorboard: bool = field(True, "also write TensorBoard event files to RUN_DIR/tb")
