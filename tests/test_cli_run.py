@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 
 import numpy as np
@@ -272,3 +273,22 @@ def test_reward_primer_is_a_result_input_and_off_keeps_older_fingerprints() -> N
     # off (the default) leaves the fingerprint of runs made before the setting existed; on changes it
     assert "reward_primer" not in _result_settings(preset("fast"))
     assert _result_settings(preset("fast", reward_primer=True))["reward_primer"] is True
+
+
+def test_run_quiet_holds_back_the_stage_lines_not_warnings(tmp_path, tiny_prior_file, caplog) -> None:
+    out = tmp_path / "run"
+    base = ["run", "--out", str(out), "--prior", str(tiny_prior_file), "--algorithms", "q", "--no-featured", "-j", "1",
+            "--quick", "--samples", "32", "--muspy-samples", "0", "--no-copying", "--steps", "1024"]  # fmt: skip
+    logger = logging.getLogger("rltuner")
+    logger.setLevel(logging.INFO)  # what the command line sets without -v
+    with caplog.at_level(logging.INFO, logger="rltuner"):
+        loud = CliRunner().invoke(cli, base)
+    assert loud.exit_code == 0, loud.output
+    assert any(r.getMessage().startswith("stage ") for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="rltuner"):
+        quiet = CliRunner().invoke(cli, [*base, "-q"])
+    assert quiet.exit_code == 0, quiet.output
+    assert not [r for r in caplog.records if r.levelno < logging.WARNING]
+    assert f"report: {out / 'report.html'}" in quiet.output  # the result line stays
+    assert logger.level == logging.INFO  # restored after the command

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +87,20 @@ def quiet_option() -> Callable[[Any], Any]:
         is_flag=True,
         help="No progress bar; print only the results.",
     )
+
+
+@contextlib.contextmanager
+def progress_lines_hidden(quiet: bool) -> Iterator[None]:
+    """With ``quiet``, rltuner's progress lines (its INFO log: "stage ... ", "tune/q: done in ...") are held
+    back inside; warnings and errors still show, and ``-v`` (debug) keeps everything."""
+    logger = logging.getLogger("rltuner")
+    level = logger.level
+    if quiet and level == logging.INFO:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def samples_option(help: str, default: int | None = None) -> Callable[[Any], Any]:

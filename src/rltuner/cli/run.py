@@ -16,6 +16,7 @@ from rltuner.cli.options import (
     device_option,
     domain_option,
     given,
+    progress_lines_hidden,
     quiet_option,
     rules_option,
     samples_option,
@@ -223,7 +224,10 @@ def run(
         config = apply_overrides(config, dict(parse_override(text) for text in overrides))
     log.debug("run settings: %s", config)
     if domain == "molecules":
-        click.echo(f"report: {run_molecule_pipeline(config, command=cmd)}")  # the one line naming it
+        with progress_lines_hidden(quiet):
+            report = run_molecule_pipeline(config, command=cmd)
+        click.echo(f"report: {report}")  # the one line naming it
         return
-    report = run_pipeline(config, command=cmd)
+    with progress_lines_hidden(quiet):
+        report = run_pipeline(config, command=cmd)
     click.echo(f"report: {report}")  # the one line naming it (the pipeline logs stages only)
