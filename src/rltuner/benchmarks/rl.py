@@ -158,14 +158,9 @@ def _learner_settings(quick: bool, prior: Any) -> list[BenchResult]:
             "fused Adam": {"fused_adam": True, "learner_bf16": "off", "overlap": "off"},
         }
         if name == "fast":
-            variants["fused Adam + bf16 autocast"] = {
-                "fused_adam": True,
-                "learner_bf16": "on",
-                "overlap": "off",
-            }
-            variants["fused Adam + bf16 + overlapped target forward"] = {
-                "fused_adam": True, "learner_bf16": "on", "overlap": "on",
-            }  # fmt: skip
+            bf16 = {"fused_adam": True, "learner_bf16": "on"}
+            variants["fused Adam + bf16 autocast"] = {**bf16, "overlap": "off"}
+            variants["fused Adam + bf16 + overlapped target forward"] = {**bf16, "overlap": "on"}
         times: dict[str, float] = {}
         for label, settings in variants.items():
             cfg = preset(name, batch_size=batch_size, **settings)

@@ -108,25 +108,23 @@ _PARENT: int | None = None  # the main process's pid: a worker whose main proces
 _EVAL_WORKERS = 1  # batch workers of an evaluation here: the cores left by the other worker processes
 
 
-def _init_worker(
-    setup: MusicSetup, threads: int, stop: Any, eval_workers: int = 1, processes: int = 1
-) -> None:
+def _init_worker(setup: MusicSetup, threads: int, stop: Any, processes: int = 1) -> None:
     """Runs once in each worker: its own process group (a terminal's Ctrl-C reaches only the main process, which
     sets ``stop``), SIGINT ignored outside a task's own handling, the run's thread count, the user rules, and
-    the evaluation's batch workers (``rltuner.threads.batch_workers`` for this many processes), and how many
-    processes share the cores (so tuning's ``overlap`` counts the other workers)."""
+    how many processes share the cores (``rltuner.threads.share_cores``), from which the evaluation's batch
+    workers and tuning's ``overlap`` follow."""
     global _SETUP, _STOP, _PARENT, _EVAL_WORKERS
     _PARENT = os.getppid()
-    _EVAL_WORKERS = eval_workers
     os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # started with SIGINT blocked (_sigint_held): ignored from here on
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    from rltuner.threads import set_threads, share_cores
+    from rltuner.threads import batch_workers, set_threads, share_cores
 
     set_threads(threads)
     share_cores(processes)
+    _EVAL_WORKERS = batch_workers(threads)
     if setup.rules:
         from rltuner.rewards.user_rules import register_rule_specs
 
@@ -274,11 +272,9 @@ def run_plans(
     release()
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
-    from rltuner.threads import batch_workers
-
     pool = ProcessPoolExecutor(
         jobs, mp_context=context, initializer=_init_worker,
-        initargs=(setup, threads, stop, batch_workers(threads, processes=jobs), jobs),
+        initargs=(setup, threads, stop, jobs),
     )  # fmt: skip
     started = False
     interrupts = [0]

@@ -189,7 +189,7 @@ class ValueLearner:
         # the environment computed them while playing, so the replay keeps them instead of the learner
         # running the prior over each batch again (one LSTM forward less per gradient step).
         self.needs_prior_logits = algo.needs_prior_values or cfg.offset_by_prior
-        vocab = int(cast(int, self.reward_rnn.vocab_size)) if self.needs_prior_logits else None
+        vocab = cast(int, self.reward_rnn.vocab_size) if self.needs_prior_logits else None
         self.replay = EpisodeReplay(cfg.replay_size, episode_length, prior_vocab=vocab)
 
     def make_env(self, domain: Domain, n_envs: int) -> BatchedEnv:
