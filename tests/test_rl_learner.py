@@ -64,6 +64,18 @@ def test_defaults_are_fused_adam_and_bf16_where_it_helps() -> None:
     assert molecules.fused_adam and molecules.learner_bf16 == "off"
 
 
+def test_bf16_auto_counts_amx_anywhere_and_avx512_bf16_on_amd_only() -> None:
+    def cpuinfo(vendor: str, flags: str) -> str:
+        return f"processor\t: 0\nvendor_id\t: {vendor}\nflags\t\t: fpu sse2 avx2 avx512f {flags}\n"
+
+    assert learner.bf16_is_fast(cpuinfo("GenuineIntel", "avx512_bf16 amx_bf16 amx_tile"))  # Sapphire Rapids
+    assert learner.bf16_is_fast(cpuinfo("AuthenticAMD", "avx512_bf16"))  # Zen 4
+    # Intel without AMX (Cooper Lake, a VM hiding AMX): bf16 measured slower than fp32 there
+    assert not learner.bf16_is_fast(cpuinfo("GenuineIntel", "avx512_bf16 avx512_fp16"))
+    assert not learner.bf16_is_fast(cpuinfo("AuthenticAMD", "avx512_vnni"))  # Zen 3 and older
+    assert not learner.bf16_is_fast("")
+
+
 def test_bf16_setting_resolves(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert bf16_enabled("on", cpu, 32) and not bf16_enabled("off", cpu, 1024)
@@ -71,7 +83,7 @@ def test_bf16_setting_resolves(monkeypatch: pytest.MonkeyPatch) -> None:
     assert bf16_enabled("auto", cpu, 1024)
     assert not bf16_enabled("auto", gpu, 1024)  # auto: CPUs with bf16 hardware only
     assert not bf16_enabled("auto", cpu, 32)  # and not the paper's one-episode steps
-    monkeypatch.setattr(learner, "cpu_has_bf16", lambda: False)  # AMD before Zen 4, older Intel
+    monkeypatch.setattr(learner, "cpu_has_bf16", lambda: False)  # AMD before Zen 4, Intel without AMX
     assert not bf16_enabled("auto", cpu, 1024)
     with learner_autocast(True, cpu):
         assert torch.is_autocast_enabled("cpu")

@@ -171,7 +171,11 @@ def _learner_settings(quick: bool, prior: Any) -> list[BenchResult]:
             times[label] = _per_call_us(lambda learner=learner, batch=batch: learner.step(batch), reps) / 1e3
         base = times["per-tensor Adam"]
         ratios = "; ".join(f"{k} {v:.2f} ms ({base / v:.2f}x)" for k, v in times.items())
-        bf16_note = "" if name == "paper" else f"; CPU bf16 hardware (AMX/AVX512-BF16): {cpu_has_bf16()}"
+        bf16_note = (
+            ""
+            if name == "paper"
+            else f"; bf16 faster here (AMX, or AVX512-BF16 on AMD; learner_bf16=auto's rule): {cpu_has_bf16()}"
+        )
         results.append(
             BenchResult(
                 name=f"one gradient step, {name} preset's shape ({batch_size // 32} episodes x 32 steps)",

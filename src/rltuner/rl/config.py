@@ -70,8 +70,8 @@ class TuneConfig:
         "on CPU; the same update, rounded differently; elsewhere the loop); false: the per-tensor loop"
     )  # fmt: skip
     learner_bf16: str = field(
-        "auto", "bf16 autocast of the value learner's forwards and backward: auto (on where the CPU has AMX or "
-        "AVX512-BF16 and batch_size >= 256) | on | off (docs/tuning.md, Performance)"
+        "auto", "bf16 autocast of the value learner's forwards and backward: auto (on where the CPU has AMX, or "
+        "AVX512-BF16 on AMD, and batch_size >= 256) | on | off (docs/tuning.md, Performance)"
     )  # fmt: skip
     overlap: str = field(
         "auto", "value family: independent network passes run side by side on a second CPU core (the target "
