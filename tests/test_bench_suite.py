@@ -333,3 +333,22 @@ def test_the_machine_line_names_the_machines_key(flags) -> None:
     line = f"Measured by `rltuner bench` on today; machine: {machine_description(info)}."
     assert suite._key_from_provenance(line) == machine_key(info) == "Intel(R) Xeon(R) Processor, 2 cores"
     assert suite._key_from_provenance(f"machine: {machine_description()}") == machine_key()  # this machine
+
+
+def test_an_old_heading_of_an_amx_machine_is_read_under_its_amx_key(tmp_path) -> None:
+    # headings written before keys named AMX: the section's machine line decides
+    line = "Measured by `rltuner bench` on today; machine: Intel(R) Xeon(R) Processor (flags: avx2 {flags}), 2 cores."
+    text = "# Benchmarks\n\n## rl\n\n"
+    text += (
+        f"### Intel(R) Xeon(R) Processor, 2 cores\n\n{line.format(flags='amx_bf16 amx_tile')}\n\n| a |\n\n"
+    )
+    text += f"## threads\n\n### Intel(R) Xeon(R) Processor, 2 cores\n\n{line.format(flags='avx512_bf16')}\n\n| b |\n"
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text(text)
+    sections = suite.read_sections(path)
+    assert list(sections["rl"]) == ["Intel(R) Xeon(R) Processor with AMX, 2 cores"]
+    assert list(sections["threads"]) == ["Intel(R) Xeon(R) Processor, 2 cores"]
+    assert (
+        suite._key_from_provenance(line.format(flags="amx_bf16"))
+        == "Intel(R) Xeon(R) Processor with AMX, 2 cores"
+    )

@@ -70,19 +70,26 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+AMX_IN_KEY = " with AMX"  # what a machine key adds to the CPU model when the CPU has AMX-BF16
+
+
 def machine_key(info: dict[str, Any] | None = None, accelerator: str | None = None) -> str:
     """Which machine measured a figure, in a few words: CPU model and core count, and the accelerator when the
-    work ran on one (e.g. ``"AMD EPYC, 2 cores"``, ``"AMD EPYC, 16 cores, NVIDIA H200"``).
+    work ran on one (e.g. ``"AMD EPYC, 2 cores"``, ``"AMD EPYC, 16 cores, NVIDIA H200"``). A CPU with AMX says
+    so (``"Intel(R) Xeon(R) Processor with AMX, 2 cores"``): virtual machines of one model name differ in
+    whether they expose it, and the bf16 figures with it.
 
     BENCHMARKS.md keeps one section per topic and key, so figures of different machines stand side by side
     while a re-run on the same machine replaces its own.
 
     Args:
-        info: :func:`machine_info`'s fields (read now when None; only ``cpu`` and ``cores`` are used).
+        info: :func:`machine_info`'s fields (read now when None; ``cpu``, ``cores`` and ``cpu_flags`` are used).
         accelerator: the GPU's name (``torch.cuda.get_device_name()``) when the figures were measured on it.
     """
-    m = info if info is not None else {"cpu": cpu_model(), "cores": os.cpu_count()}
-    key = f"{m['cpu']}, {m['cores']} cores"
+    m: dict[str, Any] = info if info is not None else {"cpu": cpu_model(), "cores": os.cpu_count()}
+    flags = m.get("cpu_flags", cpu_flags() if info is None else None) or []
+    amx = "amx_bf16" in flags
+    key = f"{m['cpu']}{AMX_IN_KEY if amx else ''}, {m['cores']} cores"
     return f"{key}, {accelerator}" if accelerator else key
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rltuner.benchmarks import BenchResult
 from rltuner.fileio import write_text_atomic
-from rltuner.provenance import machine_description, machine_info, machine_key
+from rltuner.provenance import AMX_IN_KEY, machine_description, machine_info, machine_key
 
 # topic -> module; each module has measure(quick: bool = False) -> list[BenchResult]
 TOPICS: dict[str, str] = {
@@ -114,10 +114,10 @@ def render_markdown(
         "# Benchmarks",
         "",
         "Written by `rltuner bench`; do not edit by hand (re-run the command; `--only TOPIC` re-measures one",
-        "topic and keeps the others' sections). Each topic keeps the latest section of every machine (CPU model",
-        "and cores, and the GPU when one was used), each with its own command, date and machine line (CPU flags,",
-        "torch threads, load average); the last run's machine comes first, and a re-run replaces only its",
-        "machine's section.",
+        "topic and keeps the others' sections). Each topic keeps the latest section of every machine (CPU model,",
+        "AMX or not, cores, and the GPU when one was used), each with its own command, date and machine line",
+        "(CPU flags, torch threads, load average); the last run's machine comes first, and a re-run replaces only",
+        "its machine's section.",
         "",
         _machines_line(sections, order),
         "",
@@ -151,6 +151,7 @@ KEPT_MARKER = "<!-- kept by rltuner bench: sections below are written by other c
 
 # "Machine: AMD EPYC (flags: ...), 2 cores, 24 GiB RAM; ..." -> the CPU model and the core count
 _MACHINE_IN_LINE = re.compile(r"machine: (?P<cpu>[^;\n]+?)(?: \(flags:[^)]*\))?, (?P<cores>\d+) cores", re.I)
+_FLAGS_IN_LINE = re.compile(r"machine: [^;\n]*?\(flags: (?P<flags>[^)]*)\)", re.I)
 _MACHINE_TEXT = re.compile(r"machine: (?P<text>[^;\n]*)", re.I)
 # One-line provenance of files written before "Measured by ..." (2026-11): rewritten as the current line.
 _LEGACY_PROVENANCE = re.compile(
@@ -163,9 +164,28 @@ def _key_from_provenance(text: str) -> str:
     """The machine key of a section without a ``### key`` heading, read off its provenance line."""
     found = _MACHINE_IN_LINE.search(text)
     if found:
-        return machine_key({"cpu": found["cpu"].strip(), "cores": int(found["cores"])})
+        return machine_key(
+            {"cpu": found["cpu"].strip(), "cores": int(found["cores"]), "cpu_flags": _flags(text)}
+        )
     named = _MACHINE_TEXT.search(text)
     return (named["text"].strip().rstrip(".") if named else "") or UNNAMED_MACHINE
+
+
+def _flags(text: str) -> list[str]:
+    """The CPU flags a provenance line names ([] when it names none)."""
+    found = _FLAGS_IN_LINE.search(text)
+    if not found or found["flags"].startswith("none of "):  # "(flags: none of avx2 ...)": it has none
+        return []
+    return found["flags"].split()
+
+
+def _with_amx(key: str, section: str) -> str:
+    """``key`` naming AMX when the section's machine line shows it: headings written before keys did."""
+    found = _MACHINE_IN_LINE.search(section)
+    if not found or "amx_bf16" not in _flags(section) or AMX_IN_KEY in key:
+        return key
+    cpu = found["cpu"].strip()
+    return key.replace(f"{cpu}, ", f"{cpu}{AMX_IN_KEY}, ", 1) if key.startswith(f"{cpu}, ") else key
 
 
 def read_sections(path: str | Path) -> Sections:
@@ -197,7 +217,7 @@ def read_sections(path: str | Path) -> Sections:
             found.insert(0, (_key_from_provenance(legacy.split("|", 1)[0]), legacy))
         by_machine = out.setdefault(topic.strip(), {})
         for key, section in found:
-            by_machine.setdefault(key.strip(), section.strip("\n"))
+            by_machine.setdefault(_with_amx(key.strip(), section), section.strip("\n"))
     return out
 
 

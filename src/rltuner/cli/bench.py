@@ -38,8 +38,8 @@ Examples:
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("BENCHMARKS.md"),
     show_default=True,
-    help="Markdown file to (re)write. Each topic keeps the latest section of every machine (CPU model and cores, "
-    "and the GPU when one is used); this run replaces only this machine's sections of the topics it measures.",
+    help="Markdown file to (re)write. Each topic keeps the latest section of every machine (CPU model, AMX or "
+    "not, and cores, and the GPU when one is used); this run replaces only this machine's sections of the topics it measures.",
 )
 @threads_option()
 @quiet_option()
@@ -47,7 +47,7 @@ def bench(only: tuple[str, ...], quick: bool, out: Path, quiet: bool) -> None:
     """Run the benchmark suite in one process and write the results with machine, date and command.
 
     The file keeps figures from several machines: per topic, each machine's latest section (its key is the CPU
-    model and core count, and the GPU when one is used), this machine's first; a top line lists the machines and their topics.
+    model, whether it has AMX, and the core count, and the GPU when one is used), this machine's first; a top line lists the machines and their topics.
 
     Torch runs with --threads (the default policy, as every command); the threads topic measures the policies
     themselves, each in a fresh process, quiet and beside a CPU burner.
