@@ -67,6 +67,7 @@ class PolicyLearner:
         self.domain = domain
         self.q_net, self.reward_rnn = prior_copies(prior, device)
         self.optimizer = make_adam(self.q_net, cfg.learning_rate, cfg.fused_adam)
+        self.params = list(self.q_net.parameters())
         self.group_size = cfg.group_size if algo.groups else 1
         self.baseline: float | None = None  # moving average of the return (reinforce-kl)
         self.last: dict[str, float] = {}
@@ -104,7 +105,7 @@ class PolicyLearner:
     def learn(self, batch: EpisodeBatch, counters: dict[str, Any], generator: torch.Generator) -> float:
         """One gradient step on the round just played; updates the moving-average baseline."""
         out = self.loss_fn(self.policy_batch(batch), self.settings, self.baseline)
-        gradient_step(out.loss, self.q_net, self.optimizer, self.cfg.grad_clip)
+        gradient_step(out.loss, self.params, self.optimizer, self.cfg.grad_clip)
         m = self.cfg.baseline_momentum
         self.baseline = (
             out.mean_return if self.baseline is None else m * self.baseline + (1 - m) * out.mean_return

@@ -16,7 +16,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -111,10 +111,17 @@ class TuneResult:
 
 
 @torch.no_grad()
-def soft_update(target: torch.nn.Module, online: torch.nn.Module, eta: float) -> None:
-    """``theta- <- (1 - eta) theta- + eta theta`` for every parameter (in place)."""
+def soft_update(
+    target: torch.nn.Module | Sequence[torch.Tensor],
+    online: torch.nn.Module | Sequence[torch.Tensor],
+    eta: float,
+) -> None:
+    """``theta- <- (1 - eta) theta- + eta theta`` for every parameter (in place); modules, or their
+    parameter lists made once (the learner's: no walk over the modules at every step)."""
+    targets = list(target.parameters() if isinstance(target, torch.nn.Module) else target)
+    onlines = list(online.parameters() if isinstance(online, torch.nn.Module) else online)
     # One foreach call instead of a Python loop over the tensors (the same lerp kernel, the same values).
-    torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), eta)
+    torch._foreach_lerp_(targets, onlines, eta)
 
 
 def evaluate_policy(
@@ -183,6 +190,7 @@ class ValueLearner:
         self.q_net, self.reward_rnn = prior_copies(prior, device)
         self.target_net = copy.deepcopy(self.reward_rnn)
         self.optimizer = make_adam(self.q_net, cfg.learning_rate, cfg.fused_adam)
+        self.params, self.target_params = list(self.q_net.parameters()), list(self.target_net.parameters())
         self.bf16 = bf16_enabled(cfg.learner_bf16, device, cfg.batch_size)
         self.overlap = overlap_enabled(cfg.overlap, device, cfg.threads, cfg.batch_size, OVERLAP_MIN_BATCH)
         # G's target and offset_by_prior read the frozen prior's logits at every state of a sampled episode:
@@ -256,8 +264,8 @@ class ValueLearner:
             q_taken = q_taken - offset[:, :-1]
         played = batch.mask.to(self.device).float()  # steps after the end carry no loss
         loss = ((q_taken - y).pow(2) * played).sum() / played.sum().clamp_min(1.0)
-        gradient_step(loss, self.q_net, self.optimizer, cfg.grad_clip)
-        soft_update(self.target_net, self.q_net, cfg.target_update_rate)
+        gradient_step(loss, self.params, self.optimizer, cfg.grad_clip)
+        soft_update(self.target_params, self.params, cfg.target_update_rate)
         return float(loss.detach())
 
     def _target_values(self, tokens: torch.Tensor) -> torch.Tensor:
