@@ -190,6 +190,8 @@ def test_a_gpu_run_is_its_own_machine(monkeypatch, tmp_path: Path) -> None:
     )
     text = path.read_text()
     assert _machine_sections(text, "rl") == ["AMD EPYC, 2 cores, NVIDIA H200", "AMD EPYC, 2 cores"]
+    # read back, each section's key is its machine line's, accelerator included
+    assert list(suite.read_sections(path)["rl"]) == ["AMD EPYC, 2 cores, NVIDIA H200", "AMD EPYC, 2 cores"]
     assert (
         "; accelerator: NVIDIA H200." in text
         and "| speed | 9 steps/s |" in text

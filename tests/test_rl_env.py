@@ -79,7 +79,7 @@ def test_soft_update_moves_eta_of_the_way() -> None:
         online.weight.fill_(3.0)
         target.bias.fill_(0.0)
         online.bias.fill_(-1.0)
-    soft_update(target, online, 0.25)
+    soft_update(list(target.parameters()), list(online.parameters()), 0.25)
     assert target.weight.tolist() == [[1.5, 1.5]]
     assert target.bias.tolist() == [-0.25]
 

@@ -110,7 +110,7 @@ def test_bf16_learner_trains_reproducibly_and_differs_from_fp32() -> None:
 def test_soft_update_is_the_lerp_of_every_tensor() -> None:
     online, target = tiny_prior(3), tiny_prior(4)
     expected = [t.detach().clone().lerp_(o.detach(), 0.25) for t, o in zip(target.parameters(), online.parameters(), strict=True)]  # fmt: skip
-    soft_update(target, online, 0.25)
+    soft_update(list(target.parameters()), list(online.parameters()), 0.25)
     for got, want, o in zip(target.parameters(), expected, online.parameters(), strict=True):
         assert torch.equal(got, want)  # the same values as the per-tensor loop it replaced
         assert not torch.equal(got, o)

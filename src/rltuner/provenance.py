@@ -70,9 +70,6 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-AMX_IN_KEY = " with AMX"  # what a machine key adds to the CPU model when the CPU has AMX-BF16
-
-
 def machine_key(info: dict[str, Any] | None = None, accelerator: str | None = None) -> str:
     """Which machine measured a figure, in a few words: CPU model and core count, and the accelerator when the
     work ran on one (e.g. ``"AMD EPYC, 2 cores"``, ``"AMD EPYC, 16 cores, NVIDIA H200"``). A CPU with AMX says
@@ -86,10 +83,11 @@ def machine_key(info: dict[str, Any] | None = None, accelerator: str | None = No
         info: :func:`machine_info`'s fields (read now when None; ``cpu``, ``cores`` and ``cpu_flags`` are used).
         accelerator: the GPU's name (``torch.cuda.get_device_name()``) when the figures were measured on it.
     """
-    m: dict[str, Any] = info if info is not None else {"cpu": cpu_model(), "cores": os.cpu_count()}
-    flags = m.get("cpu_flags", cpu_flags() if info is None else None) or []
-    amx = "amx_bf16" in flags
-    key = f"{m['cpu']}{AMX_IN_KEY if amx else ''}, {m['cores']} cores"
+    m: dict[str, Any] = (
+        info if info is not None else {"cpu": cpu_model(), "cores": os.cpu_count(), "cpu_flags": cpu_flags()}
+    )
+    amx = " with AMX" if "amx_bf16" in (m.get("cpu_flags") or []) else ""
+    key = f"{m['cpu']}{amx}, {m['cores']} cores"
     return f"{key}, {accelerator}" if accelerator else key
 
 

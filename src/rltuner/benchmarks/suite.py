@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rltuner.benchmarks import BenchResult
 from rltuner.fileio import write_text_atomic
-from rltuner.provenance import AMX_IN_KEY, machine_description, machine_info, machine_key
+from rltuner.provenance import machine_description, machine_info, machine_key
 
 # topic -> module; each module has measure(quick: bool = False) -> list[BenchResult]
 TOPICS: dict[str, str] = {
@@ -152,6 +152,7 @@ KEPT_MARKER = "<!-- kept by rltuner bench: sections below are written by other c
 # "Machine: AMD EPYC (flags: ...), 2 cores, 24 GiB RAM; ..." -> the CPU model and the core count
 _MACHINE_IN_LINE = re.compile(r"machine: (?P<cpu>[^;\n]+?)(?: \(flags:[^)]*\))?, (?P<cores>\d+) cores", re.I)
 _FLAGS_IN_LINE = re.compile(r"machine: [^;\n]*?\(flags: (?P<flags>[^)]*)\)", re.I)
+_ACCELERATOR_IN_LINE = re.compile(r"; accelerator: (?P<name>[^;\n]+?)\.?$", re.I | re.M)
 _MACHINE_TEXT = re.compile(r"machine: (?P<text>[^;\n]*)", re.I)
 # One-line provenance of files written before "Measured by ..." (2026-11): rewritten as the current line.
 _LEGACY_PROVENANCE = re.compile(
@@ -161,12 +162,13 @@ UNNAMED_MACHINE = "unnamed machine"
 
 
 def _key_from_provenance(text: str) -> str:
-    """The machine key of a section without a ``### key`` heading, read off its provenance line."""
+    """A section's machine key, read off its provenance line: a section without a ``### key`` heading, and
+    one whose heading was written before keys said what they say now (AMX)."""
     found = _MACHINE_IN_LINE.search(text)
     if found:
-        return machine_key(
-            {"cpu": found["cpu"].strip(), "cores": int(found["cores"]), "cpu_flags": _flags(text)}
-        )
+        accelerator = _ACCELERATOR_IN_LINE.search(text)
+        info = {"cpu": found["cpu"].strip(), "cores": int(found["cores"]), "cpu_flags": _flags(text)}
+        return machine_key(info, accelerator["name"].strip() if accelerator else None)
     named = _MACHINE_TEXT.search(text)
     return (named["text"].strip().rstrip(".") if named else "") or UNNAMED_MACHINE
 
@@ -177,15 +179,6 @@ def _flags(text: str) -> list[str]:
     if not found or found["flags"].startswith("none of "):  # "(flags: none of avx2 ...)": it has none
         return []
     return found["flags"].split()
-
-
-def _with_amx(key: str, section: str) -> str:
-    """``key`` naming AMX when the section's machine line shows it: headings written before keys did."""
-    found = _MACHINE_IN_LINE.search(section)
-    if not found or "amx_bf16" not in _flags(section) or AMX_IN_KEY in key:
-        return key
-    cpu = found["cpu"].strip()
-    return key.replace(f"{cpu}, ", f"{cpu}{AMX_IN_KEY}, ", 1) if key.startswith(f"{cpu}, ") else key
 
 
 def read_sections(path: str | Path) -> Sections:
@@ -217,7 +210,9 @@ def read_sections(path: str | Path) -> Sections:
             found.insert(0, (_key_from_provenance(legacy.split("|", 1)[0]), legacy))
         by_machine = out.setdefault(topic.strip(), {})
         for key, section in found:
-            by_machine.setdefault(_with_amx(key.strip(), section), section.strip("\n"))
+            # the machine line decides (keys gained AMX after some headings were written); else the heading
+            line_key = _key_from_provenance(section) if _MACHINE_IN_LINE.search(section) else key.strip()
+            by_machine.setdefault(line_key, section.strip("\n"))
     return out
 
 

@@ -111,17 +111,11 @@ class TuneResult:
 
 
 @torch.no_grad()
-def soft_update(
-    target: torch.nn.Module | Sequence[torch.Tensor],
-    online: torch.nn.Module | Sequence[torch.Tensor],
-    eta: float,
-) -> None:
-    """``theta- <- (1 - eta) theta- + eta theta`` for every parameter (in place); modules, or their
-    parameter lists made once (the learner's: no walk over the modules at every step)."""
-    targets = list(target.parameters() if isinstance(target, torch.nn.Module) else target)
-    onlines = list(online.parameters() if isinstance(online, torch.nn.Module) else online)
+def soft_update(target: Sequence[torch.Tensor], online: Sequence[torch.Tensor], eta: float) -> None:
+    """``theta- <- (1 - eta) theta- + eta theta`` for every parameter (in place); the networks' parameter
+    lists, made once by the caller (no walk over the modules at every step)."""
     # One foreach call instead of a Python loop over the tensors (the same lerp kernel, the same values).
-    torch._foreach_lerp_(targets, onlines, eta)
+    torch._foreach_lerp_(list(target), list(online), eta)
 
 
 def evaluate_policy(
