@@ -53,6 +53,55 @@ def test_fused_adam_falls_back_to_the_loop_where_the_kernel_does_not_take_a_tens
     assert not torch.equal(net.w.detach(), torch.ones(3, dtype=torch.complex64))
 
 
+def _train_with(step: str, fused: bool, reload_at: int = -1) -> list[torch.Tensor]:
+    """Five Adam steps on a tiny prior via ``optimizer.step()`` or :func:`learner.adam_step`; at step
+    ``reload_at`` the optimiser is rebuilt from its state dict (as a resume does)."""
+    net = tiny_prior(1)
+    params = list(net.parameters())
+    opt = make_adam(net, 1e-2, fused)
+    for i in range(5):
+        if i == reload_at:
+            saved = opt.state_dict()
+            opt = make_adam(net, 1e-2, fused)
+            opt.load_state_dict(saved)
+        tokens = torch.randint(0, 38, (4, 9), generator=torch.Generator().manual_seed(i))
+        for p in params:
+            p.grad = None
+        net(tokens)[0].square().mean().backward()
+        if step == "direct":
+            learner.adam_step(opt, params)
+        else:
+            opt.step()
+    return [p.detach().clone() for p in params]
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_adam_step_is_optimizer_step_to_the_bit(fused: bool) -> None:
+    for reload_at in (-1, 2):
+        direct, stepped = _train_with("direct", fused, reload_at), _train_with("step", fused, reload_at)
+        assert all(torch.equal(a, b) for a, b in zip(direct, stepped, strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(direct, tiny_prior(1).parameters(), strict=True))
+
+
+def test_adam_step_calls_the_fused_kernel_once_the_state_exists(monkeypatch: pytest.MonkeyPatch) -> None:
+    net = tiny_prior(1)
+    params = list(net.parameters())
+    opt = make_adam(net, 1e-2, fused=True)
+    calls: list[str] = []
+    kernel = torch._fused_adam_
+    monkeypatch.setattr(torch, "_fused_adam_", lambda *a, **k: (calls.append("kernel"), kernel(*a, **k)))
+    monkeypatch.setattr(opt, "step", lambda: (calls.append("step"), torch.optim.Adam.step(opt)))
+    for _ in range(3):
+        net(torch.zeros(2, 3, dtype=torch.long))[0].sum().backward()
+        learner.adam_step(opt, params)
+    # The first step makes the state through optimizer.step (which itself runs the kernel); then direct.
+    assert calls == ["step", "kernel", "kernel", "kernel"]
+    frozen = params[:-1]  # a parameter list that is not the optimiser's group: optimizer.step
+    calls.clear()
+    learner.adam_step(opt, frozen)
+    assert calls[0] == "step"
+
+
 def test_defaults_are_fused_adam_and_bf16_where_it_helps() -> None:
     fast, paper = preset("fast"), preset("paper")
     assert fast.fused_adam and paper.fused_adam

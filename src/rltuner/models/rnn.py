@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from rltuner.models.prior import ModelConfig, Prior, State, Stepper
@@ -40,8 +39,22 @@ class _RNNPrior(Prior):
         zeros = torch.zeros(self.num_layers, batch_size, self.hidden_size, device=dev, dtype=dtype)
         return (zeros,) if self._gates == 3 else (zeros, zeros.clone())
 
-    def _one_hot(self, tokens: Tensor) -> Tensor:
-        return F.one_hot(tokens, self.vocab_size).to(self.out.weight.dtype)
+    def _time_major_inputs(self, tokens: Tensor) -> Tensor:
+        """(T, B, V) one-hot inputs of (B, T) tokens, laid out time-major as the RNN kernels want them.
+
+        The RNN runs time-major (``batch_first=False``) and :meth:`_logits` hands back a (B, T, V) view: with
+        ``batch_first=True`` torch copies the inputs and the outputs between the layouts on every call, and a
+        linear layer over the (non-contiguous) batch-first view becomes a batched matmul over an expanded copy
+        of its weight (in bf16 autocast). The rows are gathered from an identity matrix (``F.one_hot`` zero-fills,
+        scatters and scans the tokens' range: 74 against 22 us at the fast preset's 32 x 33 tokens). The same
+        values as before in fp32.
+        """
+        eye = torch.eye(self.vocab_size, dtype=self.out.weight.dtype, device=tokens.device)
+        return eye.index_select(0, tokens.t().reshape(-1)).view(tokens.shape[1], tokens.shape[0], self.vocab_size)
+
+    def _logits(self, h: Tensor) -> Tensor:
+        """(B, T, V) logits (a transposed view) of the RNN's time-major outputs ``h`` (T, B, H)."""
+        return self.out(h).transpose(0, 1)
 
     def _input_table(self, with_hh_bias: bool) -> Tensor:
         """(V, G*H): row v = W_ih[:, v] + b_ih (+ b_hh), the layer-0 input projection of one-hot class v.
@@ -78,15 +91,14 @@ class LSTMPrior(_RNNPrior):
             config.hidden_size,
             num_layers=config.num_layers,
             dropout=config.dropout if config.num_layers > 1 else 0.0,
-            batch_first=True,
         )
 
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         self._check_tokens(tokens, 2)
         if state is None:
             state = self.initial_state(tokens.shape[0], tokens.device)
-        h, (h_n, c_n) = self.rnn(self._one_hot(tokens), (state[0], state[1]))  # h: (B, T, H)
-        return self.out(h), (h_n, c_n)
+        h, (h_n, c_n) = self.rnn(self._time_major_inputs(tokens), (state[0], state[1]))  # h: (T, B, H)
+        return self._logits(h), (h_n, c_n)
 
     def step(self, tokens: Tensor, state: State) -> tuple[Tensor, State]:
         self._check_tokens(tokens, 1)
@@ -170,15 +182,14 @@ class GRUPrior(_RNNPrior):
             config.hidden_size,
             num_layers=config.num_layers,
             dropout=config.dropout if config.num_layers > 1 else 0.0,
-            batch_first=True,
         )
 
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         self._check_tokens(tokens, 2)
         if state is None:
             state = self.initial_state(tokens.shape[0], tokens.device)
-        h, h_n = self.rnn(self._one_hot(tokens), state[0])  # h: (B, T, H)
-        return self.out(h), (h_n,)
+        h, h_n = self.rnn(self._time_major_inputs(tokens), state[0])  # h: (T, B, H)
+        return self._logits(h), (h_n,)
 
     def step(self, tokens: Tensor, state: State) -> tuple[Tensor, State]:
         self._check_tokens(tokens, 1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import operator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -83,7 +84,49 @@ def gradient_step(
     loss.backward()
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    optimizer.step()
+    adam_step(optimizer, params)
+
+
+# The settings the direct call below implements: torch's defaults, with the fused kernel.
+_PLAIN_ADAM = {
+    "amsgrad": False,
+    "maximize": False,
+    "differentiable": False,
+    "capturable": False,
+    "fused": True,
+}
+
+
+def adam_step(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter]) -> None:
+    """``optimizer.step()``; for torch's fused Adam, its kernel called directly once the state exists.
+
+    The same kernel on the same tensors, so the same update to the bit (tested), without ``Optimizer.step``'s
+    Python bookkeeping (hooks, profiler label, regrouping the tensors by device and dtype at every step):
+    ~200 -> ~100 us a step for the Note RNN (2-core Xeon), 4% of a ``--preset paper`` gradient step. Anything
+    else (another optimizer, per-tensor Adam, a first step, a parameter without a gradient, several groups,
+    a torch without the kernel) takes ``optimizer.step()``.
+    """
+    fused = getattr(torch, "_fused_adam_", None)
+    groups = optimizer.param_groups
+    if fused is None or type(optimizer) is not torch.optim.Adam or len(groups) != 1:
+        optimizer.step()
+        return
+    group = groups[0]
+    states = [optimizer.state.get(p) or {} for p in params]
+    grads = [p.grad for p in params]
+    plain = all(group.get(k) == v for k, v in _PLAIN_ADAM.items()) and not group.get("decoupled_weight_decay")
+    same = len(group["params"]) == len(params) and all(map(operator.is_, group["params"], params))
+    if not (plain and same and all("step" in st for st in states)) or any(g is None for g in grads):
+        optimizer.step()
+        return
+    steps = [st["step"] for st in states]
+    torch._foreach_add_(steps, 1)
+    beta1, beta2 = group["betas"]
+    fused(
+        params, grads, [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states], [], steps,
+        amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
+        eps=group["eps"], maximize=False, grad_scale=None, found_inf=None,
+    )  # fmt: skip
 
 
 def make_adam(net: torch.nn.Module, learning_rate: float, fused: bool) -> torch.optim.Adam:
