@@ -50,7 +50,8 @@ class _RNNPrior(Prior):
         values as before in fp32.
         """
         eye = torch.eye(self.vocab_size, dtype=self.out.weight.dtype, device=tokens.device)
-        return eye.index_select(0, tokens.t().reshape(-1)).view(tokens.shape[1], tokens.shape[0], self.vocab_size)
+        rows = eye.index_select(0, tokens.t().reshape(-1))  # (T * B, V)
+        return rows.view(tokens.shape[1], tokens.shape[0], self.vocab_size)
 
     def _logits(self, h: Tensor) -> Tensor:
         """(B, T, V) logits (a transposed view) of the RNN's time-major outputs ``h`` (T, B, H)."""
