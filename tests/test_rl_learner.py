@@ -20,16 +20,27 @@ SMALL = {
 }  # fmt: skip
 
 
-def _grads_and_step(fused: bool) -> list[torch.Tensor]:
+def _grads_and_step(fused: bool, direct: bool = False, reload_at: int = -1) -> list[torch.Tensor]:
+    """The weights after five Adam steps on a tiny prior, by ``optimizer.step()`` or (``direct``)
+    :func:`learner.adam_step`; at step ``reload_at`` the optimiser is rebuilt from its state dict (a resume)."""
     net = tiny_prior(1)
+    params = list(net.parameters())
     opt = make_adam(net, 1e-2, fused)
     assert bool(opt.defaults["fused"]) is fused
-    for _ in range(3):
-        tokens = torch.randint(0, 38, (4, 9), generator=torch.Generator().manual_seed(5))
-        opt.zero_grad()
+    for i in range(5):
+        if i == reload_at:
+            saved = opt.state_dict()
+            opt = make_adam(net, 1e-2, fused)
+            opt.load_state_dict(saved)
+        tokens = torch.randint(0, 38, (4, 9), generator=torch.Generator().manual_seed(i))
+        for p in params:
+            p.grad = None
         net(tokens)[0].square().mean().backward()
-        opt.step()
-    return [p.detach().clone() for p in net.parameters()]
+        if direct:
+            learner.adam_step(opt, params)
+        else:
+            opt.step()
+    return [p.detach().clone() for p in params]
 
 
 def test_fused_adam_is_the_same_update_up_to_rounding() -> None:
@@ -53,32 +64,10 @@ def test_fused_adam_falls_back_to_the_loop_where_the_kernel_does_not_take_a_tens
     assert not torch.equal(net.w.detach(), torch.ones(3, dtype=torch.complex64))
 
 
-def _train_with(step: str, fused: bool, reload_at: int = -1) -> list[torch.Tensor]:
-    """Five Adam steps on a tiny prior via ``optimizer.step()`` or :func:`learner.adam_step`; at step
-    ``reload_at`` the optimiser is rebuilt from its state dict (as a resume does)."""
-    net = tiny_prior(1)
-    params = list(net.parameters())
-    opt = make_adam(net, 1e-2, fused)
-    for i in range(5):
-        if i == reload_at:
-            saved = opt.state_dict()
-            opt = make_adam(net, 1e-2, fused)
-            opt.load_state_dict(saved)
-        tokens = torch.randint(0, 38, (4, 9), generator=torch.Generator().manual_seed(i))
-        for p in params:
-            p.grad = None
-        net(tokens)[0].square().mean().backward()
-        if step == "direct":
-            learner.adam_step(opt, params)
-        else:
-            opt.step()
-    return [p.detach().clone() for p in params]
-
-
 @pytest.mark.parametrize("fused", [True, False])
 def test_adam_step_is_optimizer_step_to_the_bit(fused: bool) -> None:
     for reload_at in (-1, 2):
-        direct, stepped = _train_with("direct", fused, reload_at), _train_with("step", fused, reload_at)
+        direct, stepped = _grads_and_step(fused, True, reload_at), _grads_and_step(fused, False, reload_at)
         assert all(torch.equal(a, b) for a, b in zip(direct, stepped, strict=True))
     assert any(not torch.equal(a, b) for a, b in zip(direct, tiny_prior(1).parameters(), strict=True))
 
