@@ -72,6 +72,26 @@ def test_adam_step_is_optimizer_step_to_the_bit(fused: bool) -> None:
     assert any(not torch.equal(a, b) for a, b in zip(direct, tiny_prior(1).parameters(), strict=True))
 
 
+@pytest.mark.parametrize("max_norm", [1e-3, 1e6])  # clipped, and left alone (coefficient 1)
+def test_clip_grad_norm_is_torchs_to_the_bit(max_norm: float) -> None:
+    def grads(clip: object) -> list[torch.Tensor]:
+        net = tiny_prior(1)
+        params = list(net.parameters())
+        net(torch.randint(0, 38, (4, 9), generator=torch.Generator().manual_seed(3)))[0].square().sum().backward()
+        clip(params, max_norm)
+        return [p.grad.clone() for p in params if p.grad is not None]
+
+    ours, theirs = grads(learner.clip_grad_norm), grads(torch.nn.utils.clip_grad_norm_)
+    assert len(ours) == len(theirs) == len(list(tiny_prior(1).parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in ours]))
+    assert (norm <= 1.01e-3) if max_norm < 1 else (norm > 1e-3)
+    net = tiny_prior(1)  # a parameter without a gradient: torch's function takes it
+    net.out.weight.square().sum().backward()
+    learner.clip_grad_norm(list(net.parameters()), 1e-3)
+    assert float(net.out.weight.grad.norm()) <= 1.01e-3
+
+
 def test_adam_step_calls_the_fused_kernel_once_the_state_exists(monkeypatch: pytest.MonkeyPatch) -> None:
     net = tiny_prior(1)
     params = list(net.parameters())
@@ -161,7 +181,13 @@ def test_overlap_setting_resolves(monkeypatch: pytest.MonkeyPatch) -> None:
     assert preset("fast").overlap == preset("paper").overlap == "auto"
     assert overlap_enabled("on", cpu, 1, 1, 256) and not overlap_enabled("off", cpu, 1, 4096, 256)
     monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(threads, "parallel_speedup", lambda bf16=False: 1.9)  # two real cores
     assert overlap_enabled("auto", cpu, 1, 1024, 256) and not overlap_enabled("auto", gpu, 1, 1024, 256)
+    speedups = {False: 1.9, True: 1.0}  # one core's two hyperthreads share its AMX unit: bf16 gains nothing
+    monkeypatch.setattr(threads, "parallel_speedup", lambda bf16=False: speedups[bf16])
+    assert overlap_enabled("auto", cpu, 1, 1024, 256) and not overlap_enabled("auto", cpu, 1, 1024, 256, bf16=True)
+    assert overlap_enabled("on", cpu, 1, 1024, 256, bf16=True)  # "on" is not probed
+    monkeypatch.setattr(threads, "parallel_speedup", lambda bf16=False: 1.9)
     assert not overlap_enabled("auto", cpu, 1, 32, 256)  # the paper's one-episode steps: not worth a handoff
     assert not overlap_enabled("auto", cpu, 2, 1024, 256)  # two torch threads per op fill both cores
     threads.share_cores(2)  # a run --jobs 2 worker: the other worker has the other core
@@ -173,6 +199,18 @@ def test_overlap_setting_resolves(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not overlap_enabled("auto", cpu, 1, 1024, 256)
     with pytest.raises(ConfigError, match="overlap must be one of auto, on, off"):
         preset("fast", overlap="2")
+
+
+def test_parallel_speedup_probe_times_two_threads() -> None:
+    from rltuner import threads
+
+    threads.parallel_speedup.cache_clear()
+    try:
+        speedup = threads.parallel_speedup(False)
+        assert 0.2 < speedup < 3.0  # 2 loops on 2 threads: at most ~2x faster, never many times slower
+        assert threads.parallel_speedup(False) == speedup  # measured once per process
+    finally:
+        threads.parallel_speedup.cache_clear()
 
 
 @pytest.mark.parametrize("algorithm", ["q", "g"])

@@ -113,6 +113,53 @@ def batch_workers(threads: int, processes: int | None = None) -> int:
     return max(1, available_cores() // (per_op * max(1, procs)))
 
 
+PARALLEL_PROBE_SIZE = 256  # the probe's square matrices
+PARALLEL_PROBE_REPEATS = 24  # matmuls per thread and timing
+PARALLEL_PROBE_ROUNDS = 3  # alternating serial / side-by-side timings; the fastest of each counts
+
+
+@functools.cache
+def parallel_speedup(bf16: bool = False) -> float:
+    """How much faster two single-thread torch matmul loops finish side by side (main thread + the overlap
+    worker) than one after the other: ~2 where the process's two cores are real cores, ~1 where they are one
+    core's two hyperthreads (or a shared vCPU), which share its vector (and AMX) units. Measured once per
+    process and dtype (``bf16``: the learner's autocast dtype), in ~0.1 s.
+
+    ``overlap=auto`` needs it (the hardware, not only the core count): on a 2-vCPU virtual machine of a
+    Sapphire Rapids host whose vCPUs behaved as one core's hyperthreads (bf16 matmul loops 0.89x side by side,
+    fp32 1.37x), overlapping the target network's forward made a fast-preset gradient step slower (15.2 vs
+    11.7 ms median; issue 15), where on other hosts of the same model it gained 1.1-1.4x.
+    """
+    import time
+
+    import torch
+
+    n, dtype = PARALLEL_PROBE_SIZE, torch.bfloat16 if bf16 else torch.float32
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+
+    def loop() -> None:
+        with torch.no_grad():
+            for _ in range(PARALLEL_PROBE_REPEATS):
+                torch.mm(a, b)
+
+    pool = overlap_pool()
+    pool.submit(loop).result()  # warm both threads' kernels
+    loop()
+    serial = side = float("inf")
+    for _ in range(PARALLEL_PROBE_ROUNDS):
+        t0 = time.perf_counter()
+        loop()
+        loop()
+        serial = min(serial, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        pending = pool.submit(loop)
+        loop()
+        pending.result()
+        side = min(side, time.perf_counter() - t0)
+    return serial / side
+
+
 @functools.cache
 def overlap_pool() -> ThreadPoolExecutor:
     """The one worker thread of the process that runs a network pass beside the main thread's (``overlap``).

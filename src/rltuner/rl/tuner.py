@@ -186,7 +186,9 @@ class ValueLearner:
         self.optimizer = make_adam(self.q_net, cfg.learning_rate, cfg.fused_adam)
         self.params, self.target_params = list(self.q_net.parameters()), list(self.target_net.parameters())
         self.bf16 = bf16_enabled(cfg.learner_bf16, device, cfg.batch_size)
-        self.overlap = overlap_enabled(cfg.overlap, device, cfg.threads, cfg.batch_size, OVERLAP_MIN_BATCH)
+        self.overlap = overlap_enabled(
+            cfg.overlap, device, cfg.threads, cfg.batch_size, OVERLAP_MIN_BATCH, bf16=self.bf16
+        )
         # G's target and offset_by_prior read the frozen prior's logits at every state of a sampled episode:
         # the environment computed them while playing, so the replay keeps them instead of the learner
         # running the prior over each batch again (one LSTM forward less per gradient step).
