@@ -77,7 +77,9 @@ def test_clip_grad_norm_is_torchs_to_the_bit(max_norm: float) -> None:
     def grads(clip: object) -> list[torch.Tensor]:
         net = tiny_prior(1)
         params = list(net.parameters())
-        net(torch.randint(0, 38, (4, 9), generator=torch.Generator().manual_seed(3)))[0].square().sum().backward()
+        net(torch.randint(0, 38, (4, 9), generator=torch.Generator().manual_seed(3)))[
+            0
+        ].square().sum().backward()
         clip(params, max_norm)
         return [p.grad.clone() for p in params if p.grad is not None]
 
@@ -185,7 +187,9 @@ def test_overlap_setting_resolves(monkeypatch: pytest.MonkeyPatch) -> None:
     assert overlap_enabled("auto", cpu, 1, 1024, 256) and not overlap_enabled("auto", gpu, 1, 1024, 256)
     speedups = {False: 1.9, True: 1.0}  # one core's two hyperthreads share its AMX unit: bf16 gains nothing
     monkeypatch.setattr(threads, "parallel_speedup", lambda bf16=False: speedups[bf16])
-    assert overlap_enabled("auto", cpu, 1, 1024, 256) and not overlap_enabled("auto", cpu, 1, 1024, 256, bf16=True)
+    assert overlap_enabled("auto", cpu, 1, 1024, 256) and not overlap_enabled(
+        "auto", cpu, 1, 1024, 256, bf16=True
+    )
     assert overlap_enabled("on", cpu, 1, 1024, 256, bf16=True)  # "on" is not probed
     monkeypatch.setattr(threads, "parallel_speedup", lambda bf16=False: 1.9)
     assert not overlap_enabled("auto", cpu, 1, 32, 256)  # the paper's one-episode steps: not worth a handoff

@@ -218,7 +218,9 @@ def bf16_enabled(setting: str, device: torch.device, batch_size: int) -> bool:
 
 OVERLAP_MIN_BATCH = 256  # transitions per gradient step below which ``auto`` learns on one thread
 OVERLAP_MIN_ENVS = 64  # environments below which ``auto`` acts on one thread
-OVERLAP_MIN_SPEEDUP = 1.5  # side-by-side speed-up of two matmul loops below which ``auto`` stays on one thread
+OVERLAP_MIN_SPEEDUP = (
+    1.5  # side-by-side speed-up of two matmul loops below which ``auto`` stays on one thread
+)
 
 
 def overlap_enabled(
