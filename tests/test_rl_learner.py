@@ -10,7 +10,7 @@ from rltuner.domains import tune_preset
 from rltuner.errors import ConfigError
 from rltuner.rl import learner
 from rltuner.rl.config import preset
-from rltuner.rl.learner import bf16_enabled, learner_autocast, make_adam, overlap_enabled
+from rltuner.rl.learner import OverlapChooser, bf16_enabled, learner_autocast, make_adam, overlap_enabled
 from rltuner.rl.tuner import soft_update, tune
 from test_rl_support import tiny_prior, toy_domain
 
@@ -217,14 +217,41 @@ def test_parallel_speedup_probe_times_two_threads() -> None:
         threads.parallel_speedup.cache_clear()
 
 
+def test_overlap_chooser_times_both_modes_and_keeps_the_faster() -> None:
+    assert [OverlapChooser(True).use() for _ in range(3)] == [True] * 3
+    chooser = OverlapChooser(None, every=10, trial=2)
+
+    def run(steps: int, on_s: float, off_s: float) -> list[bool]:
+        used = []
+        for _ in range(steps):
+            mode = chooser.use()
+            used.append(mode)
+            chooser.record(mode, on_s if mode else off_s)
+        return used
+
+    # A trial of 2 steps each way, alternating; then the faster mode until the next trial (every 10 steps).
+    assert run(10, on_s=0.5, off_s=1.0) == [True, False, True, False] + [True] * 6
+    assert run(10, on_s=2.0, off_s=1.0) == [True, False, True, False] + [False] * 6  # the cores changed
+    fixed = OverlapChooser(False, every=10, trial=2)
+    for _ in range(12):
+        assert not fixed.use()
+        fixed.record(False, 1.0)
+
+
 @pytest.mark.parametrize("algorithm", ["q", "g"])
-def test_overlapped_network_passes_give_the_same_run_to_the_bit(algorithm: str) -> None:
+def test_overlapped_network_passes_give_the_same_run_to_the_bit(
+    algorithm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rltuner import threads
+
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)  # so that auto may overlap (and is timed)
     domain = toy_domain(tiny_prior(2))
-    on, off = (
+    on, off, auto = (
         tune(preset("fast", **SMALL, algorithm=algorithm, learner_bf16="on", overlap=o), domain)
-        for o in ("on", "off")
+        for o in ("on", "off", "auto")
     )
-    for a, b in zip(on.policy.q_net.parameters(), off.policy.q_net.parameters(), strict=True):
-        assert torch.equal(a, b)
-    assert [{**r, "wall_s": 0} for r in on.metrics] == [{**r, "wall_s": 0} for r in off.metrics]
-    assert on.gradient_steps == off.gradient_steps > 0
+    for run in (off, auto):
+        for a, b in zip(on.policy.q_net.parameters(), run.policy.q_net.parameters(), strict=True):
+            assert torch.equal(a, b)
+        assert [{**r, "wall_s": 0} for r in on.metrics] == [{**r, "wall_s": 0} for r in run.metrics]
+    assert on.gradient_steps == off.gradient_steps == auto.gradient_steps > 0

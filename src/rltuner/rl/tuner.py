@@ -39,6 +39,7 @@ from rltuner.rl.learner import (
     OVERLAP_MIN_BATCH,
     OVERLAP_MIN_ENVS,
     Learner,
+    OverlapChooser,
     bf16_enabled,
     gradient_step,
     learner_autocast,
@@ -186,9 +187,11 @@ class ValueLearner:
         self.optimizer = make_adam(self.q_net, cfg.learning_rate, cfg.fused_adam)
         self.params, self.target_params = list(self.q_net.parameters()), list(self.target_net.parameters())
         self.bf16 = bf16_enabled(cfg.learner_bf16, device, cfg.batch_size)
-        self.overlap = overlap_enabled(
-            cfg.overlap, device, cfg.threads, cfg.batch_size, OVERLAP_MIN_BATCH, bf16=self.bf16
+        # overlap=auto: timed while learning (the cores' behaviour can change during a run); on / off: fixed.
+        possible = overlap_enabled(
+            cfg.overlap, device, cfg.threads, cfg.batch_size, OVERLAP_MIN_BATCH, probe=False
         )
+        self.overlap = OverlapChooser(None if possible and cfg.overlap == "auto" else possible)
         # G's target and offset_by_prior read the frozen prior's logits at every state of a sampled episode:
         # the environment computed them while playing, so the replay keeps them instead of the learner
         # running the prior over each batch again (one LSTM forward less per gradient step).
@@ -232,7 +235,9 @@ class ValueLearner:
         # One forward over the whole sequence gives Q(s_t, .) for t = 0..L (position t has read token t).
         # The target network's forward does not depend on the online one's: with overlap it runs on the
         # worker thread meanwhile (the same kernels on the same operands, so the same numbers).
-        pending = overlap_pool().submit(self._target_values, tokens) if self.overlap else None
+        overlap = self.overlap.use()
+        started = time.perf_counter()
+        pending = overlap_pool().submit(self._target_values, tokens) if overlap else None
         with learner_autocast(self.bf16, self.device):  # the networks only: targets and loss in fp32
             online = self.q_net(tokens)[0].float()  # (E, L+1, V)
         target_next = pending.result() if pending is not None else self._target_values(tokens)
@@ -262,7 +267,9 @@ class ValueLearner:
         loss = ((q_taken - y).pow(2) * played).sum() / played.sum().clamp_min(1.0)
         gradient_step(loss, self.params, self.optimizer, cfg.grad_clip)
         soft_update(self.target_params, self.params, cfg.target_update_rate)
-        return float(loss.detach())
+        value = float(loss.detach())
+        self.overlap.record(overlap, time.perf_counter() - started)
+        return value
 
     def _target_values(self, tokens: torch.Tensor) -> torch.Tensor:
         """The target network's outputs at the next states s_1 .. s_L, (E, L, V) fp32 (no gradient).
