@@ -10,8 +10,9 @@ from rltuner.domains import tune_preset
 from rltuner.errors import ConfigError
 from rltuner.rl import learner
 from rltuner.rl.config import preset
-from rltuner.rl.learner import OverlapChooser, bf16_enabled, learner_autocast, make_adam, overlap_enabled
+from rltuner.rl.learner import bf16_enabled, learner_autocast, make_adam, overlap_enabled
 from rltuner.rl.tuner import soft_update, tune
+from rltuner.threads import OverlapChooser
 from test_rl_support import tiny_prior, toy_domain
 
 SMALL = {
@@ -183,15 +184,7 @@ def test_overlap_setting_resolves(monkeypatch: pytest.MonkeyPatch) -> None:
     assert preset("fast").overlap == preset("paper").overlap == "auto"
     assert overlap_enabled("on", cpu, 1, 1, 256) and not overlap_enabled("off", cpu, 1, 4096, 256)
     monkeypatch.setattr(threads, "available_cores", lambda: 2)
-    monkeypatch.setattr(threads, "parallel_speedup", lambda bf16=False: 1.9)  # two real cores
     assert overlap_enabled("auto", cpu, 1, 1024, 256) and not overlap_enabled("auto", gpu, 1, 1024, 256)
-    speedups = {False: 1.9, True: 1.0}  # one core's two hyperthreads share its AMX unit: bf16 gains nothing
-    monkeypatch.setattr(threads, "parallel_speedup", lambda bf16=False: speedups[bf16])
-    assert overlap_enabled("auto", cpu, 1, 1024, 256) and not overlap_enabled(
-        "auto", cpu, 1, 1024, 256, bf16=True
-    )
-    assert overlap_enabled("on", cpu, 1, 1024, 256, bf16=True)  # "on" is not probed
-    monkeypatch.setattr(threads, "parallel_speedup", lambda bf16=False: 1.9)
     assert not overlap_enabled("auto", cpu, 1, 32, 256)  # the paper's one-episode steps: not worth a handoff
     assert not overlap_enabled("auto", cpu, 2, 1024, 256)  # two torch threads per op fill both cores
     threads.share_cores(2)  # a run --jobs 2 worker: the other worker has the other core
@@ -203,18 +196,6 @@ def test_overlap_setting_resolves(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not overlap_enabled("auto", cpu, 1, 1024, 256)
     with pytest.raises(ConfigError, match="overlap must be one of auto, on, off"):
         preset("fast", overlap="2")
-
-
-def test_parallel_speedup_probe_times_two_threads() -> None:
-    from rltuner import threads
-
-    threads.parallel_speedup.cache_clear()
-    try:
-        speedup = threads.parallel_speedup(False)
-        assert 0.2 < speedup < 3.0  # 2 loops on 2 threads: at most ~2x faster, never many times slower
-        assert threads.parallel_speedup(False) == speedup  # measured once per process
-    finally:
-        threads.parallel_speedup.cache_clear()
 
 
 def test_overlap_chooser_times_both_modes_and_keeps_the_faster() -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import os
+import statistics
 from collections.abc import Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -113,53 +114,6 @@ def batch_workers(threads: int, processes: int | None = None) -> int:
     return max(1, available_cores() // (per_op * max(1, procs)))
 
 
-PARALLEL_PROBE_SIZE = 256  # the probe's square matrices
-PARALLEL_PROBE_REPEATS = 24  # matmuls per thread and timing
-PARALLEL_PROBE_ROUNDS = 3  # alternating serial / side-by-side timings; the fastest of each counts
-
-
-@functools.cache
-def parallel_speedup(bf16: bool = False) -> float:
-    """How much faster two single-thread torch matmul loops finish side by side (main thread + the overlap
-    worker) than one after the other: ~2 where the process's two cores are real cores, ~1 where they are one
-    core's two hyperthreads (or a shared vCPU), which share its vector (and AMX) units. Measured once per
-    process and dtype (``bf16``: the learner's autocast dtype), in ~0.1 s.
-
-    ``overlap=auto`` needs it (the hardware, not only the core count): on a 2-vCPU virtual machine of a
-    Sapphire Rapids host whose vCPUs behaved as one core's hyperthreads (bf16 matmul loops 0.89x side by side,
-    fp32 1.37x), overlapping the target network's forward made a fast-preset gradient step slower (15.2 vs
-    11.7 ms median; issue 15), where on other hosts of the same model it gained 1.1-1.4x.
-    """
-    import time
-
-    import torch
-
-    n, dtype = PARALLEL_PROBE_SIZE, torch.bfloat16 if bf16 else torch.float32
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
-
-    def loop() -> None:
-        with torch.no_grad():
-            for _ in range(PARALLEL_PROBE_REPEATS):
-                torch.mm(a, b)
-
-    pool = overlap_pool()
-    pool.submit(loop).result()  # warm both threads' kernels
-    loop()
-    serial = side = float("inf")
-    for _ in range(PARALLEL_PROBE_ROUNDS):
-        t0 = time.perf_counter()
-        loop()
-        loop()
-        serial = min(serial, time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        pending = pool.submit(loop)
-        loop()
-        pending.result()
-        side = min(side, time.perf_counter() - t0)
-    return serial / side
-
-
 @functools.cache
 def overlap_pool() -> ThreadPoolExecutor:
     """The one worker thread of the process that runs a network pass beside the main thread's (``overlap``).
@@ -169,6 +123,48 @@ def overlap_pool() -> ThreadPoolExecutor:
     busy machine only time-shares the two (``docs/tuning.md``, Threads).
     """
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="rltuner-overlap")
+
+
+class OverlapChooser:
+    """Whether each piece of work (a gradient step, a rollout) overlaps its two network passes (``overlap``).
+
+    ``fixed``: always (True) or never (False); None (``overlap=auto`` where it may pay): timed. Every ``every``
+    pieces, the next ``2 * trial`` alternate between overlapped and not, and the faster median decides until
+    the next trial.
+
+    Why timed, not decided once: on the 2-core virtual machines we use, the two vCPUs ran as two cores at some
+    times and as one core's two hyperthreads at others (minutes apart on one host), and overlap helps in the
+    first case (a fast-preset step 1.1-1.4x faster) and hurts in the second (1.3-1.7x slower; issue 15).
+    Overlap changes no number (the same kernels on the same operands), so switching keeps a run's results;
+    the trials cost at most a few percent when one mode is much slower. A fixed probe at start-up (two matmul
+    loops side by side vs one after the other) was tried first: it gave 0.55-1.38x on one host within minutes
+    and could not foresee the later state.
+    """
+
+    def __init__(self, fixed: bool | None, every: int = 1024, trial: int = 16) -> None:
+        self.fixed, self.every, self.trial = fixed, every, trial
+        self.choice = False
+        self.steps = 0
+        self.times: dict[bool, list[float]] = {True: [], False: []}
+
+    def use(self) -> bool:
+        """Whether the next piece of work overlaps."""
+        if self.fixed is not None:
+            return self.fixed
+        phase = self.steps % self.every
+        return phase % 2 == 0 if phase < 2 * self.trial else self.choice
+
+    def record(self, used: bool, seconds: float) -> None:
+        """Count a piece of work that took ``seconds`` (``used``: whether it overlapped)."""
+        phase = self.steps % self.every
+        self.steps += 1
+        if self.fixed is not None or phase >= 2 * self.trial:
+            return
+        self.times[used].append(seconds)
+        if phase == 2 * self.trial - 1:
+            on, off = (statistics.median(self.times[k]) for k in (True, False))
+            self.choice = on < off
+            self.times = {True: [], False: []}
 
 
 def torch_default_threads() -> int:

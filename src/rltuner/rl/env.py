@@ -11,6 +11,7 @@ are masked out (``mask`` false), carry no reward and no loss. The rollout stops 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -20,7 +21,7 @@ import torch
 from rltuner.domains.base import PrimerSampler, SequenceReward, reset_reward
 from rltuner.models.prior import Stepper
 from rltuner.rl.replay import EpisodeBatch
-from rltuner.threads import overlap_pool
+from rltuner.threads import OverlapChooser, overlap_pool
 
 ActFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``act(outputs (B, V), prior_log_p (B, V)) -> actions (B,) int64``: the network's outputs at the current
@@ -60,7 +61,7 @@ class BatchedEnv:
         pad_token: int = 0,
         reward_hears_primer: bool = False,
         record_prior_logits: bool = False,
-        overlap: bool = False,
+        overlap: bool | OverlapChooser = False,
     ) -> None:
         self.q_net = q_net
         self.reward_rnn = reward_rnn
@@ -73,7 +74,8 @@ class BatchedEnv:
         self.pad_token = pad_token
         self.reward_hears_primer = reward_hears_primer
         self.record_prior_logits = record_prior_logits
-        self.overlap = overlap
+        # A bool: always or never; a chooser (overlap=auto): timed rollout by rollout.
+        self.overlap = overlap if isinstance(overlap, OverlapChooser) else OverlapChooser(overlap)
 
     @classmethod
     def for_domain(
@@ -84,7 +86,7 @@ class BatchedEnv:
         n_envs: int,
         device: Any = "cpu",
         record_prior_logits: bool = False,
-        overlap: bool = False,
+        overlap: bool | OverlapChooser = False,
     ) -> BatchedEnv:
         """An environment over a :class:`~rltuner.domains.base.Domain` (its reward, primers, length, end)."""
         return cls(
@@ -124,7 +126,9 @@ class BatchedEnv:
         prev = primers.to(self.device)
         pad = torch.full((B,), self.pad_token, dtype=torch.int64)
         prior_logits: torch.Tensor | None = None
-        pool = overlap_pool() if self.overlap else None
+        overlap = self.overlap.use()
+        started = time.perf_counter()
+        pool = overlap_pool() if overlap else None
         t = -1
         for t in range(L):
             # Both networks read the previous token: their outputs are the values at state s_t.
@@ -150,6 +154,7 @@ class BatchedEnv:
         if prior_logits is not None:  # the state after the last played step: the TD target's last s'
             prior_logits[:, t + 1] = p_step(prev).float()
             prior_logits = prior_logits.cpu()
+        self.overlap.record(overlap, time.perf_counter() - started)
         return EpisodeBatch(tokens, torch.from_numpy(reward).float(), log_p.cpu(), mask, prior_logits)
 
 

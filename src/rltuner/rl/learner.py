@@ -12,7 +12,6 @@ import contextlib
 import copy
 import functools
 import operator
-import statistics
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -230,65 +229,21 @@ def overlap_enabled(
     threads: int,
     size: int,
     min_size: int,
-    bf16: bool = False,
-    probe: bool = True,
 ) -> bool:
     """Resolve ``overlap`` for work of ``size`` (transitions per gradient step, or environments): ``on``,
-    ``off``, or ``auto`` = on for the CPU when a core is left beside each op's ``threads`` torch threads
+    ``off``, or for ``auto`` whether overlapping may pay, to be timed (:class:`rltuner.threads.OverlapChooser`):
+    on the CPU, when a core is left beside each op's ``threads`` torch threads
     (:func:`rltuner.threads.batch_workers` >= 2: the process's affinity mask, ``taskset`` and the other
-    ``run --jobs`` workers count), ``size >= min_size``, and the two cores really run side by side:
-    :func:`rltuner.threads.parallel_speedup` in the passes' dtype (``bf16``) >= :data:`OVERLAP_MIN_SPEEDUP`
-    (measured once per process, ~0.1 s; two hyperthreads of one core give ~1). ``probe=False`` leaves the
-    probe out (the learner times its own steps instead: :class:`OverlapChooser`).
+    ``run --jobs`` workers count), and ``size >= min_size``.
 
     Below the sizes (the paper preset's one episode, one environment) a pass takes tens of microseconds,
     about what handing it to the worker thread costs.
     """
     if setting == "auto":
-        from rltuner.threads import batch_workers, parallel_speedup
+        from rltuner.threads import batch_workers
 
-        if device.type != "cpu" or size < min_size or batch_workers(threads) < 2:
-            return False
-        return not probe or parallel_speedup(bf16) >= OVERLAP_MIN_SPEEDUP
+        return device.type == "cpu" and size >= min_size and batch_workers(threads) >= 2
     return setting == "on"
-
-
-class OverlapChooser:
-    """Whether each gradient step overlaps its two forwards: fixed (``on``, ``off``, or ``auto`` where it
-    cannot pay), else (``adaptive``) timed: every ``every`` steps the next ``2 * trial`` steps alternate
-    between overlapped and not, and the faster median decides until the next trial.
-
-    Why timed, not decided once: on the 2-core virtual machines we use, the two vCPUs ran as two cores at some
-    times and as one core's two hyperthreads at others (minutes apart on one host), and overlap helps in the
-    first case (a fast-preset step 1.1-1.4x faster) and hurts in the second (1.3-1.7x slower; issue 15).
-    Overlap changes no number (the same kernels on the same operands), so switching keeps a run's results;
-    the trials cost at most a few percent when one mode is much slower.
-    """
-
-    def __init__(self, fixed: bool | None, every: int = 1024, trial: int = 16) -> None:
-        self.fixed, self.every, self.trial = fixed, every, trial
-        self.choice = False
-        self.steps = 0
-        self.times: dict[bool, list[float]] = {True: [], False: []}
-
-    def use(self) -> bool:
-        """Whether this step overlaps."""
-        if self.fixed is not None:
-            return self.fixed
-        phase = self.steps % self.every
-        return phase % 2 == 0 if phase < 2 * self.trial else self.choice
-
-    def record(self, used: bool, seconds: float) -> None:
-        """Count a step that took ``seconds`` (``used``: whether it overlapped)."""
-        phase = self.steps % self.every
-        self.steps += 1
-        if self.fixed is not None or phase >= 2 * self.trial:
-            return
-        self.times[used].append(seconds)
-        if phase == 2 * self.trial - 1:
-            on, off = (statistics.median(self.times[k]) for k in (True, False))
-            self.choice = on < off
-            self.times = {True: [], False: []}
 
 
 def learner_autocast(enabled: bool, device: torch.device) -> contextlib.AbstractContextManager[Any]:

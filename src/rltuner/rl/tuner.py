@@ -39,7 +39,6 @@ from rltuner.rl.learner import (
     OVERLAP_MIN_BATCH,
     OVERLAP_MIN_ENVS,
     Learner,
-    OverlapChooser,
     bf16_enabled,
     gradient_step,
     learner_autocast,
@@ -51,7 +50,7 @@ from rltuner.rl.onpolicy import PolicyLearner
 from rltuner.rl.policy import TunedPolicy, policy_checkpoint
 from rltuner.rl.replay import EpisodeBatch, EpisodeReplay
 from rltuner.rl.targets import Algorithm, get_algorithm, td_target
-from rltuner.threads import overlap_pool, using_threads
+from rltuner.threads import OverlapChooser, overlap_pool, using_threads
 
 METRIC_COLUMNS = (
     "env_step", "sample_updates", "wall_s", "mean_log_p", "mean_task_reward", "mean_return", "mean_length",
@@ -188,9 +187,7 @@ class ValueLearner:
         self.params, self.target_params = list(self.q_net.parameters()), list(self.target_net.parameters())
         self.bf16 = bf16_enabled(cfg.learner_bf16, device, cfg.batch_size)
         # overlap=auto: timed while learning (the cores' behaviour can change during a run); on / off: fixed.
-        possible = overlap_enabled(
-            cfg.overlap, device, cfg.threads, cfg.batch_size, OVERLAP_MIN_BATCH, probe=False
-        )
+        possible = overlap_enabled(cfg.overlap, device, cfg.threads, cfg.batch_size, OVERLAP_MIN_BATCH)
         self.overlap = OverlapChooser(None if possible and cfg.overlap == "auto" else possible)
         # G's target and offset_by_prior read the frozen prior's logits at every state of a sampled episode:
         # the environment computed them while playing, so the replay keeps them instead of the learner
@@ -200,9 +197,13 @@ class ValueLearner:
         self.replay = EpisodeReplay(cfg.replay_size, episode_length, prior_vocab=vocab)
 
     def make_env(self, domain: Domain, n_envs: int) -> BatchedEnv:
+        cfg = self.cfg
+        possible = overlap_enabled(cfg.overlap, self.device, cfg.threads, n_envs, OVERLAP_MIN_ENVS)
+        # auto: timed rollout by rollout (a trial of 2 + 2 every 32 rollouts), as the learner's steps are.
+        overlap = OverlapChooser(None, every=32, trial=2) if possible and cfg.overlap == "auto" else possible
         return BatchedEnv.for_domain(
             self.q_net, self.reward_rnn, domain, n_envs, self.device, record_prior_logits=self.needs_prior_logits,
-            overlap=overlap_enabled(self.cfg.overlap, self.device, self.cfg.threads, n_envs, OVERLAP_MIN_ENVS),
+            overlap=overlap,
         )  # fmt: skip
 
     def actor(self, generator: torch.Generator, env_step: int) -> ActFn:
