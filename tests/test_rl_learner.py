@@ -236,3 +236,26 @@ def test_overlapped_network_passes_give_the_same_run_to_the_bit(
             assert torch.equal(a, b)
         assert [{**r, "wall_s": 0} for r in on.metrics] == [{**r, "wall_s": 0} for r in run.metrics]
     assert on.gradient_steps == off.gradient_steps == auto.gradient_steps > 0
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "extra"),
+    [("q", {}), ("g", {}), ("psi", {"offset_by_prior": True}), ("q", {"double_q": True})],
+)
+def test_skipping_the_unbootstrapped_last_state_gives_the_same_run_to_the_bit(
+    algorithm: str, extra: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rltuner.rl.tuner import ValueLearner
+
+    domain = toy_domain(tiny_prior(2))
+    cfg = preset("fast", **SMALL, algorithm=algorithm, learner_bf16="on", **extra)
+    skipped = tune(cfg, domain)
+    monkeypatch.setattr(ValueLearner, "skip_last_state", False)
+    full = tune(cfg, domain)
+    for a, b in zip(skipped.policy.q_net.parameters(), full.policy.q_net.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert [{**r, "wall_s": 0} for r in skipped.metrics] == [{**r, "wall_s": 0} for r in full.metrics]
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(full.policy.q_net.parameters(), tiny_prior(2).parameters(), strict=True)
+    )

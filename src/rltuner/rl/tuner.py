@@ -165,9 +165,19 @@ def episode_summary(batch: EpisodeBatch) -> dict[str, float]:
     }
 
 
+def _pad_states(values: torch.Tensor, states: int) -> torch.Tensor:
+    """``values`` (E, T, V) with zeros appended along T up to ``states`` positions (a skipped last state)."""
+    missing = states - values.shape[1]
+    if missing <= 0:
+        return values
+    return torch.cat([values, values.new_zeros(values.shape[0], missing, values.shape[2])], dim=1)
+
+
 class ValueLearner:
     """The value family (Q, Psi, G, RL-only): replay, the loss of Eq. 4 / 11 / 13 via the target table, the
     soft-updated target network. Follows :class:`~rltuner.rl.learner.Learner`."""
+
+    skip_last_state = True  # with terminal_last_step, no network pass over the last token (tests compare)
 
     def __init__(
         self,
@@ -238,10 +248,14 @@ class ValueLearner:
         # worker thread meanwhile (the same kernels on the same operands, so the same numbers).
         overlap = self.overlap.use()
         started = time.perf_counter()
-        pending = overlap_pool().submit(self._target_values, tokens) if overlap else None
+        # With the last step terminal nothing bootstraps from s_L: both networks skip the last token (the same
+        # outputs at the other positions, to the bit) and s_L's values are zeros that not_done multiplies out.
+        inputs = tokens[:, :-1] if cfg.terminal_last_step and self.skip_last_state else tokens
+        pending = overlap_pool().submit(self._target_values, inputs) if overlap else None
         with learner_autocast(self.bf16, self.device):  # the networks only: targets and loss in fp32
-            online = self.q_net(tokens)[0].float()  # (E, L+1, V)
-        target_next = pending.result() if pending is not None else self._target_values(tokens)
+            online = _pad_states(self.q_net(inputs)[0].float(), tokens.shape[1])  # (E, L+1, V)
+        target_next = pending.result() if pending is not None else self._target_values(inputs)
+        target_next = _pad_states(target_next, actions.shape[1])  # (E, L, V)
         prior_logits = None  # (E, L+1, V)
         if self.needs_prior_logits:
             prior_logits = self._prior_logits(batch, tokens)
@@ -273,7 +287,8 @@ class ValueLearner:
         return value
 
     def _target_values(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The target network's outputs at the next states s_1 .. s_L, (E, L, V) fp32 (no gradient).
+        """The target network's outputs at the next states s_1 .. s_T of ``tokens`` (E, T+1), (E, T, V) fp32
+        (no gradient).
 
         Sets its own no-grad and autocast modes: both are per thread, and this may run on the worker.
         """
