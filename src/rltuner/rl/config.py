@@ -78,8 +78,8 @@ class TuneConfig:
         "network's forward beside the online one's when learning, the prior's step beside the Q-network's "
         "when acting): auto (on for the CPU where a core is left beside each pass's torch threads: the cores "
         "this process may use // (threads x run --jobs workers) >= 2; for batches of >= 256 transitions and "
-        ">= 64 environments) | on | off; value family only; the same numbers either way (docs/tuning.md, "
-        "Performance)", result=False,
+        ">= 64 environments; there it times both ways during the run and keeps the faster) | on | off; value "
+        "family only; the same numbers either way (docs/tuning.md, Performance)", result=False,
     )  # fmt: skip
     tensorboard: bool = field(True, "also write TensorBoard event files to RUN_DIR/tb")
     progress: bool = field(True, "show a progress bar on stderr")
