@@ -43,14 +43,14 @@ from rltuner.rl.learner import (
     gradient_step,
     learner_autocast,
     make_adam,
-    overlap_enabled,
+    overlap_chooser,
     prior_copies,
 )
 from rltuner.rl.onpolicy import PolicyLearner
 from rltuner.rl.policy import TunedPolicy, policy_checkpoint
 from rltuner.rl.replay import EpisodeBatch, EpisodeReplay
 from rltuner.rl.targets import Algorithm, get_algorithm, td_target
-from rltuner.threads import OverlapChooser, overlap_pool, using_threads
+from rltuner.threads import overlap_pool, using_threads
 
 METRIC_COLUMNS = (
     "env_step", "sample_updates", "wall_s", "mean_log_p", "mean_task_reward", "mean_return", "mean_length",
@@ -197,8 +197,7 @@ class ValueLearner:
         self.params, self.target_params = list(self.q_net.parameters()), list(self.target_net.parameters())
         self.bf16 = bf16_enabled(cfg.learner_bf16, device, cfg.batch_size)
         # overlap=auto: timed while learning (the cores' behaviour can change during a run); on / off: fixed.
-        possible = overlap_enabled(cfg.overlap, device, cfg.threads, cfg.batch_size, OVERLAP_MIN_BATCH)
-        self.overlap = OverlapChooser(None if possible and cfg.overlap == "auto" else possible)
+        self.overlap = overlap_chooser(cfg.overlap, device, cfg.threads, cfg.batch_size, OVERLAP_MIN_BATCH)
         # G's target and offset_by_prior read the frozen prior's logits at every state of a sampled episode:
         # the environment computed them while playing, so the replay keeps them instead of the learner
         # running the prior over each batch again (one LSTM forward less per gradient step).
@@ -208,9 +207,10 @@ class ValueLearner:
 
     def make_env(self, domain: Domain, n_envs: int) -> BatchedEnv:
         cfg = self.cfg
-        possible = overlap_enabled(cfg.overlap, self.device, cfg.threads, n_envs, OVERLAP_MIN_ENVS)
         # auto: timed rollout by rollout (a trial of 2 + 2 every 32 rollouts), as the learner's steps are.
-        overlap = OverlapChooser(None, every=32, trial=2) if possible and cfg.overlap == "auto" else possible
+        overlap = overlap_chooser(
+            cfg.overlap, self.device, cfg.threads, n_envs, OVERLAP_MIN_ENVS, every=32, trial=2
+        )
         return BatchedEnv.for_domain(
             self.q_net, self.reward_rnn, domain, n_envs, self.device, record_prior_logits=self.needs_prior_logits,
             overlap=overlap,
@@ -253,13 +253,13 @@ class ValueLearner:
         inputs = tokens[:, :-1] if cfg.terminal_last_step and self.skip_last_state else tokens
         pending = overlap_pool().submit(self._target_values, inputs) if overlap else None
         with learner_autocast(self.bf16, self.device):  # the networks only: targets and loss in fp32
-            online = _pad_states(self.q_net(inputs)[0].float(), tokens.shape[1])  # (E, L+1, V)
+            online = self.q_net(inputs)[0].float()  # (E, L, V) with the last token skipped, else (E, L+1, V)
         target_next = pending.result() if pending is not None else self._target_values(inputs)
         target_next = _pad_states(target_next, actions.shape[1])  # (E, L, V)
         prior_logits = None  # (E, L+1, V)
         if self.needs_prior_logits:
             prior_logits = self._prior_logits(batch, tokens)
-        q_taken = online[:, :-1].gather(-1, actions[..., None]).squeeze(-1)  # (E, L)
+        q_taken = online[:, : actions.shape[1]].gather(-1, actions[..., None]).squeeze(-1)  # (E, L)
         with torch.no_grad():
             prior_next = None
             if prior_logits is not None:
@@ -272,7 +272,8 @@ class ValueLearner:
             reward = algo.reward(
                 batch.log_p.to(self.device), batch.task_reward.to(self.device), cfg.reward_scale
             )
-            next_value = algo.next_value(target_next, online[:, 1:].detach(), prior_next, cfg.double_q)
+            online_next = _pad_states(online[:, 1:].detach(), actions.shape[1])  # (E, L, V)
+            next_value = algo.next_value(target_next, online_next, prior_next, cfg.double_q)
             # No bootstrap past an episode's end (its end token, or the last step when that is terminal).
             not_done = batch.not_done(cfg.terminal_last_step).to(self.device)
             y = td_target(reward, next_value, cfg.gamma, not_done)
