@@ -272,7 +272,10 @@ class ValueLearner:
             reward = algo.reward(
                 batch.log_p.to(self.device), batch.task_reward.to(self.device), cfg.reward_scale
             )
-            online_next = _pad_states(online[:, 1:].detach(), actions.shape[1])  # (E, L, V)
+            # The online values at s' only for double Q (the other targets ignore them): no pad otherwise.
+            online_next = (
+                _pad_states(online[:, 1:].detach(), actions.shape[1]) if cfg.double_q else target_next
+            )
             next_value = algo.next_value(target_next, online_next, prior_next, cfg.double_q)
             # No bootstrap past an episode's end (its end token, or the last step when that is terminal).
             not_done = batch.not_done(cfg.terminal_last_step).to(self.device)
