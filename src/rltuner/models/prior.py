@@ -32,6 +32,27 @@ from rltuner.errors import ConfigError
 State = tuple[Tensor, ...]
 Stepper = Callable[[Tensor], Tensor]
 """``stepper(tokens (B,)) -> logits (B, V)``: :meth:`Prior.stepper`, one step with the state kept inside."""
+
+
+class StatefulStepper:
+    """A :data:`Stepper` that also shows the state it keeps: ``stepper(tokens) -> logits`` as any stepper, and
+    ``stepper.state()`` the state after the last call (before the first: the starting state).
+
+    The tensors ``state()`` returns may be the stepper's live buffers, overwritten by the next call: copy what
+    must be kept (the RL environment copies the acting network's state at every step when the replay stores
+    states: ``TuneConfig.stored_states``).
+    """
+
+    __slots__ = ("_step", "state")
+
+    def __init__(self, step: Stepper, state: Callable[[], State]) -> None:
+        self._step = step
+        self.state = state
+
+    def __call__(self, tokens: Tensor) -> Tensor:
+        return self._step(tokens)
+
+
 Arch = Literal["lstm", "gru", "transformer"]
 
 # arch name -> "module:class"; imported lazily so a GRU user never imports the Transformer module.
@@ -120,7 +141,8 @@ class Prior(torch.nn.Module):
         from the weights and reuse its buffers, so it is only valid while the weights do not change, and the
         logits it returns only until its next call (the RL environment builds one per rollout, under
         ``torch.no_grad``; the sampler one per batch, from the state after the primer). ``state`` itself is
-        never changed. This default wraps :meth:`step`; the LSTM overrides it with a preallocated path.
+        never changed. This default wraps :meth:`step`; the LSTM overrides it with a preallocated path. Both
+        return a :class:`StatefulStepper` (its ``state()``: the state so far).
         """
         box = [self.initial_state(batch_size, device) if state is None else state]
 
@@ -128,7 +150,7 @@ class Prior(torch.nn.Module):
             logits, box[0] = self.step(tokens, box[0])
             return logits
 
-        return step
+        return StatefulStepper(step, lambda: box[0])
 
     def model_config(self) -> dict[str, Any]:
         """Everything needed to rebuild this model with :func:`build_prior` (weights aside)."""

@@ -16,7 +16,7 @@ from typing import cast
 import torch
 from torch import Tensor
 
-from rltuner.models.prior import ModelConfig, Prior, State, Stepper
+from rltuner.models.prior import ModelConfig, Prior, State, StatefulStepper, Stepper
 
 
 class _RNNPrior(Prior):
@@ -38,6 +38,22 @@ class _RNNPrior(Prior):
         dtype = self.out.weight.dtype
         zeros = torch.zeros(self.num_layers, batch_size, self.hidden_size, device=dev, dtype=dtype)
         return (zeros,) if self._gates == 3 else (zeros, zeros.clone())
+
+    @property
+    def state_size(self) -> int:
+        """Floats per sequence in :meth:`flatten_state`'s rows: every state tensor's layers side by side."""
+        return (2 if self._gates == 4 else 1) * self.num_layers * self.hidden_size
+
+    def flatten_state(self, state: State) -> Tensor:
+        """(B, :attr:`state_size`) rows of a state ((h, c) or (h,), each (num_layers, B, H)): for each tensor,
+        its layers in order. A replay memory keeps recurrent states in this form (``TuneConfig.stored_states``)."""
+        batch = state[0].shape[1]
+        return torch.cat([s.transpose(0, 1).reshape(batch, -1) for s in state], dim=1)
+
+    def unflatten_state(self, rows: Tensor) -> State:
+        """The state whose :meth:`flatten_state` is ``rows`` (views of ``rows``, not copies)."""
+        parts = rows.view(rows.shape[0], -1, self.num_layers, self.hidden_size).permute(1, 2, 0, 3)
+        return tuple(parts.unbind(0))
 
     def _time_major_inputs(self, tokens: Tensor) -> Tensor:
         """(T, B, V) one-hot inputs of (B, T) tokens, laid out time-major as the RNN kernels want them.
@@ -168,7 +184,7 @@ class LSTMPrior(_RNNPrior):
             torch.mul(sig[:, 3 * hsz :], tanh_c, out=h)
             return torch.addmm(b_out, h, w_out_t, out=logits)
 
-        return step
+        return StatefulStepper(step, lambda: (h[None], c[None]))
 
 
 class GRUPrior(_RNNPrior):

@@ -30,7 +30,10 @@ class TuneConfig:
     n_envs: int = field(
         256, "episodes composed in lockstep (one batched forward per step); on-policy: episodes per update"
     )
-    batch_size: int = field(1024, "transitions per gradient step; a multiple of the episode length")
+    batch_size: int = field(
+        1024, "transitions per gradient step; a multiple of the episode length (whole episodes) unless "
+        "stored_states"
+    )  # fmt: skip
     train_every: int = field(160, "environment steps per gradient step (fractions carry over)")
     learning_starts: int = field(0, "environment steps before the first gradient step")
     learning_rate: float = field(2e-3, "Adam learning rate")
@@ -51,6 +54,12 @@ class TuneConfig:
     epsilon_steps: int = field(250_000, "environment steps over which epsilon falls linearly")
     replay_size: int = field(131_072, "replay memory in transitions (whole episodes are kept)")
     terminal_last_step: bool = field(True, "the last step of an episode is terminal (false: bootstrap on)")
+    stored_states: bool = field(
+        False, "value family, recurrent priors: the replay keeps the acting network's LSTM/GRU state with "
+        "every transition (as the original RL Tuner did) and each gradient step learns from batch_size single "
+        "transitions, one network step from their stored states (no backprop through time; the states are as "
+        "old as the transition); false: whole episodes, every network run over them again (docs/tuning.md)"
+    )  # fmt: skip
     offset_by_prior: bool = field(
         False,
         "TD loss on outputs minus the prior's log-partition per state: Q starts as exactly log p(a|s) "
@@ -130,6 +139,10 @@ class TuneConfig:
         if self.device not in DEVICES:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
         check_threads(self.threads)
+        if self.stored_states and algo.family != "value":
+            raise ConfigError(
+                f"stored_states applies to the value family (q, psi, g, rl-only), not to {self.algorithm}"
+            )
         if self.double_q and not algo.supports_double_q:
             raise ConfigError(f"double_q applies to q and rl-only, not to {self.algorithm}")
         check_tune_config(self)  # seed range, finite numbers, sizes that would not fit in memory
@@ -182,7 +195,7 @@ class TuneConfig:
 
         if get_algorithm(self.algorithm).family == "policy":
             return
-        if self.batch_size % length:
+        if self.batch_size % length and not self.stored_states:
             raise ConfigError(
                 f"batch_size ({self.batch_size}) must be a multiple of the episode length ({length}): "
                 f"whole episodes are replayed"

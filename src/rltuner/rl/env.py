@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from rltuner.domains.base import PrimerSampler, SequenceReward, reset_reward
-from rltuner.models.prior import Stepper
+from rltuner.models.prior import StatefulStepper, Stepper
 from rltuner.rl.replay import EpisodeBatch
 from rltuner.threads import OverlapChooser, overlap_pool
 
@@ -46,6 +46,9 @@ class BatchedEnv:
             for a learner that would otherwise run the prior over the episodes again (G-learning).
         overlap: step the prior on the worker thread (:func:`rltuner.threads.overlap_pool`) while the
             acting network steps: the two are independent, so the numbers are the same.
+        record_states: also return the acting network's recurrent state before every token
+            (``EpisodeBatch.states``; a recurrent network with ``flatten_state``), for a replay that stores
+            them (``TuneConfig.stored_states``).
     """
 
     def __init__(
@@ -62,7 +65,10 @@ class BatchedEnv:
         reward_hears_primer: bool = False,
         record_prior_logits: bool = False,
         overlap: bool | OverlapChooser = False,
+        record_states: bool = False,
     ) -> None:
+        if record_states and not hasattr(q_net, "flatten_state"):
+            raise ValueError("record_states needs a recurrent acting network (one with flatten_state)")
         self.q_net = q_net
         self.reward_rnn = reward_rnn
         self.reward = reward
@@ -74,6 +80,7 @@ class BatchedEnv:
         self.pad_token = pad_token
         self.reward_hears_primer = reward_hears_primer
         self.record_prior_logits = record_prior_logits
+        self.record_states = record_states
         # A bool: always or never; a chooser (overlap=auto): timed rollout by rollout.
         self.overlap = overlap if isinstance(overlap, OverlapChooser) else OverlapChooser(overlap)
 
@@ -87,13 +94,14 @@ class BatchedEnv:
         device: Any = "cpu",
         record_prior_logits: bool = False,
         overlap: bool | OverlapChooser = False,
+        record_states: bool = False,
     ) -> BatchedEnv:
         """An environment over a :class:`~rltuner.domains.base.Domain` (its reward, primers, length, end)."""
         return cls(
             q_net, reward_rnn, domain.make_reward(), domain.sample_primers, domain.episode_length, n_envs,
             device, eos_token=domain.eos_token, pad_token=domain.pad_token,
             reward_hears_primer=domain.reward_hears_primer, record_prior_logits=record_prior_logits,
-            overlap=overlap,
+            overlap=overlap, record_states=record_states,
         )  # fmt: skip
 
     @torch.no_grad()
@@ -108,7 +116,8 @@ class BatchedEnv:
             The episodes (on the CPU): tokens (B, L+1) with the primer first, task_reward (B, L), log_p (B, L),
             mask (B, L), and with ``record_prior_logits`` prior_logits (B, L+1, V). Steps after an episode's
             end hold the pad token, zeros and ``mask`` false (the prior's logits there are those of the pad
-            inputs, up to the state after the last played step; zeros beyond).
+            inputs, up to the state after the last played step; zeros beyond), with ``record_states`` states
+            (B, L+1, S) (zeros after the state before the last played step's successor).
         """
         B, L = self.n_envs, self.episode_length
         primers = torch.as_tensor(np.asarray(self.sample_primers(B, rng), dtype=np.int64))
@@ -126,6 +135,13 @@ class BatchedEnv:
         prev = primers.to(self.device)
         pad = torch.full((B,), self.pad_token, dtype=torch.int64)
         prior_logits: torch.Tensor | None = None
+        states: torch.Tensor | None = None
+        if self.record_states:  # position t: the state before token t (the initial one first)
+            read_state = cast(Any, q_step).state
+            flatten = self.q_net.flatten_state
+            first = flatten(read_state())
+            states = first.new_zeros(B, L + 1, first.shape[1])
+            states[:, 0] = first
         overlap = self.overlap.use()
         started = time.perf_counter()
         pool = overlap_pool() if overlap else None
@@ -134,6 +150,8 @@ class BatchedEnv:
             # Both networks read the previous token: their outputs are the values at state s_t.
             pending = pool.submit(p_step, prev) if pool is not None else None
             outputs = q_step(prev)  # (B, V)
+            if states is not None:
+                states[:, t + 1] = flatten(read_state())
             p_logits = (pending.result() if pending is not None else p_step(prev)).float()
             if self.record_prior_logits:
                 if prior_logits is None:
@@ -155,12 +173,14 @@ class BatchedEnv:
             prior_logits[:, t + 1] = p_step(prev).float()
             prior_logits = prior_logits.cpu()
         self.overlap.record(overlap, time.perf_counter() - started)
-        return EpisodeBatch(tokens, torch.from_numpy(reward).float(), log_p.cpu(), mask, prior_logits)
+        if states is not None:
+            states = states.cpu()
+        return EpisodeBatch(tokens, torch.from_numpy(reward).float(), log_p.cpu(), mask, prior_logits, states)
 
 
 def stepper(net: Any, batch_size: int, device: torch.device) -> Stepper:
     """``net.stepper`` (:meth:`~rltuner.models.prior.Prior.stepper`), or the same over ``net.step`` for a
-    network that only has the step interface."""
+    network that only has the step interface (a :class:`~rltuner.models.prior.StatefulStepper`)."""
     if hasattr(net, "stepper"):
         return cast(Stepper, net.stepper(batch_size, device))
     state = [net.initial_state(batch_size, device=device)]
@@ -169,4 +189,4 @@ def stepper(net: Any, batch_size: int, device: torch.device) -> Stepper:
         logits, state[0] = net.step(tokens, state[0])
         return cast(torch.Tensor, logits)
 
-    return step
+    return StatefulStepper(step, lambda: state[0])

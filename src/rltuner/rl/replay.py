@@ -4,11 +4,15 @@ The original RL Tuner stored each transition with the LSTM state it was taken in
 that state, so stored states went stale as the network changed. Episodes are short (33 tokens with the
 primer), so we store WHOLE episodes and recompute every network over the whole sequence when learning.
 Episodes of a domain with an end token are stored padded to the longest length, with their mask.
+
+With ``TuneConfig.stored_states`` the memory also keeps the acting network's recurrent state before every
+token, as the original did, and the learner trains on single transitions from those states
+(:meth:`EpisodeReplay.sample_transitions`): one network step per sample instead of a pass over the episode.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -25,6 +29,9 @@ class EpisodeBatch(NamedTuple):
         prior_logits: (B, L+1, V) float32, the frozen prior's logits at every state s_0 .. s_L (position t
             has read token t), as the environment computed them while playing; None when not recorded
             (only G-learning's target and ``offset_by_prior`` read them).
+        states: (B, L+1, S) float32, the acting network's recurrent state before it read token t
+            (``flatten_state`` rows; position 0 is the initial state), as it was while playing; None when not
+            recorded (``TuneConfig.stored_states`` only).
     """
 
     tokens: torch.Tensor
@@ -32,6 +39,7 @@ class EpisodeBatch(NamedTuple):
     log_p: torch.Tensor
     mask: torch.Tensor
     prior_logits: torch.Tensor | None = None
+    states: torch.Tensor | None = None
 
     @property
     def n_transitions(self) -> int:
@@ -57,14 +65,65 @@ class EpisodeBatch(NamedTuple):
         if n == self.mask.shape[1]:
             return self
         logits = self.prior_logits[:, : n + 1] if self.prior_logits is not None else None
+        states = self.states[:, : n + 1] if self.states is not None else None
         return EpisodeBatch(
-            self.tokens[:, : n + 1], self.task_reward[:, :n], self.log_p[:, :n], self.mask[:, :n], logits
-        )
+            self.tokens[:, : n + 1], self.task_reward[:, :n], self.log_p[:, :n], self.mask[:, :n], logits,
+            states,
+        )  # fmt: skip
 
     def newest(self, n: int) -> EpisodeBatch:
         """The last ``n`` episodes."""
-        logits = self.prior_logits[-n:] if self.prior_logits is not None else None
-        return EpisodeBatch(self.tokens[-n:], self.task_reward[-n:], self.log_p[-n:], self.mask[-n:], logits)
+        rows: list[Any] = [None if x is None else x[-n:] for x in self]
+        return EpisodeBatch(*rows)
+
+
+class Transitions(NamedTuple):
+    """Single transitions ``(s_t, a_t, r_t, s_{t+1})`` with the acting network's stored states, n of them.
+
+    Attributes:
+        tokens: (n,) the token read at s_t (the primer or a_{t-1}); ``states`` (n, S) the state before it.
+        next_tokens: (n,) a_t, read at s_{t+1}; ``next_states`` (n, S) the state before it (after ``tokens``).
+        actions: (n,) a_t (the same as ``next_tokens``: the action is the next input).
+        task_reward, log_p: (n,) float32 as in :class:`EpisodeBatch`.
+        not_done: (n,) float32, 1 where the TD target bootstraps from s_{t+1}.
+        prior_logits / next_prior_logits: (n, V) the frozen prior's logits at s_t and s_{t+1}, or None.
+    """
+
+    tokens: torch.Tensor
+    states: torch.Tensor
+    next_tokens: torch.Tensor
+    next_states: torch.Tensor
+    task_reward: torch.Tensor
+    log_p: torch.Tensor
+    not_done: torch.Tensor
+    prior_logits: torch.Tensor | None = None
+    next_prior_logits: torch.Tensor | None = None
+
+    @property
+    def actions(self) -> torch.Tensor:
+        return self.next_tokens
+
+
+def transitions_of(
+    batch: EpisodeBatch, episode: torch.Tensor, step: torch.Tensor, terminal_last_step: bool = True
+) -> Transitions:
+    """The transitions ``(episode[i], step[i])`` of ``batch``, which must carry ``states``."""
+    if batch.states is None:
+        raise ValueError("these episodes carry no recurrent states (TuneConfig.stored_states)")
+    nxt = step + 1
+    length = batch.mask.shape[1]
+    # EpisodeBatch.not_done at the drawn steps only (not over the whole memory)
+    inside = nxt < length
+    not_done = batch.mask[episode, nxt.clamp(max=length - 1)] & inside
+    if not terminal_last_step:
+        not_done |= ~inside & batch.mask[episode, step]
+    logits = batch.prior_logits
+    return Transitions(
+        batch.tokens[episode, step], batch.states[episode, step], batch.tokens[episode, nxt],
+        batch.states[episode, nxt], batch.task_reward[episode, step], batch.log_p[episode, step],
+        not_done.float(),
+        None if logits is None else logits[episode, step], None if logits is None else logits[episode, nxt],
+    )  # fmt: skip
 
 
 class EpisodeReplay:
@@ -75,10 +134,16 @@ class EpisodeReplay:
         episode_length: L, the number of actions per episode.
         prior_vocab: V when the memory keeps each episode's ``prior_logits`` ((L+1) x V floats per episode:
             20 MB for the fast preset's 4,096 music episodes), None when it does not.
+        state_size: S when the memory keeps each episode's recurrent ``states`` ((L+1) x S floats per
+            episode: 80 MB for the paper preset's 3,125 music episodes with the Note RNN's S = 200), else None.
     """
 
     def __init__(
-        self, capacity_transitions: int, episode_length: int, prior_vocab: int | None = None
+        self,
+        capacity_transitions: int,
+        episode_length: int,
+        prior_vocab: int | None = None,
+        state_size: int | None = None,
     ) -> None:
         self.episode_length = episode_length
         self.capacity = max(1, capacity_transitions // episode_length)
@@ -91,6 +156,9 @@ class EpisodeReplay:
             self.prior_logits = torch.zeros(
                 self.capacity, episode_length + 1, prior_vocab, dtype=torch.float32
             )
+        self.states: torch.Tensor | None = None
+        if state_size is not None:
+            self.states = torch.zeros(self.capacity, episode_length + 1, state_size, dtype=torch.float32)
         self.size = 0
         self.cursor = 0  # next slot to write
 
@@ -118,6 +186,10 @@ class EpisodeReplay:
             if batch.prior_logits is None:
                 raise ValueError("this replay memory keeps the prior's logits, but the episodes carry none")
             self.prior_logits[slots] = batch.prior_logits.cpu().float()
+        if self.states is not None:
+            if batch.states is None:
+                raise ValueError("this replay memory keeps recurrent states, but the episodes carry none")
+            self.states[slots] = batch.states.cpu().float()
         self.cursor = int((self.cursor + n) % self.capacity)
         self.size = min(self.capacity, self.size + n)
 
@@ -127,7 +199,31 @@ class EpisodeReplay:
             raise RuntimeError("cannot sample from an empty replay memory")
         idx = torch.randint(self.size, (n_episodes,), generator=generator)
         logits = self.prior_logits[idx] if self.prior_logits is not None else None
-        return EpisodeBatch(self.tokens[idx], self.task_reward[idx], self.log_p[idx], self.mask[idx], logits)
+        states = self.states[idx] if self.states is not None else None
+        return EpisodeBatch(
+            self.tokens[idx], self.task_reward[idx], self.log_p[idx], self.mask[idx], logits, states
+        )
+
+    def sample_transitions(
+        self, n: int, generator: torch.Generator, terminal_last_step: bool = True
+    ) -> Transitions:
+        """``n`` played transitions drawn uniformly with replacement (the original's replay), with their
+        stored states; a memory made with ``state_size``."""
+        if self.size == 0:
+            raise RuntimeError("cannot sample from an empty replay memory")
+        flat = torch.randint(self.size * self.episode_length, (n,), generator=generator)
+        played = self.mask.view(-1)[flat]
+        while not bool(played.all()):  # steps after an episode's end: drawn again (uniform over played ones)
+            redraw = (~played).nonzero().squeeze(1)
+            flat[redraw] = torch.randint(
+                self.size * self.episode_length, (redraw.numel(),), generator=generator
+            )
+            played = self.mask.view(-1)[flat]
+        episode, step = flat // self.episode_length, flat % self.episode_length
+        view = EpisodeBatch(
+            self.tokens, self.task_reward, self.log_p, self.mask, self.prior_logits, self.states
+        )
+        return transitions_of(view, episode, step, terminal_last_step)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors only (safe to load with ``torch.load(weights_only=True)``)."""
@@ -140,6 +236,8 @@ class EpisodeReplay:
         }
         if self.prior_logits is not None:
             state["prior_logits"] = self.prior_logits[: self.size].clone()
+        if self.states is not None:
+            state["states"] = self.states[: self.size].clone()
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -156,6 +254,10 @@ class EpisodeReplay:
             if "prior_logits" not in state:
                 raise ValueError("replay state holds no prior logits")
             self.prior_logits[:size] = state["prior_logits"]
+        if self.states is not None:
+            if "states" not in state:
+                raise ValueError("replay state holds no recurrent states")
+            self.states[:size] = state["states"]
         self.size = size
         self.cursor = int(state["cursor"])
 

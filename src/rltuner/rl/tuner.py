@@ -27,7 +27,7 @@ import torch
 from rltuner.config import to_dict
 from rltuner.devices import resolve_device
 from rltuner.domains.base import Domain
-from rltuner.errors import RLTunerError, TrainingDivergedError
+from rltuner.errors import ConfigError, RLTunerError, TrainingDivergedError
 from rltuner.fileio import ensure_writable_dir, write_json_atomic, write_text_atomic
 from rltuner.interrupts import deferred_sigint
 from rltuner.models.checkpoint import load_training_state, save_training_state
@@ -48,7 +48,7 @@ from rltuner.rl.learner import (
 )
 from rltuner.rl.onpolicy import PolicyLearner
 from rltuner.rl.policy import TunedPolicy, policy_checkpoint
-from rltuner.rl.replay import EpisodeBatch, EpisodeReplay
+from rltuner.rl.replay import EpisodeBatch, EpisodeReplay, Transitions
 from rltuner.rl.targets import Algorithm, get_algorithm, td_target
 from rltuner.threads import overlap_pool, using_threads
 
@@ -203,7 +203,16 @@ class ValueLearner:
         # running the prior over each batch again (one LSTM forward less per gradient step).
         self.needs_prior_logits = algo.needs_prior_values or cfg.offset_by_prior
         vocab = cast(int, self.reward_rnn.vocab_size) if self.needs_prior_logits else None
-        self.replay = EpisodeReplay(cfg.replay_size, episode_length, prior_vocab=vocab)
+        state_size = None
+        if cfg.stored_states:
+            if not hasattr(self.q_net, "flatten_state"):
+                arch = getattr(getattr(prior, "config", None), "arch", type(prior).__name__)
+                raise ConfigError(
+                    f"stored_states needs a recurrent prior (lstm or gru), not {arch}: its state is what the "
+                    "replay stores"
+                )
+            state_size = cast(int, cast(Any, self.q_net).state_size)
+        self.replay = EpisodeReplay(cfg.replay_size, episode_length, prior_vocab=vocab, state_size=state_size)
 
     def make_env(self, domain: Domain, n_envs: int) -> BatchedEnv:
         cfg = self.cfg
@@ -213,7 +222,7 @@ class ValueLearner:
         )
         return BatchedEnv.for_domain(
             self.q_net, self.reward_rnn, domain, n_envs, self.device, record_prior_logits=self.needs_prior_logits,
-            overlap=overlap,
+            overlap=overlap, record_states=cfg.stored_states,
         )  # fmt: skip
 
     def actor(self, generator: torch.Generator, env_step: int) -> ActFn:
@@ -230,24 +239,71 @@ class ValueLearner:
         due = learned // cfg.train_every - counters["gradient_steps"]
         loss = float("nan")
         for _ in range(due):
-            sample = self.replay.sample(cfg.batch_size // self.episode_length, generator)
-            loss = self.step(sample)
+            if cfg.stored_states:
+                transitions = self.replay.sample_transitions(
+                    cfg.batch_size, generator, cfg.terminal_last_step
+                )
+                loss = self.step_transitions(transitions)
+                counters["sample_updates"] += cfg.batch_size
+            else:
+                sample = self.replay.sample(cfg.batch_size // self.episode_length, generator)
+                loss = self.step(sample)
+                counters["sample_updates"] += sample.n_transitions
             counters["gradient_steps"] += 1
-            counters["sample_updates"] += sample.n_transitions
         return loss
 
     def step(self, batch: EpisodeBatch) -> float:
         """One gradient step on whole episodes; returns the loss (mean squared TD error over played steps)."""
-        cfg, algo = self.cfg, self.algo
-        assert algo.reward is not None and algo.next_value is not None  # a value-family row
+        overlap = self.overlap.use()
+        started = time.perf_counter()
+        loss = self.episode_loss(batch, overlap)
+        value = self._descend(loss)
+        self.overlap.record(overlap, time.perf_counter() - started)
+        return value
+
+    def step_transitions(self, transitions: Transitions) -> float:
+        """One gradient step on single transitions with stored states (``stored_states``); returns the loss."""
+        return self._descend(self.transitions_loss(transitions))
+
+    def _descend(self, loss: torch.Tensor) -> float:
+        """The gradient step on ``loss`` and the soft target update; the loss as a float."""
+        cfg = self.cfg
+        gradient_step(loss, self.params, self.optimizer, cfg.grad_clip)
+        soft_update(self.target_params, self.params, cfg.target_update_rate)
+        return float(loss.detach())
+
+    def transitions_loss(self, transitions: Transitions) -> torch.Tensor:
+        """The TD loss (mean squared TD error) of single transitions, each network one step from the stored
+        state: Q(s_t, .) from ``states`` reading ``tokens``; the target network's (and for double Q the online
+        one's) values at s_{t+1} from ``next_states`` reading a_t, the Q-network's state there, as the
+        original computed its target."""
+        moved: list[Any] = [None if x is None else x.to(self.device) for x in transitions]
+        tr = Transitions(*moved)
+        q_net, target_net = cast(Any, self.q_net), cast(Any, self.target_net)
+        with learner_autocast(self.bf16, self.device):
+            online = q_net.step(tr.tokens, q_net.unflatten_state(tr.states))[0].float()  # (n, V)
+        with torch.no_grad(), learner_autocast(self.bf16, self.device):
+            next_state = q_net.unflatten_state(tr.next_states)
+            target_next = target_net.step(tr.next_tokens, next_state)[0].float()
+            online_next = q_net.step(tr.next_tokens, next_state)[0].float() if self.cfg.double_q else None
+        q_taken = online.gather(-1, tr.actions[:, None]).squeeze(-1)  # (n,)
+        if self.needs_prior_logits and tr.prior_logits is None:
+            raise ValueError("these transitions carry no prior logits, which this algorithm reads")
+        return self._td_loss(
+            q_taken, target_next, online_next, tr.prior_logits, tr.next_prior_logits, tr.log_p, tr.task_reward,
+            tr.not_done, None,
+        )  # fmt: skip
+
+    def episode_loss(self, batch: EpisodeBatch, overlap: bool = False) -> torch.Tensor:
+        """The TD loss (mean squared TD error over played steps) of whole episodes, every network run over
+        them; ``overlap``: the target network's forward on the worker thread meanwhile."""
+        cfg = self.cfg
         batch = batch.trimmed()
         tokens = batch.tokens.to(self.device)  # (E, L+1): primer, a_0 .. a_{L-1}
         actions = tokens[:, 1:]  # (E, L)
         # One forward over the whole sequence gives Q(s_t, .) for t = 0..L (position t has read token t).
         # The target network's forward does not depend on the online one's: with overlap it runs on the
         # worker thread meanwhile (the same kernels on the same operands, so the same numbers).
-        overlap = self.overlap.use()
-        started = time.perf_counter()
         # With the last step terminal nothing bootstraps from s_L: both networks skip the last token (the same
         # outputs at the other positions, to the bit) and s_L's values are zeros that not_done multiplies out.
         inputs = tokens[:, :-1] if cfg.terminal_last_step and self.skip_last_state else tokens
@@ -260,35 +316,54 @@ class ValueLearner:
         if self.needs_prior_logits:
             prior_logits = self._prior_logits(batch, tokens)
         q_taken = online[:, : actions.shape[1]].gather(-1, actions[..., None]).squeeze(-1)  # (E, L)
+        # The online values at s' only for double Q (the other targets ignore them): no pad otherwise.
+        online_next = _pad_states(online[:, 1:].detach(), actions.shape[1]) if cfg.double_q else None
+        return self._td_loss(
+            q_taken, target_next, online_next,
+            None if prior_logits is None else prior_logits[:, :-1],
+            None if prior_logits is None else prior_logits[:, 1:],
+            batch.log_p.to(self.device), batch.task_reward.to(self.device),
+            # No bootstrap past an episode's end (its end token, or the last step when that is terminal).
+            batch.not_done(cfg.terminal_last_step).to(self.device),
+            batch.mask.to(self.device).float(),  # steps after the end carry no loss
+        )  # fmt: skip
+
+    def _td_loss(
+        self,
+        q_taken: torch.Tensor,
+        target_next: torch.Tensor,
+        online_next: torch.Tensor | None,
+        prior_logits: torch.Tensor | None,
+        next_prior_logits: torch.Tensor | None,
+        log_p: torch.Tensor,
+        task_reward: torch.Tensor,
+        not_done: torch.Tensor,
+        played: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The loss of Eq. 4 / 11 / 13 from the values taken (``q_taken`` (...,)) and those at the next states
+        (``target_next`` (..., V); ``online_next`` for double Q), for any leading shape: (E, L) for episodes,
+        (n,) for transitions. ``prior_logits`` / ``next_prior_logits``: the frozen prior's at s and s' (G's
+        target and ``offset_by_prior``); ``played``: the loss's weights (None: all steps count)."""
+        cfg, algo = self.cfg, self.algo
+        assert algo.reward is not None and algo.next_value is not None  # a value-family row
         with torch.no_grad():
             prior_next = None
-            if prior_logits is not None:
-                prior_next = torch.log_softmax(prior_logits[:, 1:], dim=-1)
-            if prior_logits is not None and cfg.offset_by_prior:
+            if next_prior_logits is not None:
+                prior_next = torch.log_softmax(next_prior_logits, dim=-1)
+            if next_prior_logits is not None and cfg.offset_by_prior:
                 # Q = outputs - log sum_a exp(prior logits): a fixed per-state shift, so the network's
                 # initial Q is exactly log p(a|s) and the policy (a softmax, or an argmax) is unchanged.
-                offset = torch.logsumexp(prior_logits, dim=-1)  # (E, L+1)
-                target_next = target_next - offset[:, 1:, None]
-            reward = algo.reward(
-                batch.log_p.to(self.device), batch.task_reward.to(self.device), cfg.reward_scale
-            )
-            # The online values at s' only for double Q (the other targets ignore them): no pad otherwise.
-            online_next = (
-                _pad_states(online[:, 1:].detach(), actions.shape[1]) if cfg.double_q else target_next
-            )
-            next_value = algo.next_value(target_next, online_next, prior_next, cfg.double_q)
-            # No bootstrap past an episode's end (its end token, or the last step when that is terminal).
-            not_done = batch.not_done(cfg.terminal_last_step).to(self.device)
+                target_next = target_next - torch.logsumexp(next_prior_logits, dim=-1)[..., None]
+            reward = algo.reward(log_p, task_reward, cfg.reward_scale)
+            online = online_next if online_next is not None else target_next
+            next_value = algo.next_value(target_next, online, prior_next, cfg.double_q)
             y = td_target(reward, next_value, cfg.gamma, not_done)
         if cfg.offset_by_prior:
-            q_taken = q_taken - offset[:, :-1]
-        played = batch.mask.to(self.device).float()  # steps after the end carry no loss
-        loss = ((q_taken - y).pow(2) * played).sum() / played.sum().clamp_min(1.0)
-        gradient_step(loss, self.params, self.optimizer, cfg.grad_clip)
-        soft_update(self.target_params, self.params, cfg.target_update_rate)
-        value = float(loss.detach())
-        self.overlap.record(overlap, time.perf_counter() - started)
-        return value
+            assert prior_logits is not None
+            q_taken = q_taken - torch.logsumexp(prior_logits, dim=-1)
+        if played is None:
+            return (q_taken - y).pow(2).mean()
+        return ((q_taken - y).pow(2) * played).sum() / played.sum().clamp_min(1.0)
 
     def _target_values(self, tokens: torch.Tensor) -> torch.Tensor:
         """The target network's outputs at the next states s_1 .. s_T of ``tokens`` (E, T+1), (E, T, V) fp32
