@@ -7,6 +7,7 @@ Run with ``rltuner bench`` (all benchmarks) or ``python -m rltuner.benchmarks.rl
 from __future__ import annotations
 
 import cProfile
+import functools
 import pstats
 import resource
 import sys
@@ -161,6 +162,10 @@ def _learner_settings(quick: bool, prior: Any) -> list[BenchResult]:
             bf16 = {"fused_adam": True, "learner_bf16": "on"}
             variants["fused Adam + bf16 autocast"] = {**bf16, "overlap": "off"}
             variants["fused Adam + bf16 + overlapped target forward"] = {**bf16, "overlap": "on"}
+        if name == "paper":
+            variants["fused Adam, stored states (32 single transitions)"] = {
+                "fused_adam": True, "learner_bf16": "off", "overlap": "off", "stored_states": True,
+            }  # fmt: skip
         times: dict[str, float] = {}
         for label, settings in variants.items():
             cfg = preset(name, batch_size=batch_size, **settings)
@@ -168,7 +173,13 @@ def _learner_settings(quick: bool, prior: Any) -> list[BenchResult]:
             env = learner.make_env(domain, batch_size // 32)
             batch = env.rollout(learner.actor(torch.Generator().manual_seed(0), 0), np.random.default_rng(0))
             reps = 3 if quick else (200 if name == "paper" else 20)
-            times[label] = _per_call_us(lambda learner=learner, batch=batch: learner.step(batch), reps) / 1e3
+            if cfg.stored_states:
+                learner.replay.add(batch)
+                sample = learner.replay.sample_transitions(batch_size, torch.Generator().manual_seed(0))
+                step = functools.partial(learner.step_transitions, sample)
+            else:
+                step = functools.partial(learner.step, batch)
+            times[label] = _per_call_us(step, reps) / 1e3
         base = times["per-tensor Adam"]
         ratios = "; ".join(f"{k} {v:.2f} ms ({base / v:.2f}x)" for k, v in times.items())
         bf16_note = (
@@ -193,22 +204,37 @@ def _paper_preset(quick: bool, prior: Any, prior_name: str) -> BenchResult:
     import torch
 
     from rltuner.domains.music import music_domain
-    from rltuner.rl.config import preset
+    from rltuner.rl.config import PRESETS, preset
     from rltuner.rl.tuner import tune
 
-    steps = 640 if quick else 16_000
-    cfg = preset("paper", total_steps=steps, eval_every=0, eval_episodes=1, progress=False, tensorboard=False)
-    t0 = time.perf_counter()
-    tune(cfg, music_domain(prior))
-    rate = steps / (time.perf_counter() - t0)
+    steps = 320 if quick else 8_000
+    domain = music_domain(prior)
+    seconds = {False: 0.0, True: 0.0}  # stored_states: off, on
+    for _ in range(2):  # alternated, twice each: the host's speed drifts
+        for stored in seconds:
+            cfg = preset(
+                "paper", total_steps=steps, eval_every=0, eval_episodes=1, progress=False, tensorboard=False,
+                stored_states=stored,
+            )  # fmt: skip
+            t0 = time.perf_counter()
+            tune(cfg, domain)
+            seconds[stored] += time.perf_counter() - t0
+    rates = {stored: 2 * steps / s for stored, s in seconds.items()}
+    default = PRESETS["paper"].stored_states
+    rate, other = rates[default], rates[not default]
+    label = {True: "stored states", False: "whole episodes"}
     return BenchResult(
-        name=f"--preset paper (1 environment, batch 32, a gradient step every 5 env steps), {steps:,} env steps",
+        name=f"--preset paper (1 environment, batch 32, a gradient step every 5 env steps), 2 x {steps:,} env "
+        f"steps, {label[default]} (its default)",
         value=rate,
         unit="env steps/s",
         goal=f">= 1,100 env steps/s (5x the original's {ORIGINAL_PAPER_RATE:.0f})",
         met=rate >= 1_100 if not quick else None,
         detail=f"{rate / ORIGINAL_PAPER_RATE:.2f}x the original's {ORIGINAL_PAPER_RATE:.0f} env steps/s (measured "
-        f"side by side on this machine class, issue #15); {prior_name}, {torch.get_num_threads()} threads",
+        f"side by side on this machine class, issue #15); with {label[not default]} (stored_states="
+        f"{str(not default).lower()}) {other:,.0f} env steps/s ({other / rate:.2f}x the default's), the two "
+        "alternated in this run; "
+        f"{prior_name}, {torch.get_num_threads()} threads",
     )
 
 
