@@ -158,17 +158,27 @@ class BatchedEnv:
                     prior_logits = p_logits.new_zeros(B, L + 1, p_logits.shape[-1])
                 prior_logits[:, t] = p_logits
             prior_log_p = torch.log_softmax(p_logits, dim=-1)  # (B, V)
-            actions_cpu = torch.where(alive, act(outputs, prior_log_p).cpu(), pad)  # (B,)
+            actions_cpu = act(outputs, prior_log_p).cpu()  # (B,)
+            if self.eos_token is not None:  # an ended episode is fed the pad token
+                actions_cpu = torch.where(alive, actions_cpu, pad)
+                mask[:, t] = alive
             actions = actions_cpu.to(self.device)
-            mask[:, t] = alive
-            log_p[:, t] = prior_log_p.gather(1, actions[:, None]).squeeze(1) * alive.to(self.device)
-            reward[:, t] = self.reward.step(reward_state, actions_cpu.numpy()) * alive.numpy()
+            taken = prior_log_p.gather(1, actions[:, None]).squeeze(1)
+            step_reward = self.reward.step(reward_state, actions_cpu.numpy())
+            if self.eos_token is None:  # every episode plays every step: nothing to mask (the same numbers)
+                log_p[:, t] = taken
+                reward[:, t] = step_reward
+            else:
+                log_p[:, t] = taken * alive.to(self.device)
+                reward[:, t] = step_reward * alive.numpy()
             tokens[:, t + 1] = actions_cpu
             prev = actions
             if self.eos_token is not None:
                 alive &= actions_cpu != self.eos_token
                 if not bool(alive.any()):
                     break
+        if self.eos_token is None:
+            mask[:, : t + 1] = True
         if prior_logits is not None:  # the state after the last played step: the TD target's last s'
             prior_logits[:, t + 1] = p_step(prev).float()
             prior_logits = prior_logits.cpu()
