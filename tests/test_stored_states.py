@@ -33,6 +33,7 @@ def test_a_flattened_state_restores_the_recurrent_step(arch: str, layers: int) -
         for t in range(6):
             rows = net.flatten_state(state)
             assert rows.shape == (3, net.state_size)
+            assert torch.equal(net.flatten_state(state, out=torch.empty(3, net.state_size)), rows)
             torch.testing.assert_close(net.flatten_state(stepper.state()), rows, atol=1e-6, rtol=0)
             logits, state = net.step(tokens[:, t], net.unflatten_state(rows.clone()))
             torch.testing.assert_close(logits, forward[:, t], atol=1e-5, rtol=1e-5)

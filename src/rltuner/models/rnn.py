@@ -44,11 +44,17 @@ class _RNNPrior(Prior):
         """Floats per sequence in :meth:`flatten_state`'s rows: every state tensor's layers side by side."""
         return (2 if self._gates == 4 else 1) * self.num_layers * self.hidden_size
 
-    def flatten_state(self, state: State) -> Tensor:
+    def flatten_state(self, state: State, out: Tensor | None = None) -> Tensor:
         """(B, :attr:`state_size`) rows of a state ((h, c) or (h,), each (num_layers, B, H)): for each tensor,
-        its layers in order. A replay memory keeps recurrent states in this form (``TuneConfig.stored_states``)."""
+        its layers in order. A replay memory keeps recurrent states in this form (``TuneConfig.stored_states``).
+        ``out``: (B, state_size) to write them to (the RL environment's record, one copy per tensor)."""
         batch = state[0].shape[1]
-        return torch.cat([s.transpose(0, 1).reshape(batch, -1) for s in state], dim=1)
+        if out is None:
+            return torch.cat([s.transpose(0, 1).reshape(batch, -1) for s in state], dim=1)
+        width = self.num_layers * self.hidden_size
+        for i, s in enumerate(state):
+            out[:, i * width : (i + 1) * width].copy_(s.transpose(0, 1).reshape(batch, width))
+        return out
 
     def unflatten_state(self, rows: Tensor) -> State:
         """The state whose :meth:`flatten_state` is ``rows`` (views of ``rows``, not copies)."""

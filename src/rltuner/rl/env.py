@@ -139,9 +139,8 @@ class BatchedEnv:
         if self.record_states:  # position t: the state before token t (the initial one first)
             read_state = cast(Any, q_step).state
             flatten = self.q_net.flatten_state
-            first = flatten(read_state())
-            states = first.new_zeros(B, L + 1, first.shape[1])
-            states[:, 0] = first
+            states = torch.zeros(B, L + 1, self.q_net.state_size, device=self.device)
+            flatten(read_state(), out=states[:, 0])
         overlap = self.overlap.use()
         started = time.perf_counter()
         pool = overlap_pool() if overlap else None
@@ -151,7 +150,7 @@ class BatchedEnv:
             pending = pool.submit(p_step, prev) if pool is not None else None
             outputs = q_step(prev)  # (B, V)
             if states is not None:
-                states[:, t + 1] = flatten(read_state())
+                flatten(read_state(), out=states[:, t + 1])
             p_logits = (pending.result() if pending is not None else p_step(prev)).float()
             if self.record_prior_logits:
                 if prior_logits is None:
