@@ -162,20 +162,19 @@ class BatchedEnv:
                 actions_cpu = torch.where(alive, actions_cpu, pad)
                 mask[:, t] = alive
             actions = actions_cpu.to(self.device)
+            tokens[:, t + 1] = actions_cpu
+            prev = actions
             taken = prior_log_p.gather(1, actions[:, None]).squeeze(1)
             step_reward = self.reward.step(reward_state, actions_cpu.numpy())
             if self.eos_token is None:  # every episode plays every step: nothing to mask (the same numbers)
                 log_p[:, t] = taken
                 reward[:, t] = step_reward
-            else:
-                log_p[:, t] = taken * alive.to(self.device)
-                reward[:, t] = step_reward * alive.numpy()
-            tokens[:, t + 1] = actions_cpu
-            prev = actions
-            if self.eos_token is not None:
-                alive &= actions_cpu != self.eos_token
-                if not bool(alive.any()):
-                    break
+                continue
+            log_p[:, t] = taken * alive.to(self.device)
+            reward[:, t] = step_reward * alive.numpy()
+            alive &= actions_cpu != self.eos_token
+            if not bool(alive.any()):
+                break
         if self.eos_token is None:
             mask[:, : t + 1] = True
         if prior_logits is not None:  # the state after the last played step: the TD target's last s'

@@ -277,6 +277,8 @@ class ValueLearner:
         state: Q(s_t, .) from ``states`` reading ``tokens``; the target network's (and for double Q the online
         one's) values at s_{t+1} from ``next_states`` reading a_t, the Q-network's state there, as the
         original computed its target."""
+        if self.needs_prior_logits and transitions.prior_logits is None:
+            raise ValueError("these transitions carry no prior logits, which this algorithm reads")
         moved: list[Any] = [None if x is None else x.to(self.device) for x in transitions]
         tr = Transitions(*moved)
         q_net, target_net = cast(Any, self.q_net), cast(Any, self.target_net)
@@ -287,8 +289,6 @@ class ValueLearner:
             target_next = target_net.step(tr.next_tokens, next_state)[0].float()
             online_next = q_net.step(tr.next_tokens, next_state)[0].float() if self.cfg.double_q else None
         q_taken = online.gather(-1, tr.actions[:, None]).squeeze(-1)  # (n,)
-        if self.needs_prior_logits and tr.prior_logits is None:
-            raise ValueError("these transitions carry no prior logits, which this algorithm reads")
         return self._td_loss(
             q_taken, target_next, online_next, tr.prior_logits, tr.next_prior_logits, tr.log_p, tr.task_reward,
             tr.not_done, None,
