@@ -26,12 +26,13 @@ def _model(cfg: dict) -> Prior:
 @pytest.mark.parametrize(
     "cfg", ARCHS, ids=lambda c: f"{c['arch']}-{c.get('num_layers', 1)}-{c.get('context', '')}"
 )
-def test_forward_equals_repeated_step(cfg: dict) -> None:
+@pytest.mark.parametrize("batch", [4, 40])  # 40: the LSTM's tanh through sigmoid (SIGMOID_TANH_MIN_BATCH)
+def test_forward_equals_repeated_step(cfg: dict, batch: int) -> None:
     model = _model(cfg)
-    tokens = torch.randint(0, 38, (4, 17), generator=torch.Generator().manual_seed(1))
+    tokens = torch.randint(0, 38, (batch, 17), generator=torch.Generator().manual_seed(1))
     logits, final = model(tokens)
-    assert logits.shape == (4, 17, 38)
-    state = model.initial_state(4)
+    assert logits.shape == (batch, 17, 38)
+    state = model.initial_state(batch)
     steps = []
     for t in range(tokens.shape[1]):
         out, state = model.step(tokens[:, t], state)
@@ -44,7 +45,7 @@ def test_forward_equals_repeated_step(cfg: dict) -> None:
 @pytest.mark.parametrize(
     "cfg", ARCHS, ids=lambda c: f"{c['arch']}-{c.get('num_layers', 1)}-{c.get('context', '')}"
 )
-@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("batch", [1, 3, 40])  # 40: the LSTM's tanh through sigmoid (SIGMOID_TANH_MIN_BATCH)
 def test_stepper_equals_step_exactly(cfg: dict, batch: int) -> None:
     """The stepper (the RL environment's path: preallocated for the LSTM) gives step's logits to the bit."""
     model = _model(cfg)
