@@ -145,3 +145,25 @@ def test_stored_states_are_refused_where_there_is_no_recurrent_state(tmp_path: P
     transformer = build_prior({"arch": "transformer", "hidden_size": 8, "num_heads": 2, "vocab_size": VOCAB})
     with pytest.raises(ConfigError, match="recurrent prior"):
         tune(_small(stored_states=True), toy_domain(transformer), tmp_path / "t")
+
+
+def test_an_end_token_is_terminal_even_when_the_last_step_bootstraps() -> None:
+    """terminal_last_step=false bootstraps a fixed-length episode's last step, never an end token: not on the
+    last step itself, nor when every sampled episode ended early (whose trimmed batch's last column is an end
+    step), in both replays."""
+    length = 4
+    cfg = TuneConfig(stored_states=True, terminal_last_step=False, learner_bf16="off", progress=False)
+    learner = ValueLearner(tiny_prior(2), get_algorithm("q"), cfg, torch.device("cpu"), length, eos_token=EOS)
+    env = BatchedEnv(learner.q_net, learner.reward_rnn, StepReward(), _eos_domain().sample_primers, length, 2,
+                     eos_token=EOS, pad_token=PAD, record_states=True)  # fmt: skip
+    early = env.rollout(scripted_actor([[5, EOS, 7, 7], [5, 6, EOS, 7]]), np.random.default_rng(0))
+    last = env.rollout(scripted_actor([[5, 6, 7, EOS], [5, 6, 7, 8]]), np.random.default_rng(0))
+    assert early.not_done(False, EOS).tolist() == [[1, 0, 0, 0], [1, 1, 0, 0]]
+    assert last.not_done(False, EOS).tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]
+    for batch in (early, last):
+        episode, step = batch.mask.nonzero(as_tuple=True)
+        tr = transitions_of(batch, episode, step, False, EOS)
+        torch.testing.assert_close(tr.not_done, batch.not_done(False, EOS)[episode, step])
+        with torch.no_grad():
+            whole, single = learner.episode_loss(batch), learner.transitions_loss(tr)
+        assert float(single) == pytest.approx(float(whole), rel=1e-5)

@@ -11,10 +11,12 @@ usual parameter names. Two paths compute the same maths:
 From :data:`SIGMOID_TANH_MIN_BATCH` sequences on, the LSTM cell computes its two tanh as ``2 sigmoid(2x) - 1``:
 torch 2.13's CPU ``tanh`` is not vectorised (65 us for 256 x 100 floats, the same with
 ``ATEN_CPU_CAPABILITY=default``, against 11 us for ``sigmoid``; 2-core AMD EPYC), and it was a fifth of an
-acting step at 256 melodies. The cell gate's pre-activation is doubled in the weights (exact: a power of
-two), so the one sigmoid over all four gates gives it. The identity is exact in real numbers; in fp32 its
-absolute error is at most ~1e-7 (cancellation near 0), the size of the matmuls' own rounding. Below that batch
-size the step is dispatch-bound and keeps ``torch.tanh`` (fewer kernels).
+acting step at 256 melodies. The cell gate's pre-activation is doubled (exact: a power of two; the stepper
+doubles those weight rows once, ``step`` the pre-activations), so the one sigmoid over all four gates gives
+it. The identity is exact in real numbers; in fp32 its absolute error is at most ~2e-7 (cancellation near 0),
+the size of the matmuls' own rounding. Below that batch size the step is dispatch-bound and keeps
+``torch.tanh`` (fewer kernels); so do GPUs (their tanh is vectorised) and bf16 autocast (whose rounding of
+``2 sigmoid(2x) - 1`` near 0 would be 2^-8).
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ from torch import Tensor
 from rltuner.models.prior import ModelConfig, Prior, State, StatefulStepper, Stepper
 
 SIGMOID_TANH_MIN_BATCH = 16
-"""Sequences per LSTM step from which tanh is computed through sigmoid (the module's docstring)."""
+"""Sequences per LSTM step from which tanh is computed through sigmoid on the CPU (the module's docstring)."""
+
+
+def _tanh_via_sigmoid(batch: int, like: Tensor) -> bool:
+    """Whether an LSTM step of ``batch`` sequences on ``like``'s device takes tanh through sigmoid: on the
+    CPU (whose torch tanh is not vectorised; a GPU's is) from :data:`SIGMOID_TANH_MIN_BATCH` sequences."""
+    return like.device.type == "cpu" and batch >= SIGMOID_TANH_MIN_BATCH
 
 
 class _RNNPrior(Prior):
@@ -58,7 +66,8 @@ class _RNNPrior(Prior):
     def flatten_state(self, state: State, out: Tensor | None = None) -> Tensor:
         """(B, :attr:`state_size`) rows of a state ((h, c) or (h,), each (num_layers, B, H)): for each tensor,
         its layers in order. A replay memory keeps recurrent states in this form (``TuneConfig.stored_states``).
-        ``out``: (B, state_size) to write them to (the RL environment's record, one copy per tensor)."""
+        ``out``: (B, state_size) to write them to (the RL environment's record: for one layer, one copy per
+        tensor)."""
         batch = state[0].shape[1]
         if out is None:
             return torch.cat([s.transpose(0, 1).reshape(batch, -1) for s in state], dim=1)
@@ -138,7 +147,7 @@ class LSTMPrior(_RNNPrior):
         self._check_tokens(tokens, 1)
         h_prev, c_prev = state
         rnn = self.rnn
-        via_sigmoid = tokens.shape[0] >= SIGMOID_TANH_MIN_BATCH
+        via_sigmoid = _tanh_via_sigmoid(tokens.shape[0], h_prev)
         hs: list[Tensor] = []
         cs: list[Tensor] = []
         x: Tensor | None = None
@@ -154,8 +163,10 @@ class LSTMPrior(_RNNPrior):
                 gates = torch.addmm(bias, x, w_ih.t()).addmm_(h_prev[layer], w_hh.t())
             # PyTorch's gate order: input, forget, cell (g), output.
             hsz = self.hidden_size
-            if via_sigmoid:  # tanh(x) = 2 sigmoid(2x) - 1, the doubling exact (as the stepper's weights)
-                sig = torch.sigmoid(gates * self._gate_scale(gates))
+            if via_sigmoid and gates.dtype == torch.float32:  # not under bf16 autocast: fp32's accuracy only
+                # tanh(x) = 2 sigmoid(2x) - 1; the cell gate doubled in place (exact, as the stepper's weights)
+                gates[:, 2 * hsz : 3 * hsz].mul_(2)
+                sig = torch.sigmoid(gates)
                 g = sig[:, 2 * hsz : 3 * hsz] * 2 - 1
                 c = torch.addcmul(sig[:, hsz : 2 * hsz] * c_prev[layer], sig[:, :hsz], g)
                 x = sig[:, 3 * hsz :] * (torch.sigmoid(c * 2) * 2 - 1)
@@ -169,13 +180,6 @@ class LSTMPrior(_RNNPrior):
         assert x is not None
         logits = torch.addmm(self.out.bias, x, self.out.weight.t())  # (B, V)
         return logits, (_stack(hs), _stack(cs))
-
-    def _gate_scale(self, like: Tensor) -> Tensor:
-        """(4H,) ones with 2 at the cell gate's columns: the doubling of ``2 sigmoid(2x) - 1``."""
-        hsz = self.hidden_size
-        scale = torch.ones(4 * hsz, dtype=like.dtype, device=like.device)
-        scale[2 * hsz : 3 * hsz] = 2
-        return scale
 
     @torch.no_grad()
     def stepper(
@@ -197,10 +201,11 @@ class LSTMPrior(_RNNPrior):
         table = self._input_table(with_hh_bias=True)  # (V, 4H), fixed while the weights are
         # Detached views (no autograd, no copy): the same operands, hence the same kernels, as step's.
         w_hh = cast(Tensor, self.rnn.weight_hh_l0).detach()
-        via_sigmoid = batch_size >= SIGMOID_TANH_MIN_BATCH
+        via_sigmoid = _tanh_via_sigmoid(batch_size, table) and table.dtype == torch.float32
         if via_sigmoid:  # the cell gate's rows doubled once (exact), so the gates' sigmoid gives sigmoid(2x)
-            scale = self._gate_scale(table)
-            table, w_hh = table * scale, w_hh * scale[:, None]
+            table, w_hh = table.clone(), w_hh.clone()
+            table[:, 2 * hsz : 3 * hsz].mul_(2)
+            w_hh[2 * hsz : 3 * hsz].mul_(2)
         w_hh_t = w_hh.t()
         w_out_t, b_out = self.out.weight.detach().t(), self.out.bias.detach()
         gates = table.new_empty(batch_size, 4 * hsz)

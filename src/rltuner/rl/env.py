@@ -117,7 +117,8 @@ class BatchedEnv:
             mask (B, L), and with ``record_prior_logits`` prior_logits (B, L+1, V). Steps after an episode's
             end hold the pad token, zeros and ``mask`` false (the prior's logits there are those of the pad
             inputs, up to the state after the last played step; zeros beyond), with ``record_states`` states
-            (B, L+1, S) (zeros after the state before the last played step's successor).
+            (B, L+1, S): positions 0 .. t+1 written (t the last step any episode played), zeros beyond; after
+            an episode's end, the states after its pad inputs.
         """
         B, L = self.n_envs, self.episode_length
         primers = torch.as_tensor(np.asarray(self.sample_primers(B, rng), dtype=np.int64))

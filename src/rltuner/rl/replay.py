@@ -46,16 +46,16 @@ class EpisodeBatch(NamedTuple):
         """Transitions actually played (masked steps excluded)."""
         return int(self.mask.sum())
 
-    def not_done(self, terminal_last_step: bool = True) -> torch.Tensor:
+    def not_done(self, terminal_last_step: bool = True, eos_token: int | None = None) -> torch.Tensor:
         """(B, L) float: 1 where the TD target bootstraps from the next state, 0 where the episode ended.
 
         Step t bootstraps when step t+1 was played; the last step bootstraps only when
-        ``terminal_last_step`` is false (a fixed-length episode treated as continuing).
+        ``terminal_last_step`` is false (a fixed-length episode treated as continuing) and it did not play
+        ``eos_token``. Call it on the episodes as stored (not :meth:`trimmed`: their last column is step L-1).
         """
         nd = torch.zeros(self.mask.shape, dtype=torch.float32)
         nd[:, :-1] = self.mask[:, 1:].float()
-        if not terminal_last_step:
-            nd[:, -1] = self.mask[:, -1].float()
+        nd[:, -1] = last_step_bootstraps(self.mask[:, -1], self.tokens[:, -1], terminal_last_step, eos_token)
         return nd
 
     def trimmed(self) -> EpisodeBatch:
@@ -75,6 +75,19 @@ class EpisodeBatch(NamedTuple):
         """The last ``n`` episodes."""
         rows: list[Any] = [None if x is None else x[-n:] for x in self]
         return EpisodeBatch(*rows)
+
+
+def last_step_bootstraps(
+    played: torch.Tensor, action: torch.Tensor, terminal_last_step: bool, eos_token: int | None
+) -> torch.Tensor:
+    """Whether the TD target of an episode's last step (L-1) bootstraps, given whether it was ``played`` and
+    its ``action``: only when that step is not terminal (``terminal_last_step`` false), was played, and did
+    not play the end token."""
+    if terminal_last_step:
+        return torch.zeros_like(played)
+    if eos_token is None:
+        return played
+    return played & (action != eos_token)
 
 
 class Transitions(NamedTuple):
@@ -105,21 +118,28 @@ class Transitions(NamedTuple):
 
 
 def transitions_of(
-    batch: EpisodeBatch, episode: torch.Tensor, step: torch.Tensor, terminal_last_step: bool = True
+    batch: EpisodeBatch,
+    episode: torch.Tensor,
+    step: torch.Tensor,
+    terminal_last_step: bool = True,
+    eos_token: int | None = None,
 ) -> Transitions:
-    """The transitions ``(episode[i], step[i])`` of ``batch``, which must carry ``states``."""
+    """The transitions ``(episode[i], step[i])`` of ``batch`` (as stored, not trimmed), which must carry
+    ``states``; ``not_done`` as :meth:`EpisodeBatch.not_done` at those steps."""
     if batch.states is None:
         raise ValueError("these episodes carry no recurrent states (TuneConfig.stored_states)")
     nxt = step + 1
     length = batch.mask.shape[1]
     # EpisodeBatch.not_done at the drawn steps only (not over the whole memory)
     inside = nxt < length
+    actions = batch.tokens[episode, nxt]
     not_done = batch.mask[episode, nxt.clamp(max=length - 1)] & inside
-    if not terminal_last_step:
-        not_done |= ~inside & batch.mask[episode, step]
+    not_done |= ~inside & last_step_bootstraps(
+        batch.mask[episode, step], actions, terminal_last_step, eos_token
+    )
     logits = batch.prior_logits
     return Transitions(
-        batch.tokens[episode, step], batch.states[episode, step], batch.tokens[episode, nxt],
+        batch.tokens[episode, step], batch.states[episode, step], actions,
         batch.states[episode, nxt], batch.task_reward[episode, step], batch.log_p[episode, step],
         not_done.float(),
         None if logits is None else logits[episode, step], None if logits is None else logits[episode, nxt],
@@ -205,12 +225,16 @@ class EpisodeReplay:
         )
 
     def sample_transitions(
-        self, n: int, generator: torch.Generator, terminal_last_step: bool = True
+        self,
+        n: int,
+        generator: torch.Generator,
+        terminal_last_step: bool = True,
+        eos_token: int | None = None,
     ) -> Transitions:
         """``n`` played transitions drawn uniformly with replacement (the original's replay), with their
         stored states; a memory made with ``state_size``."""
-        if self.size == 0:
-            raise RuntimeError("cannot sample from an empty replay memory")
+        if self.size == 0 or not bool(self.mask[: self.size].any()):
+            raise RuntimeError("cannot sample from a replay memory without played steps")
         flat = torch.randint(self.size * self.episode_length, (n,), generator=generator)
         played = self.mask.view(-1)[flat]
         while not bool(played.all()):  # steps after an episode's end: drawn again (uniform over played ones)
@@ -223,7 +247,7 @@ class EpisodeReplay:
         view = EpisodeBatch(
             self.tokens, self.task_reward, self.log_p, self.mask, self.prior_logits, self.states
         )
-        return transitions_of(view, episode, step, terminal_last_step)
+        return transitions_of(view, episode, step, terminal_last_step, eos_token)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors only (safe to load with ``torch.load(weights_only=True)``)."""

@@ -186,8 +186,10 @@ class ValueLearner:
         cfg: TuneConfig,
         device: torch.device,
         episode_length: int,
+        eos_token: int | None = None,
     ) -> None:
         self.algo = algo
+        self.eos_token = eos_token  # the domain's end token: its step is terminal (EpisodeBatch.not_done)
         self.cfg = cfg
         self.device = device
         self.episode_length = episode_length
@@ -241,7 +243,7 @@ class ValueLearner:
         for _ in range(due):
             if cfg.stored_states:
                 transitions = self.replay.sample_transitions(
-                    cfg.batch_size, generator, cfg.terminal_last_step
+                    cfg.batch_size, generator, cfg.terminal_last_step, self.eos_token
                 )
                 loss = self.step_transitions(transitions)
                 counters["sample_updates"] += cfg.batch_size
@@ -298,6 +300,9 @@ class ValueLearner:
         """The TD loss (mean squared TD error over played steps) of whole episodes, every network run over
         them; ``overlap``: the target network's forward on the worker thread meanwhile."""
         cfg = self.cfg
+        # No bootstrap past an episode's end (its end token, or the last step when that is terminal); taken
+        # before trimming, whose last column need not be step L-1.
+        not_done = batch.not_done(cfg.terminal_last_step, self.eos_token)
         batch = batch.trimmed()
         tokens = batch.tokens.to(self.device)  # (E, L+1): primer, a_0 .. a_{L-1}
         actions = tokens[:, 1:]  # (E, L)
@@ -323,8 +328,7 @@ class ValueLearner:
             None if prior_logits is None else prior_logits[:, :-1],
             None if prior_logits is None else prior_logits[:, 1:],
             batch.log_p.to(self.device), batch.task_reward.to(self.device),
-            # No bootstrap past an episode's end (its end token, or the last step when that is terminal).
-            batch.not_done(cfg.terminal_last_step).to(self.device),
+            not_done[:, : actions.shape[1]].to(self.device),
             batch.mask.to(self.device).float(),  # steps after the end carry no loss
         )  # fmt: skip
 
@@ -408,7 +412,7 @@ def make_learner(algo: Algorithm, cfg: TuneConfig, domain: Domain, device: torch
     """The learner of the algorithm's family, its network initialised from the domain's prior."""
     if algo.family == "policy":
         return PolicyLearner(domain.prior, algo, cfg, device, domain)
-    return ValueLearner(domain.prior, algo, cfg, device, domain.episode_length)
+    return ValueLearner(domain.prior, algo, cfg, device, domain.episode_length, domain.eos_token)
 
 
 def _default_domain() -> Domain:
