@@ -97,7 +97,7 @@ def test_an_on_policy_row_keeps_its_own_goal() -> None:
 
 def test_quick_rl_bench_reports_the_reference_and_the_ratio_to_it(monkeypatch, prior) -> None:
     # Only the reference and the full-budget rows: the other rows have their own figures and cost time.
-    for part in ("_acting", "_one_melody_paths", "_learner_settings"):
+    for part in ("_acting", "_one_melody_paths", "_tanh_paths", "_learner_settings"):
         monkeypatch.setattr(bench, part, lambda *args: [])
     placeholder = {"value": 1.0, "unit": "s", "goal": "", "met": None, "detail": ""}
     monkeypatch.setattr(bench, "_paper_preset", lambda *args: {"name": "paper", **placeholder})
@@ -117,3 +117,12 @@ def test_quick_rl_bench_reports_the_reference_and_the_ratio_to_it(monkeypatch, p
     assert reference["value"] == pytest.approx((float(timings[1]) + float(timings[2])) / 2, abs=0.06)
     assert q["goal"].startswith("<= 60 s and <= 0.65x plain eager torch") and q["met"] is None
     assert re.search(r"CPU time [\d.]+ s, [\d.]+x the reference's one-core wall time", q["detail"])
+
+
+def test_the_tanh_row_times_both_paths_and_restores_the_threshold(prior) -> None:
+    from rltuner.models import rnn
+
+    (row,) = bench._tanh_paths(True, prior, "tiny LSTM")
+    found = re.search(r"2 sigmoid\(2x\) - 1 (\d+) us vs torch.tanh (\d+) us: ([\d.]+)x", row["detail"])
+    assert found is not None and row["unit"] == "us/step" and row["value"] > 0
+    assert rnn.SIGMOID_TANH_MIN_BATCH == 16

@@ -139,6 +139,46 @@ def _one_melody_paths(quick: bool, prior: Any, prior_name: str) -> list[BenchRes
     ]  # fmt: skip
 
 
+def _tanh_paths(quick: bool, prior: Any, prior_name: str) -> list[BenchResult]:
+    """Both networks' steps at 256 melodies with the LSTM's tanh through sigmoid (the default from
+    ``SIGMOID_TANH_MIN_BATCH`` sequences) beside ``torch.tanh``, alternated in this run."""
+    import torch
+
+    from rltuner.models import rnn
+
+    batch, n = (16, 8) if quick else (256, 400)
+    tokens = [torch.randint(0, prior.vocab_size, (batch,), generator=torch.Generator().manual_seed(i))
+              for i in range(8)]  # fmt: skip
+    times = {"sigmoid": 0.0, "tanh": 0.0}
+    default = rnn.SIGMOID_TANH_MIN_BATCH
+    try:
+        with torch.no_grad():
+            for _ in range(3):
+                for path in times:
+                    rnn.SIGMOID_TANH_MIN_BATCH = default if path == "sigmoid" else batch + 1
+                    q_step, p_step = prior.stepper(batch), prior.stepper(batch)
+                    feed = iter(tokens * (n // 8 + 2))
+
+                    def both(q_step: Any = q_step, p_step: Any = p_step, feed: Any = feed) -> None:
+                        tok = next(feed)
+                        q_step(tok)
+                        p_step(tok)
+
+                    times[path] += _per_call_us(both, n)
+    finally:
+        rnn.SIGMOID_TANH_MIN_BATCH = default
+    fast, slow = times["sigmoid"] / 3, times["tanh"] / 3
+    return [
+        BenchResult(
+            name=f"both networks' steps at {batch} melodies (Q-network + Reward RNN)",
+            value=fast, unit="us/step", goal="", met=None,
+            detail=f"tanh as 2 sigmoid(2x) - 1 {fast:.0f} us vs torch.tanh {slow:.0f} us: {slow / fast:.2f}x "
+            f"(alternated, 3 x {n} steps each; torch's CPU tanh is not vectorised); {prior_name}, "
+            f"{torch.get_num_threads()} threads",
+        )
+    ]  # fmt: skip
+
+
 def _learner_settings(quick: bool, prior: Any) -> list[BenchResult]:
     """One gradient step at the paper's shape (1 episode) and the fast preset's (32 episodes), per setting."""
     import numpy as np
@@ -421,6 +461,7 @@ def measure(quick: bool = False) -> list[BenchResult]:
     prior, prior_name = _prior()
     results = _acting(quick, prior, prior_name)
     results += _one_melody_paths(quick, prior, prior_name)
+    results += _tanh_paths(quick, prior, prior_name)
     results.append(_paper_preset(quick, prior, prior_name))
     results += _learner_settings(quick, prior)
     # The reference is timed before and after the tuning runs (minutes apart on a shared machine, whose speed
