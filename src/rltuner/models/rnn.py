@@ -163,18 +163,15 @@ class LSTMPrior(_RNNPrior):
                 gates = torch.addmm(bias, x, w_ih.t()).addmm_(h_prev[layer], w_hh.t())
             # PyTorch's gate order: input, forget, cell (g), output.
             hsz = self.hidden_size
-            if via_sigmoid and gates.dtype == torch.float32:  # not under bf16 autocast: fp32's accuracy only
-                # tanh(x) = 2 sigmoid(2x) - 1; the cell gate doubled in place (exact, as the stepper's weights)
+            fast = (
+                via_sigmoid and gates.dtype == torch.float32
+            )  # not under bf16 autocast: fp32's accuracy only
+            if fast:  # tanh(x) = 2 sigmoid(2x) - 1; the cell gate doubled in place (exact, as the stepper's)
                 gates[:, 2 * hsz : 3 * hsz].mul_(2)
-                sig = torch.sigmoid(gates)
-                g = sig[:, 2 * hsz : 3 * hsz] * 2 - 1
-                c = torch.addcmul(sig[:, hsz : 2 * hsz] * c_prev[layer], sig[:, :hsz], g)
-                x = sig[:, 3 * hsz :] * (torch.sigmoid(c * 2) * 2 - 1)
-            else:
-                sig = torch.sigmoid(gates)
-                g = torch.tanh(gates[:, 2 * hsz : 3 * hsz])
-                c = torch.addcmul(sig[:, hsz : 2 * hsz] * c_prev[layer], sig[:, :hsz], g)
-                x = sig[:, 3 * hsz :] * torch.tanh(c)
+            sig = torch.sigmoid(gates)
+            g = sig[:, 2 * hsz : 3 * hsz] * 2 - 1 if fast else torch.tanh(gates[:, 2 * hsz : 3 * hsz])
+            c = torch.addcmul(sig[:, hsz : 2 * hsz] * c_prev[layer], sig[:, :hsz], g)
+            x = sig[:, 3 * hsz :] * (torch.sigmoid(c * 2) * 2 - 1 if fast else torch.tanh(c))
             hs.append(x)
             cs.append(c)
         assert x is not None
@@ -221,12 +218,12 @@ class LSTMPrior(_RNNPrior):
             torch.sigmoid(gates, out=sig)
             if via_sigmoid:
                 torch.mul(sig[:, 2 * hsz : 3 * hsz], 2, out=g).sub_(1)
-                c.mul_(sig[:, hsz : 2 * hsz]).addcmul_(sig[:, :hsz], g)
-                torch.mul(c, 2, out=tanh_c)
-                torch.sigmoid(tanh_c, out=tanh_c).mul_(2).sub_(1)
             else:
                 torch.tanh(gates[:, 2 * hsz : 3 * hsz], out=g)
-                c.mul_(sig[:, hsz : 2 * hsz]).addcmul_(sig[:, :hsz], g)
+            c.mul_(sig[:, hsz : 2 * hsz]).addcmul_(sig[:, :hsz], g)
+            if via_sigmoid:
+                torch.sigmoid(torch.mul(c, 2, out=tanh_c), out=tanh_c).mul_(2).sub_(1)
+            else:
                 torch.tanh(c, out=tanh_c)
             torch.mul(sig[:, 3 * hsz :], tanh_c, out=h)
             return torch.addmm(b_out, h, w_out_t, out=logits)

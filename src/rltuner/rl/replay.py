@@ -71,10 +71,14 @@ class EpisodeBatch(NamedTuple):
             states,
         )  # fmt: skip
 
+    def rows(self, index: torch.Tensor | slice) -> EpisodeBatch:
+        """The episodes ``index`` selects (every field indexed along its first dimension)."""
+        fields: list[Any] = [None if x is None else x[index] for x in self]
+        return EpisodeBatch(*fields)
+
     def newest(self, n: int) -> EpisodeBatch:
         """The last ``n`` episodes."""
-        rows: list[Any] = [None if x is None else x[-n:] for x in self]
-        return EpisodeBatch(*rows)
+        return self.rows(slice(-n, None))
 
 
 def last_step_bootstraps(
@@ -217,11 +221,12 @@ class EpisodeReplay:
         """``n_episodes`` episodes drawn uniformly with replacement."""
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay memory")
-        idx = torch.randint(self.size, (n_episodes,), generator=generator)
-        logits = self.prior_logits[idx] if self.prior_logits is not None else None
-        states = self.states[idx] if self.states is not None else None
+        return self._buffers().rows(torch.randint(self.size, (n_episodes,), generator=generator))
+
+    def _buffers(self) -> EpisodeBatch:
+        """The whole memory (every slot, filled or not) as one batch of views."""
         return EpisodeBatch(
-            self.tokens[idx], self.task_reward[idx], self.log_p[idx], self.mask[idx], logits, states
+            self.tokens, self.task_reward, self.log_p, self.mask, self.prior_logits, self.states
         )
 
     def sample_transitions(
@@ -244,10 +249,7 @@ class EpisodeReplay:
             )
             played = self.mask.view(-1)[flat]
         episode, step = flat // self.episode_length, flat % self.episode_length
-        view = EpisodeBatch(
-            self.tokens, self.task_reward, self.log_p, self.mask, self.prior_logits, self.states
-        )
-        return transitions_of(view, episode, step, terminal_last_step, eos_token)
+        return transitions_of(self._buffers(), episode, step, terminal_last_step, eos_token)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors only (safe to load with ``torch.load(weights_only=True)``)."""

@@ -291,8 +291,12 @@ class ValueLearner:
             target_next = target_net.step(tr.next_tokens, next_state)[0].float()
             online_next = q_net.step(tr.next_tokens, next_state)[0].float() if self.cfg.double_q else None
         q_taken = online.gather(-1, tr.actions[:, None]).squeeze(-1)  # (n,)
+        offsets = None
+        if self.cfg.offset_by_prior:
+            assert tr.prior_logits is not None and tr.next_prior_logits is not None
+            offsets = (torch.logsumexp(tr.prior_logits, -1), torch.logsumexp(tr.next_prior_logits, -1))
         return self._td_loss(
-            q_taken, target_next, online_next, tr.prior_logits, tr.next_prior_logits, tr.log_p, tr.task_reward,
+            q_taken, target_next, online_next, tr.next_prior_logits, offsets, tr.log_p, tr.task_reward,
             tr.not_done, None,
         )  # fmt: skip
 
@@ -323,10 +327,14 @@ class ValueLearner:
         q_taken = online[:, : actions.shape[1]].gather(-1, actions[..., None]).squeeze(-1)  # (E, L)
         # The online values at s' only for double Q (the other targets ignore them): no pad otherwise.
         online_next = _pad_states(online[:, 1:].detach(), actions.shape[1]) if cfg.double_q else None
+        offsets = None
+        if cfg.offset_by_prior:
+            assert prior_logits is not None
+            log_partition = torch.logsumexp(prior_logits, dim=-1)  # (E, L+1), once for s and s'
+            offsets = (log_partition[:, :-1], log_partition[:, 1:])
         return self._td_loss(
             q_taken, target_next, online_next,
-            None if prior_logits is None else prior_logits[:, :-1],
-            None if prior_logits is None else prior_logits[:, 1:],
+            None if prior_logits is None else prior_logits[:, 1:], offsets,
             batch.log_p.to(self.device), batch.task_reward.to(self.device),
             not_done[:, : actions.shape[1]].to(self.device),
             batch.mask.to(self.device).float(),  # steps after the end carry no loss
@@ -337,8 +345,8 @@ class ValueLearner:
         q_taken: torch.Tensor,
         target_next: torch.Tensor,
         online_next: torch.Tensor | None,
-        prior_logits: torch.Tensor | None,
         next_prior_logits: torch.Tensor | None,
+        offsets: tuple[torch.Tensor, torch.Tensor] | None,
         log_p: torch.Tensor,
         task_reward: torch.Tensor,
         not_done: torch.Tensor,
@@ -346,25 +354,25 @@ class ValueLearner:
     ) -> torch.Tensor:
         """The loss of Eq. 4 / 11 / 13 from the values taken (``q_taken`` (...,)) and those at the next states
         (``target_next`` (..., V); ``online_next`` for double Q), for any leading shape: (E, L) for episodes,
-        (n,) for transitions. ``prior_logits`` / ``next_prior_logits``: the frozen prior's at s and s' (G's
-        target and ``offset_by_prior``); ``played``: the loss's weights (None: all steps count)."""
+        (n,) for transitions. ``next_prior_logits``: the frozen prior's at s' (G's target); ``offsets``: its
+        log-partitions at s and s' (``offset_by_prior``, else None); ``played``: the loss's weights (None: all
+        steps count)."""
         cfg, algo = self.cfg, self.algo
         assert algo.reward is not None and algo.next_value is not None  # a value-family row
         with torch.no_grad():
             prior_next = None
             if next_prior_logits is not None:
                 prior_next = torch.log_softmax(next_prior_logits, dim=-1)
-            if next_prior_logits is not None and cfg.offset_by_prior:
+            if offsets is not None:
                 # Q = outputs - log sum_a exp(prior logits): a fixed per-state shift, so the network's
                 # initial Q is exactly log p(a|s) and the policy (a softmax, or an argmax) is unchanged.
-                target_next = target_next - torch.logsumexp(next_prior_logits, dim=-1)[..., None]
+                target_next = target_next - offsets[1][..., None]
             reward = algo.reward(log_p, task_reward, cfg.reward_scale)
             online = online_next if online_next is not None else target_next
             next_value = algo.next_value(target_next, online, prior_next, cfg.double_q)
             y = td_target(reward, next_value, cfg.gamma, not_done)
-        if cfg.offset_by_prior:
-            assert prior_logits is not None
-            q_taken = q_taken - torch.logsumexp(prior_logits, dim=-1)
+        if offsets is not None:
+            q_taken = q_taken - offsets[0]
         if played is None:
             return (q_taken - y).pow(2).mean()
         return ((q_taken - y).pow(2) * played).sum() / played.sum().clamp_min(1.0)
