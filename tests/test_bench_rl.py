@@ -126,3 +126,20 @@ def test_the_tanh_row_times_both_paths_and_restores_the_threshold(prior) -> None
     found = re.search(r"2 sigmoid\(2x\) - 1 (\d+) us vs torch.tanh (\d+) us: ([\d.]+)x", row["detail"])
     assert found is not None and row["unit"] == "us/step" and row["value"] > 0
     assert rnn.SIGMOID_TANH_MIN_BATCH == 16
+
+
+def test_warm_up_optimizers_does_the_one_time_import_a_timing_would_pay() -> None:
+    # A fresh process (this one imported torch._dynamo long ago): torch imports it at the first optimizer,
+    # so after the warm-up a tuning run's optimizer finds it loaded.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch; from rltuner.benchmarks import warm_up_optimizers; "
+        "before = 'torch._dynamo' in sys.modules; warm_up_optimizers(); "
+        "print(before, 'torch._dynamo' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.split() == ["False", "True"]

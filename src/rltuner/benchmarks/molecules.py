@@ -59,12 +59,14 @@ def _reward(quick: bool) -> list[BenchResult]:
 
 
 def _tuning(quick: bool) -> list[BenchResult]:
+    from rltuner.benchmarks import warm_up_optimizers
     from rltuner.domains import get_domain, tune_preset
     from rltuner.rl.tuner import tune
 
     domain = get_domain("molecules").build(None)
     steps = 5_000 if quick else MEASURED_STEPS
     results: list[BenchResult] = []
+    warm_up_optimizers()  # not in the first algorithm's time
     for algorithm in ("q", "psi", "g", "rl-only"):
         cfg = tune_preset("molecules", "fast", algorithm=algorithm, total_steps=steps, eval_every=0,
                           eval_episodes=16, tensorboard=False, progress=False)  # fmt: skip

@@ -80,6 +80,7 @@ def _slice_in_this_process(threads: int, quick: bool) -> dict[str, object]:
     """Time a fast-preset Q-learning slice here (the prior loaded first, outside the timing)."""
     import torch
 
+    from rltuner.benchmarks import warm_up_optimizers
     from rltuner.benchmarks.rl import _prior
     from rltuner.domains.music import music_domain
     from rltuner.rl.config import preset
@@ -95,6 +96,7 @@ def _slice_in_this_process(threads: int, quick: bool) -> dict[str, object]:
         "fast", algorithm="q", total_steps=QUICK_STEPS if quick else SLICE_STEPS, eval_every=0,
         progress=False, tensorboard=False, threads=count, **small,
     )  # fmt: skip
+    warm_up_optimizers()  # its own process: torch's one-time optimizer start-up is not the slice's
     t0 = time.perf_counter()
     tune(cfg, domain)
     seconds = time.perf_counter() - t0
