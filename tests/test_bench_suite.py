@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from rltuner.benchmarks import suite
 from rltuner.cli.main import cli
+from rltuner.errors import RLTunerError
 from rltuner.provenance import machine_description, machine_key
 
 
@@ -354,3 +355,28 @@ def test_an_old_heading_of_an_amx_machine_is_read_under_its_amx_key(tmp_path) ->
         suite._key_from_provenance(line.format(flags="amx_bf16"))
         == "Intel(R) Xeon(R) Processor with AMX, 2 cores"
     )
+
+
+def test_bench_refuses_to_overwrite_a_file_that_is_not_a_benchmarks_file(
+    monkeypatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rltuner.cli.main import main
+
+    _fake_module(monkeypatch)
+    notes = tmp_path / "notes.md"
+    notes.write_text("# My notes\n\nkeep me\n")
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--only", "fake", "--out", str(notes)])
+    assert exc.value.code != 0
+    err = capsys.readouterr().err
+    assert "is not a benchmarks file" in err and len(err.strip().splitlines()) == 1  # before measuring
+    assert notes.read_text() == "# My notes\n\nkeep me\n"
+    with pytest.raises(RLTunerError, match="is a folder"):  # the API's check (click's option refuses one too)
+        suite.write_benchmarks(tmp_path, {}, command="-")
+    # an empty file, then the file bench wrote, is (re)written
+    empty = tmp_path / "empty.md"
+    empty.write_text("")
+    for _ in range(2):
+        result = CliRunner().invoke(cli, ["bench", "--only", "fake", "--out", str(empty)])
+        assert result.exit_code == 0, result.output
+        assert empty.read_text().startswith(suite.TITLE + "\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -144,6 +145,25 @@ def test_nonsense_settings_are_rejected(overrides: dict[str, object], message: s
         preset("fast", **overrides)
 
 
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"stored_states": "false"}, "stored_states must be true or false"),  # "false" would be truthy
+        ({"fused_adam": "maybe"}, "fused_adam must be true or false"),
+        ({"total_steps": "8192"}, "total_steps must be an integer"),
+        ({"n_envs": 2.0}, "n_envs must be an integer"),
+        ({"learning_rate": True}, "learning_rate must be a number"),
+        ({"device": None}, "device must be a string"),
+    ],
+)
+def test_a_config_built_by_hand_with_wrong_types_is_refused(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        tune(TuneConfig(**fields))  # type: ignore[arg-type]
+    # numpy scalars are numbers, and the same settings as strings are read by the parsing routes
+    TuneConfig(total_steps=np.int64(4096), learning_rate=np.float32(1e-3)).validate()  # type: ignore[arg-type]
+    assert preset("fast", stored_states="false").stored_states is False
+
+
 def test_domain_level_checks_come_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="multiple of the episode length"):
         tune(_small(batch_size=100), toy_domain(tiny_prior()), tmp_path / "a")
@@ -167,8 +187,6 @@ def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
 
 def test_tensorboard_gets_round_scalars_and_reward_parts(tmp_path: Path, domain: Domain) -> None:
     import dataclasses
-
-    import numpy as np
 
     def parts(actions: np.ndarray, mask: np.ndarray, primers: np.ndarray) -> dict[str, float]:
         return {"hits": float((actions == 3).mean()), "steps": float(mask.sum(1).mean())}

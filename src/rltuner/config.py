@@ -106,6 +106,38 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     return value
 
 
+def check_types(cfg: Any) -> None:
+    """Refuse fields of the wrong type in a config built directly (``TuneConfig(stored_states="false")``).
+
+    :func:`from_dict` and :func:`apply_overrides` read strings as their fields' types; a dataclass built by
+    hand takes anything, and Python would then treat the string ``"false"`` as true. Checks the plain
+    ``bool``, ``int``, ``float`` and ``str`` fields (an int is a float; a bool is neither).
+
+    Raises:
+        ConfigError: naming the field, the value and the type it needs.
+    """
+    import numbers
+
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        tp, value = hints.get(f.name), getattr(cfg, f.name)
+        if tp is bool:
+            ok, want = isinstance(value, bool), "true or false (a bool)"
+        elif tp is int:
+            ok, want = isinstance(value, numbers.Integral) and not isinstance(value, bool), "an integer"
+        elif tp is float:
+            ok, want = isinstance(value, numbers.Real) and not isinstance(value, bool), "a number"
+        elif tp is str:
+            ok, want = isinstance(value, str), "a string"
+        else:
+            continue
+        if not ok:
+            raise ConfigError(
+                f"{f.name} must be {want}, got {value!r}; to give settings as strings use "
+                "with_overrides(), preset() or from_dict(), which read them"
+            )
+
+
 def coerce_value(value: Any, tp: Any, name: str) -> Any:
     """``value`` read as type ``tp`` (a config field's annotation), as :func:`from_dict` reads it.
 

@@ -81,7 +81,7 @@ def _tuning(quick: bool) -> list[BenchResult]:
                 value=rate,
                 unit="env steps/s",
                 goal=f"{BUDGET:,} steps <= 240 s (>= {BUDGET / 240:,.0f} steps/s)",
-                met=projected <= 240,
+                met=None if quick else projected <= 240,
                 detail=f"{result.env_steps:,} steps measured in {seconds:.1f} s ({result.sample_updates:,} "
                 f"sample-updates); the full budget projected at {projected:.0f} s; shipped SMILES prior",
             )

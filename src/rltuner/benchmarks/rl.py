@@ -373,7 +373,8 @@ def budget_row(
         vs = ""
     last = result.metrics[-1]
     return BenchResult(
-        name=f"{name}: fast preset, {result.env_steps:,} env steps, {result.sample_updates:,} sample-updates",
+        name=f"{name}: {'tiny shapes (--quick)' if quick else 'fast preset'}, {result.env_steps:,} env steps, "
+        f"{result.sample_updates:,} sample-updates",
         value=wall_s,
         unit="s",
         goal=goal,

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rltuner.benchmarks import BenchResult
+from rltuner.errors import RLTunerError
 from rltuner.fileio import write_text_atomic
 from rltuner.provenance import machine_description, machine_info, machine_key
 
@@ -111,7 +112,7 @@ def render_markdown(
             sections[topic] = {key: by_machine[key], **{k: v for k, v in by_machine.items() if k != key}}
     order = [t for t in TOPICS if t in sections] + [t for t in sections if t not in TOPICS]
     lines = [
-        "# Benchmarks",
+        TITLE,
         "",
         "Written by `rltuner bench`; do not edit by hand (re-run the command; `--only TOPIC` re-measures one",
         "topic and keeps the others' sections). Each topic keeps the latest section of every machine (CPU model,",
@@ -216,6 +217,33 @@ def read_sections(path: str | Path) -> Sections:
     return out
 
 
+TITLE = "# Benchmarks"  # the first line of every file this module writes
+
+
+def check_output_file(path: str | Path) -> None:
+    """Refuse to overwrite what is not a benchmarks file: ``path`` may be missing, empty, start with
+    :data:`TITLE` or hold :data:`KEPT_MARKER` (a file :func:`write_benchmarks` wrote, whose other sections it
+    keeps).
+
+    Raises:
+        RLTunerError: a folder, an unreadable file, or a file of something else (a user's notes).
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise RLTunerError(f"{p} is a folder; --out takes the markdown file to write")
+    if not p.exists():
+        return
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise RLTunerError(f"cannot read {p} ({e}); give another --out") from None
+    if text.strip() and not text.startswith(TITLE + "\n") and KEPT_MARKER not in text:
+        raise RLTunerError(
+            f"{p} is not a benchmarks file (its first line is not {TITLE!r}), so it would be overwritten; "
+            "give another --out or remove it"
+        )
+
+
 def write_benchmarks(
     path: str | Path,
     results: dict[str, list[BenchResult] | str],
@@ -237,6 +265,7 @@ def write_benchmarks(
         keep_others: keep this machine's sections of the topics not measured now.
         accelerator: the GPU's name when the figures were measured on one; part of the machine's key.
     """
+    check_output_file(path)
     info = machine_info()
     key = machine_key(info, accelerator)
     machine = machine_description(info) + (f"; accelerator: {accelerator}" if accelerator else "")

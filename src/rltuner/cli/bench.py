@@ -52,12 +52,13 @@ def bench(only: tuple[str, ...], quick: bool, out: Path, quiet: bool) -> None:
     Torch runs with --threads (the default policy, as every command); the threads topic measures the policies
     themselves, each in a fresh process, quiet and beside a CPU burner.
     """
-    from rltuner.benchmarks.suite import TOPICS, run_topics, write_benchmarks
+    from rltuner.benchmarks.suite import TOPICS, check_output_file, run_topics, write_benchmarks
 
     unknown = [t for t in only if t not in TOPICS]
     if unknown:
         raise click.BadParameter(f"unknown topic(s) {', '.join(unknown)}; choose from {', '.join(TOPICS)}")
     topics = list(only) or list(TOPICS)
+    check_output_file(out)  # before the minutes of measuring
     results = run_topics(topics, quick=quick, progress=not quiet)
     command = "rltuner " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "rltuner bench"
     write_benchmarks(out, results, command=command, keep_others=bool(only))

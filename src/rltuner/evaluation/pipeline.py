@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from rltuner.config import field, result_inputs, to_dict
+from rltuner.config import check_types, field, result_inputs, to_dict
 from rltuner.devices import DEVICE_CHOICES, resolve_device
 from rltuner.encoding import STEPS_PER_BAR, with_primers
 from rltuner.errors import ConfigError, RLTunerError
@@ -101,6 +101,7 @@ class PipelineConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on nonsense settings, before any work starts."""
+        check_types(self)
         validate_run_settings(
             self.out, self.algorithms, ALGORITHMS, {"samples": self.samples, "steps": self.steps}, self.device,
             threads=self.threads, seed=self.seed, seeds=self.seeds,

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from rltuner.config import field, from_dict, to_dict
+from rltuner.config import check_types, field, from_dict, to_dict
 from rltuner.encoding import NUM_CLASSES
 from rltuner.errors import ConfigError
 
@@ -78,6 +78,7 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` if a value is out of range."""
+        check_types(self)
         if self.arch not in _REGISTRY:
             raise ConfigError(f"arch: unknown model kind {self.arch!r}; known: {', '.join(_REGISTRY)}")
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "context", "ff_mult"):

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rltuner.config import field, to_dict
+from rltuner.config import check_types, field, to_dict
 from rltuner.devices import DEVICE_CHOICES, resolve_device
 from rltuner.encoding import NO_EVENT, NUM_CLASSES
 from rltuner.errors import CheckpointError, ConfigError, DatasetError, TrainingDivergedError
@@ -71,6 +71,7 @@ class PretrainConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on nonsense values."""
+        check_types(self)
         from rltuner.limits import check_pretrain_config
 
         self.model.validate()

@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from rltuner.config import field
+from rltuner.config import check_types, field
 from rltuner.encoding import FIRST_NOTE_CLASS, NO_EVENT, NOTE_OFF, NUM_CLASSES, validate_classes
 from rltuner.errors import ConfigError, InvalidMelodyError
 from rltuner.rewards.rules import (
@@ -134,6 +134,7 @@ class RewardConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for nonsense values."""
+        check_types(self)
         key_tables(self.key, self.mode)
         if self.length < 1:
             raise ConfigError(f"length must be at least 1, got {self.length}")

@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from rltuner.config import apply_overrides, field
+from rltuner.config import apply_overrides, check_types, field
 from rltuner.devices import DEVICE_CHOICES as DEVICES
 from rltuner.errors import ConfigError
 from rltuner.threads import DEFAULT_THREADS, check_threads
@@ -108,6 +108,7 @@ class TuneConfig:
         from rltuner.limits import check_tune_config
         from rltuner.rl.targets import get_algorithm
 
+        check_types(self)
         algo = get_algorithm(self.algorithm)
         positive = ("total_steps", "n_envs", "batch_size", "train_every", "replay_size", "eval_episodes")
         for name in positive:
