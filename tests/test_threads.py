@@ -69,6 +69,21 @@ def test_threads_zero_is_torchs_default(monkeypatch: pytest.MonkeyPatch) -> None
         assert torch.get_num_threads() == 1
 
 
+def test_more_threads_than_cores_get_one_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from rltuner import threads
+
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(threads, "_warned_counts", set())
+    with caplog.at_level("WARNING", logger="rltuner.threads"):
+        for count in (2, 3, 3):
+            with using_threads(count):
+                assert torch.get_num_threads() == count
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "3 torch threads on the 2 CPU core(s)" in warnings[0]
+
+
 @pytest.mark.parametrize(
     "cores, threads, processes, expected",
     [

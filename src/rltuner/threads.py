@@ -4,8 +4,9 @@ Why a policy at all: torch's default is one thread per core, and its OpenMP runt
 threads spin while they wait for work. When another process holds a core, the two threads of a 2-core machine
 spin against it and a 30-second tuning run took 14 minutes (issue 15). So:
 
-* the default is :data:`DEFAULT_THREADS` = 1 thread, the fastest setting on a busy machine and at most ~1.3x
-  slower than 2 threads on a quiet one (our batches are small; see ``docs/tuning.md``, "Threads");
+* the default is :data:`DEFAULT_THREADS` = 1 thread, the fastest setting on a busy machine and at most ~1.4x
+  slower than 2 threads on a quiet one, and that only with OpenMP's spinning wait (under the passive policy
+  below 2 threads are slower than 1; our batches are small; see ``docs/tuning.md``, "Threads");
 * ``0`` means torch's own default (``OMP_NUM_THREADS`` when set, else one per physical core);
 * the command line sets ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep) before torch is first imported,
   unless the user set the variable: :func:`set_passive_wait_policy`, called by ``rltuner.cli.main``.
@@ -26,6 +27,7 @@ kernels split their sums differently), as another CPU does.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import statistics
 from collections.abc import Iterator, MutableMapping
@@ -42,6 +44,8 @@ THREADS_HELP = (
 )
 
 _torch_default: int | None = None  # torch's count before rltuner first changed it in this process
+_warned_counts: set[int] = set()  # thread counts above the cores already warned about (once per process)
+log = logging.getLogger(__name__)
 
 
 def set_passive_wait_policy(environ: MutableMapping[str, str] | None = None) -> bool:
@@ -189,6 +193,14 @@ def set_threads(threads: int) -> int:
 
     default = torch_default_threads()  # remembered before the first change
     count = check_threads(threads) or default
+    cores = available_cores()
+    if count > cores and count not in _warned_counts:
+        _warned_counts.add(count)
+        log.warning(
+            "warning: %d torch threads on the %d CPU core(s) this process may use: each op's threads wait on "
+            "each other (on 2 cores 8 threads made a short tune 3x slower); --threads 1 is the default",
+            count, cores,
+        )  # fmt: skip
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)
     return count
