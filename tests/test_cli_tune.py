@@ -43,6 +43,9 @@ def test_tune_then_resume(tmp_path: Path, toy_music: list[dict[str, Any]]) -> No
     summary = json.loads((run / "summary.json").read_text())
     assert summary["env_steps"] == 512 and isinstance(summary["worse_than_prior"], bool)
     assert f"(the prior: {summary['prior']['mean_task_reward']:.3f}" in result.output
+    # a preset is a whole schedule: refused on a resume (the saved settings stay), before any work
+    other = CliRunner().invoke(cli, ["tune", "--resume", str(run), "--preset", "paper", "--steps", "1024"])
+    assert other.exit_code == 2 and "--preset does not apply with --resume" in other.output
     more = CliRunner().invoke(cli, ["tune", "--resume", str(run), "--steps", "1024", "--quiet"])
     assert more.exit_code == 0, more.output
     assert "psi: 1,024 env steps" in more.output

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from rltuner.errors import ConfigError
+from rltuner.errors import ConfigError, RLTunerError
 from rltuner.models.prior import build_prior
 from rltuner.rl.config import TuneConfig, preset
 from rltuner.rl.env import BatchedEnv
@@ -137,6 +137,17 @@ def test_a_stored_state_run_learns_resumes_to_the_bit_and_counts_single_transiti
     assert resumed.sample_updates == whole.sample_updates
     for a, b in zip(whole.policy.state_dict().values(), resumed.policy.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_run_cannot_switch_stored_states_when_resuming(tmp_path: Path) -> None:
+    small = toy_domain(tiny_prior(3))
+    for stored in (False, True):
+        run = tmp_path / f"stored-{stored}"
+        tune(_small(algorithm="q", stored_states=stored, batch_size=64, total_steps=256), small, run)
+        with pytest.raises(RLTunerError, match=f"tuned with stored_states={str(stored).lower()}"):
+            tune(_small(algorithm="q", stored_states=not stored, batch_size=64), small, run, resume=True)
+        # as it began: goes on
+        tune(_small(algorithm="q", stored_states=stored, batch_size=64), small, run, resume=True)
 
 
 def test_stored_states_are_refused_where_there_is_no_recurrent_state(tmp_path: Path) -> None:

@@ -154,7 +154,8 @@ Examples:
     "resume_dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Continue the run saved in this folder (options given here override its settings).",
+    help="Continue the run saved in this folder (options given here override its settings; not --preset, "
+    "and stored_states cannot change).",
 )
 @quiet_option()
 @config_option(
@@ -214,6 +215,11 @@ def tune(
     if resume_dir is not None:
         if out_dir is not None and out_dir != resume_dir:
             raise click.UsageError("give either --out or --resume, not both")
+        if given(ctx, "preset"):  # a preset is a whole schedule: the run keeps the one it started with
+            raise click.UsageError(
+                "--preset does not apply with --resume (the run keeps its saved settings); change single "
+                "settings with their options or --set"
+            )
         base = _saved_config(resume_dir)
         out_dir = resume_dir
         saved_domain = _saved_domain(resume_dir)

@@ -785,6 +785,14 @@ def _load_resume(
             raise RLTunerError(
                 f"the run in {path.parent} used algorithm {state['algorithm']}, not {cfg.algorithm}"
             )
+        replay = state.get("replay")
+        if isinstance(replay, dict) and ("states" in replay) != cfg.stored_states:
+            was = "states" in replay
+            raise RLTunerError(
+                f"the run in {path.parent} was tuned with stored_states={str(was).lower()}, and a run cannot "
+                f"change it when resuming (its replay holds {'single transitions with' if was else 'no'} "
+                f"recurrent states); resume with stored_states={str(was).lower()} or start a new run"
+            )
         learner.load_state_dict(state)
         generator.set_state(state["torch_rng"])
         np_rng.bit_generator.state = json.loads(state["numpy_rng"])
