@@ -241,3 +241,27 @@ def test_reward_primer_is_recorded_and_refused_where_the_domain_has_none(tmp_pat
     assert not (tmp_path / "toy").exists()
     with pytest.raises(ConfigError, match="reward_primer is false"):
         tune(_small(), domain.for_reward_primer(True), tmp_path / "off")
+
+
+def test_the_summary_records_what_the_auto_settings_became(tmp_path: Path) -> None:
+    domain = toy_domain(tiny_prior())
+    runs = {}
+    for name, settings in {
+        "bf16 on, overlap on": {"learner_bf16": "on", "overlap": "on"},
+        "bf16 off, overlap off": {"learner_bf16": "off", "overlap": "off"},
+    }.items():
+        result = tune(_small(**settings), domain, tmp_path / name.replace(" ", "_").replace(",", ""))
+        runs[name] = json.loads((result.run_dir / "summary.json").read_text())["resolved"]
+        assert runs[name] == result.resolved
+    assert runs["bf16 on, overlap on"] == {
+        "learner_bf16": True,
+        "overlap_learning": 1.0,
+        "overlap_acting": 1.0,
+    }
+    assert runs["bf16 off, overlap off"] == {
+        "learner_bf16": False,
+        "overlap_learning": 0.0,
+        "overlap_acting": 0.0,
+    }
+    on_policy = tune(_small(algorithm="rloo", n_envs=16), domain)
+    assert on_policy.resolved["learner_bf16"] is False  # the policy family has no bf16 learner

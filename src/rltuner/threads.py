@@ -149,6 +149,7 @@ class OverlapChooser:
         self.fixed, self.every, self.trial = fixed, every, trial
         self.choice = False
         self.steps = 0
+        self.overlapped = 0  # pieces that ran overlapped (of ``steps``)
         self.times: dict[bool, list[float]] = {True: [], False: []}
 
     def use(self) -> bool:
@@ -162,6 +163,7 @@ class OverlapChooser:
         """Count a piece of work that took ``seconds`` (``used``: whether it overlapped)."""
         phase = self.steps % self.every
         self.steps += 1
+        self.overlapped += used
         if self.fixed is not None or phase >= 2 * self.trial:
             return
         self.times[used].append(seconds)

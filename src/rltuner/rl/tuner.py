@@ -50,7 +50,7 @@ from rltuner.rl.onpolicy import PolicyLearner
 from rltuner.rl.policy import TunedPolicy, policy_checkpoint
 from rltuner.rl.replay import EpisodeBatch, EpisodeReplay, Transitions
 from rltuner.rl.targets import Algorithm, get_algorithm, td_target
-from rltuner.threads import overlap_pool, using_threads
+from rltuner.threads import OverlapChooser, overlap_pool, using_threads
 
 METRIC_COLUMNS = (
     "env_step", "sample_updates", "wall_s", "mean_log_p", "mean_task_reward", "mean_return", "mean_length",
@@ -81,6 +81,10 @@ class TuneResult:
             primers; keys as :func:`evaluate_policy`'s), or None for an interrupted run.
         worse_than_prior: whether the final policy's mean task reward per step is below the prior's (None for
             an interrupted run); when True, :func:`tune` also logs a warning.
+        resolved: what the ``auto`` settings became on this machine, this session: ``learner_bf16`` (bf16
+            autocast used: it changes the numbers) and, for the value family, ``overlap_learning`` /
+            ``overlap_acting``, the fractions of gradient steps and rollouts that ran overlapped (a machine
+            detail: overlap changes no number).
     """
 
     policy: TunedPolicy
@@ -94,7 +98,7 @@ class TuneResult:
     interrupted: bool = False
     prior_metrics: dict[str, float] | None = None
     worse_than_prior: bool | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    resolved: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """The run's outcome as JSON-able data (``RUN_DIR/summary.json``): counts, the final evaluation, the
@@ -106,7 +110,7 @@ class TuneResult:
             "gradient_steps": self.gradient_steps, "wall_s": round(self.wall_s, 3),
             "interrupted": self.interrupted,
             "final": {"env_step": final.get("env_step"), **{k: final.get(k) for k in keys}},
-            "prior": self.prior_metrics, "worse_than_prior": self.worse_than_prior,
+            "prior": self.prior_metrics, "worse_than_prior": self.worse_than_prior, "resolved": self.resolved,
         }  # fmt: skip
 
 
@@ -491,6 +495,11 @@ def _tune(
 
     learner = make_learner(algo, cfg, domain, device)
     env = learner.make_env(domain, cfg.n_envs)
+    log.info(
+        "resolved: learner_bf16=%s -> bf16 autocast %s; overlap=%s (auto: timed during the run where it may "
+        "pay; summary.json's resolved gives the shares); %d torch thread(s)",
+        cfg.learner_bf16, "on" if getattr(learner, "bf16", False) else "off", cfg.overlap, torch.get_num_threads(),
+    )  # fmt: skip
     generator = torch.Generator().manual_seed(cfg.seed)
     np_rng = np.random.default_rng(cfg.seed)
     counters: dict[str, Any] = {
@@ -580,13 +589,23 @@ def _tune(
     result = TuneResult(
         policy=policy, algorithm=cfg.algorithm, metrics=metrics, env_steps=int(counters["env_steps"]),
         sample_updates=int(counters["sample_updates"]), gradient_steps=int(counters["gradient_steps"]),
-        wall_s=wall, run_dir=run_dir, interrupted=interrupted,
+        wall_s=wall, run_dir=run_dir, interrupted=interrupted, resolved=_resolved(learner, env),
     )  # fmt: skip
     if not interrupted and metrics:
         compare_with_prior(result, learner.reward_rnn, domain, cfg, device)
     if run_dir is not None:
         write_json_atomic(run_dir / SUMMARY_FILE, result.summary())
     return result
+
+
+def _resolved(learner: Learner, env: Any) -> dict[str, Any]:
+    """:attr:`TuneResult.resolved`: bf16 as resolved, the share of overlapped work where it was timed."""
+    out: dict[str, Any] = {"learner_bf16": bool(getattr(learner, "bf16", False))}
+    for name, owner in (("overlap_learning", learner), ("overlap_acting", env)):
+        chooser = getattr(owner, "overlap", None)
+        if isinstance(chooser, OverlapChooser) and chooser.steps:
+            out[name] = round(chooser.overlapped / chooser.steps, 3)
+    return out
 
 
 def compare_with_prior(
